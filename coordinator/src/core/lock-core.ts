@@ -1,0 +1,600 @@
+import {
+  type AcquireRequest,
+  type CancelRequest,
+  ERROR_CODES,
+  type ErrorCode,
+  type ExtendRequest,
+  type HolderView,
+  type InspectRequest,
+  type LockKind,
+  type LockMode,
+  type LockView,
+  type OpenRequest,
+  type PartitionCounts,
+  partitionOf,
+  type ReleaseRequest,
+  type ReplyBody,
+  type Request,
+  type WaiterView,
+} from '@lockq/worker-sdk/protocol';
+import { DeadlineHeap } from './deadline-heap.js';
+import type { CoreLimits, CoreOptions } from './options.js';
+
+/** What the core decided. The runtime persists reservations before it publishes any reply. */
+export type Decision =
+  | { readonly type: 'reply'; readonly to: string; readonly body: ReplyBody }
+  | { readonly type: 'reserve-tokens'; readonly ceiling: number };
+
+interface Session {
+  readonly kind: 'session';
+  readonly id: string;
+  readonly worker: string;
+  replyTo: string;
+  ttlMs: number;
+  deadline: number;
+  /** Id of the latest request processed from this session: the `basis` of its grants. */
+  lastRequest: string;
+  readonly holds: Map<string, Hold>;
+  readonly waits: Map<string, Waiter>;
+  live: boolean;
+}
+
+interface LockState {
+  readonly name: string;
+  readonly kind: LockKind;
+  readonly limit: number;
+  /** Permits in use (semaphore) or number of holders (mutex, rwlock). */
+  used: number;
+  exclusiveHeld: boolean;
+  readonly holders: Map<number, Hold>;
+  head: Waiter | null;
+  tail: Waiter | null;
+  waiting: number;
+}
+
+interface Hold {
+  readonly kind: 'hold';
+  readonly lock: LockState;
+  readonly session: Session;
+  readonly token: number;
+  readonly mode: LockMode;
+  readonly permits: number;
+  readonly request: string;
+  deadline: number;
+  live: boolean;
+}
+
+interface Waiter {
+  readonly kind: 'waiter';
+  readonly lock: LockState;
+  readonly session: Session;
+  readonly request: AcquireRequest;
+  readonly deadline: number;
+  readonly memo: Memo;
+  prev: Waiter | null;
+  next: Waiter | null;
+  live: boolean;
+}
+
+/** A remembered answer: final, or the live wait/hold it turned into. */
+interface Memo {
+  readonly request: Request;
+  at: number;
+  outcome: ReplyBody | Waiter | Hold;
+}
+
+type Expiring = Session | Hold | Waiter;
+
+/**
+ * The pure lock state machine of one partition: `(state, request, now) -> decisions`.
+ *
+ * It never reads a clock, never does I/O and never throws on input: every request, however
+ * wrong, ends in exactly one answer. Time only moves when the caller says so, and anything due
+ * at or before `now` is expired before a request at `now` is looked at.
+ */
+export class LockCore {
+  readonly partition: number;
+  readonly partitions: number;
+  readonly epoch: number;
+  readonly #limits: CoreLimits;
+  readonly #blockSize: number;
+  readonly #sessions = new Map<string, Session>();
+  readonly #locks = new Map<string, LockState>();
+  readonly #memos = new Map<string, Memo>();
+  /** token -> session id, for holds whose lease ran out, so late release/extend say LEASE_EXPIRED. */
+  readonly #expiredTokens = new Map<number, { readonly session: string; readonly at: number }>();
+  readonly #heap = new DeadlineHeap<Expiring>();
+  #lastToken: number;
+  #tokenCeiling: number;
+  #now = Number.NEGATIVE_INFINITY;
+  #holdCount = 0;
+  #waiterCount = 0;
+
+  constructor(options: CoreOptions) {
+    this.partition = options.partition;
+    this.partitions = options.partitions;
+    this.epoch = options.epoch;
+    this.#limits = options.limits;
+    this.#blockSize = options.tokenBlockSize;
+    this.#lastToken = options.tokenFloor;
+    this.#tokenCeiling = options.tokenFloor;
+  }
+
+  /** Applies one decoded request at time `now` (ms, non-decreasing), appending decisions to `out`. */
+  handle(request: Request, now: number, out: Decision[]): void {
+    now = this.#advance(now, out);
+    const key = memoKey(request);
+    const memo = this.#memos.get(key);
+    if (memo !== undefined) {
+      this.#replay(memo, request, now, out);
+      return;
+    }
+    if (request.op === 'inspect') {
+      const body: ReplyBody =
+        request.lock === undefined
+          ? { type: 'inspected', re: request.id, counts: this.counts() }
+          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now), counts: this.counts() };
+      out.push({ type: 'reply', to: request.replyTo, body });
+      return;
+    }
+    const body = this.#decide(request, now, out);
+    out.push({ type: 'reply', to: request.replyTo, body });
+    if (request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
+      this.#remember(key, request, now, body);
+    }
+  }
+
+  /** Expires everything due at or before `now`. */
+  tick(now: number, out: Decision[]): void {
+    this.#advance(now, out);
+  }
+
+  /** The earliest time at which `tick` may have something to do, or undefined when nothing is pending. */
+  nextDeadline(): number | undefined {
+    for (;;) {
+      const top = this.#heap.peek();
+      if (top === undefined) return undefined;
+      if (top.ref.live) return top.at;
+      this.#heap.pop();
+    }
+  }
+
+  counts(): PartitionCounts {
+    return {
+      locks: this.#locks.size,
+      holds: this.#holdCount,
+      waiters: this.#waiterCount,
+      sessions: this.#sessions.size,
+      lastToken: this.#lastToken,
+    };
+  }
+
+  /** Holders and waiters of one lock, or null when nobody holds or waits for it. */
+  inspect(name: string, now: number): LockView | null {
+    const lock = this.#locks.get(name);
+    if (lock === undefined) return null;
+    const holders: HolderView[] = [];
+    for (const h of lock.holders.values()) {
+      holders.push({
+        worker: h.session.worker,
+        session: h.session.id,
+        token: h.token,
+        mode: h.mode,
+        permits: h.permits,
+        ttlMs: Math.max(0, h.deadline - now),
+      });
+    }
+    const waiters: WaiterView[] = [];
+    let position = 0;
+    for (let w = lock.head; w !== null; w = w.next) {
+      waiters.push({
+        worker: w.session.worker,
+        session: w.session.id,
+        request: w.request.id,
+        mode: w.request.mode,
+        permits: w.request.permits,
+        position: ++position,
+        waitMs: Math.max(0, w.deadline - now),
+      });
+    }
+    return { lock: lock.name, kind: lock.kind, limit: lock.limit, holders, waiters };
+  }
+
+  /** Names of every lock with a holder or a waiter. */
+  lockNames(): IterableIterator<string> {
+    return this.#locks.keys();
+  }
+
+  // ---- requests -------------------------------------------------------------------------------
+
+  #decide(request: Exclude<Request, InspectRequest>, now: number, out: Decision[]): ReplyBody {
+    if (request.op === 'open') return this.#open(request, now);
+    const session = this.#sessions.get(request.session);
+    if (session === undefined || session.worker !== request.worker) return error(request.id, 'NO_SESSION');
+    session.deadline = now + session.ttlMs;
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
+    switch (request.op) {
+      case 'heartbeat':
+        return { type: 'ok', re: request.id };
+      case 'close': {
+        const touched = new Set<LockState>();
+        this.#endSession(session, 'CANCELLED', out, touched);
+        for (const lock of touched) this.#drain(lock, now, out);
+        return { type: 'ok', re: request.id };
+      }
+      case 'acquire':
+        return this.#owned(request.lock) ? this.#acquire(session, request, now, out) : wrongPartition(request.id);
+      case 'release':
+        return this.#owned(request.lock) ? this.#release(session, request, now, out) : wrongPartition(request.id);
+      case 'extend':
+        return this.#owned(request.lock) ? this.#extend(session, request, now) : wrongPartition(request.id);
+      case 'cancel':
+        return this.#owned(request.lock) ? this.#cancel(session, request, now, out) : wrongPartition(request.id);
+    }
+  }
+
+  #owned(lock: string): boolean {
+    return this.partitions <= 1 || partitionOf(lock, this.partitions) === this.partition;
+  }
+
+  #open(request: OpenRequest, now: number): ReplyBody {
+    if (request.partitions !== this.partitions) return error(request.id, 'WRONG_PARTITION', 'partitions');
+    let session = this.#sessions.get(request.session);
+    const resumed = session !== undefined;
+    if (session !== undefined) {
+      if (session.worker !== request.worker) return error(request.id, 'INVALID_FIELD', 'session');
+      session.ttlMs = request.sessionTtlMs;
+    } else {
+      if (this.#sessions.size >= this.#limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
+      session = {
+        kind: 'session',
+        id: request.session,
+        worker: request.worker,
+        replyTo: request.replyTo,
+        ttlMs: request.sessionTtlMs,
+        deadline: 0,
+        lastRequest: request.id,
+        holds: new Map(),
+        waits: new Map(),
+        live: true,
+      };
+      this.#sessions.set(session.id, session);
+    }
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
+    session.deadline = now + session.ttlMs;
+    if (!resumed) this.#heap.push(session.deadline, session);
+    return { type: 'opened', re: request.id, session: session.id, resumed, sessionTtlMs: session.ttlMs };
+  }
+
+  #acquire(session: Session, req: AcquireRequest, now: number, out: Decision[]): ReplyBody {
+    const existing = this.#locks.get(req.lock);
+    if (existing !== undefined) {
+      if (existing.kind !== req.kind) return error(req.id, 'KIND_MISMATCH', 'kind');
+      if (existing.limit !== req.limit) return error(req.id, 'LIMIT_MISMATCH', 'limit');
+    }
+    if (session.holds.has(req.lock)) return error(req.id, 'ALREADY_HELD');
+    if (session.waits.has(req.lock)) return error(req.id, 'ALREADY_WAITING');
+    const busy = session.holds.size + session.waits.size >= this.#limits.maxHoldsPerSession;
+    const lock = existing ?? newLock(req);
+    if (lock.head === null && fits(lock, req.mode, req.permits)) {
+      if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+      if (existing === undefined) this.#locks.set(lock.name, lock);
+      const hold = this.#grant(lock, session, req, now, out);
+      return granted(req.id, hold, now, session.lastRequest);
+    }
+    if (req.waitMs === 0) return error(req.id, 'LOCK_BUSY');
+    if (lock.waiting >= this.#limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
+    if (session.waits.size >= this.#limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
+    if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+    if (existing === undefined) this.#locks.set(lock.name, lock);
+    // The memo is created here, before handle() would, so the waiter can point at it.
+    const memo: Memo = { request: req, at: now, outcome: null as unknown as Waiter };
+    const waiter: Waiter = {
+      kind: 'waiter',
+      lock,
+      session,
+      request: req,
+      deadline: now + req.waitMs,
+      memo,
+      prev: lock.tail,
+      next: null,
+      live: true,
+    };
+    memo.outcome = waiter;
+    if (lock.tail === null) lock.head = waiter;
+    else lock.tail.next = waiter;
+    lock.tail = waiter;
+    lock.waiting++;
+    this.#waiterCount++;
+    session.waits.set(lock.name, waiter);
+    this.#heap.push(waiter.deadline, waiter);
+    this.#memos.set(memoKey(req), memo);
+    return { type: 'queued', re: req.id, lock: lock.name, position: lock.waiting };
+  }
+
+  #release(session: Session, req: ReleaseRequest, now: number, out: Decision[]): ReplyBody {
+    const hold = this.#locks.get(req.lock)?.holders.get(req.token);
+    if (hold === undefined || hold.session !== session) return this.#notHeld(session, req);
+    this.#dropHold(hold);
+    this.#drain(hold.lock, now, out);
+    return { type: 'released', re: req.id, lock: req.lock, token: req.token };
+  }
+
+  #extend(session: Session, req: ExtendRequest, now: number): ReplyBody {
+    const hold = this.#locks.get(req.lock)?.holders.get(req.token);
+    if (hold === undefined || hold.session !== session) return this.#notHeld(session, req);
+    const deadline = now + req.ttlMs;
+    // The heap entry stays at the old deadline and is re-queued when it pops (lazy re-key); a
+    // shorter lease needs an entry of its own.
+    if (deadline < hold.deadline) this.#heap.push(deadline, hold);
+    hold.deadline = deadline;
+    return { type: 'extended', re: req.id, lock: req.lock, token: req.token, ttlMs: req.ttlMs, basis: req.id };
+  }
+
+  #notHeld(session: Session, req: ReleaseRequest | ExtendRequest): ReplyBody {
+    const expired = this.#expiredTokens.get(req.token);
+    return error(req.id, expired !== undefined && expired.session === session.id ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
+  }
+
+  #cancel(session: Session, req: CancelRequest, now: number, out: Decision[]): ReplyBody {
+    const waiter = session.waits.get(req.lock);
+    if (waiter === undefined || waiter.request.id !== req.target) return error(req.id, 'NOT_WAITING');
+    this.#dropWaiter(waiter, 'CANCELLED', out);
+    this.#drain(waiter.lock, now, out);
+    return { type: 'cancelled', re: req.id, lock: req.lock };
+  }
+
+  // ---- idempotency ------------------------------------------------------------------------------
+
+  #remember(key: string, request: Request, now: number, body: ReplyBody): void {
+    if (this.#memos.has(key)) return; // a queued acquire already left its memo
+    this.#memos.set(key, { request, at: now, outcome: body.type === 'granted' ? this.#holdOf(body) : body });
+  }
+
+  #holdOf(body: ReplyBody & { type: 'granted' }): Hold | ReplyBody {
+    return this.#locks.get(body.lock)?.holders.get(body.token) ?? body;
+  }
+
+  #replay(memo: Memo, request: Request, now: number, out: Decision[]): void {
+    if (!samePayload(memo.request, request)) {
+      out.push({ type: 'reply', to: request.replyTo, body: error(request.id, 'IDEMPOTENCY_CONFLICT') });
+      return;
+    }
+    const session = this.#sessions.get(request.session);
+    if (session !== undefined && session.worker === request.worker) {
+      session.deadline = now + session.ttlMs;
+      session.replyTo = request.replyTo;
+      session.lastRequest = request.id;
+    }
+    const outcome = memo.outcome;
+    let body: ReplyBody;
+    if ('type' in outcome) {
+      body = outcome;
+    } else if (outcome.kind === 'waiter') {
+      body = { type: 'queued', re: request.id, lock: outcome.lock.name, position: positionOf(outcome) };
+    } else {
+      // The same grant, with what is left of its lease measured now and this duplicate as basis.
+      body = outcome.live ? granted(request.id, outcome, now, request.id) : error(request.id, 'LEASE_EXPIRED');
+    }
+    out.push({ type: 'reply', to: request.replyTo, body });
+  }
+
+  // ---- grants, queues and expiry --------------------------------------------------------------
+
+  #grant(lock: LockState, session: Session, req: AcquireRequest, now: number, out: Decision[]): Hold {
+    if (this.#lastToken >= this.#tokenCeiling) {
+      this.#tokenCeiling = this.#lastToken + this.#blockSize;
+      out.push({ type: 'reserve-tokens', ceiling: this.#tokenCeiling });
+    }
+    const hold: Hold = {
+      kind: 'hold',
+      lock,
+      session,
+      token: ++this.#lastToken,
+      mode: req.mode,
+      permits: req.permits,
+      request: req.id,
+      deadline: now + req.ttlMs,
+      live: true,
+    };
+    lock.holders.set(hold.token, hold);
+    lock.used += req.permits;
+    if (req.mode === 'exclusive') lock.exclusiveHeld = true;
+    session.holds.set(lock.name, hold);
+    this.#holdCount++;
+    this.#heap.push(hold.deadline, hold);
+    return hold;
+  }
+
+  /** Grants waiters from the head of the queue for as long as they fit; never skips one. */
+  #drain(lock: LockState, now: number, out: Decision[]): void {
+    for (let w = lock.head; w !== null && fits(lock, w.request.mode, w.request.permits); w = lock.head) {
+      this.#unlinkWaiter(w);
+      const hold = this.#grant(lock, w.session, w.request, now, out);
+      w.memo.outcome = hold;
+      out.push({ type: 'reply', to: w.session.replyTo, body: granted(w.request.id, hold, now, w.session.lastRequest) });
+    }
+    if (lock.holders.size === 0 && lock.head === null) this.#locks.delete(lock.name);
+  }
+
+  #dropHold(hold: Hold): void {
+    hold.live = false;
+    const lock = hold.lock;
+    lock.holders.delete(hold.token);
+    lock.used -= hold.permits;
+    if (hold.mode === 'exclusive') lock.exclusiveHeld = false;
+    hold.session.holds.delete(lock.name);
+    this.#holdCount--;
+  }
+
+  #unlinkWaiter(w: Waiter): void {
+    w.live = false;
+    const lock = w.lock;
+    if (w.prev === null) lock.head = w.next;
+    else w.prev.next = w.next;
+    if (w.next === null) lock.tail = w.prev;
+    else w.next.prev = w.prev;
+    w.prev = null;
+    w.next = null;
+    lock.waiting--;
+    w.session.waits.delete(lock.name);
+    this.#waiterCount--;
+  }
+
+  /** Removes a waiter without granting it and gives its acquire its final answer. */
+  #dropWaiter(w: Waiter, code: ErrorCode, out: Decision[]): void {
+    this.#unlinkWaiter(w);
+    const body = error(w.request.id, code);
+    w.memo.outcome = body;
+    out.push({ type: 'reply', to: w.session.replyTo, body });
+  }
+
+  /**
+   * Ends a session: its waiting acquires get `code` as their answer; its holds go, with a `lost`
+   * event when the session expired (a worker that closed its session knows). Queues are left for
+   * the caller to drain once everything due has been taken off.
+   */
+  #endSession(session: Session, code: 'CANCELLED' | 'NO_SESSION', out: Decision[], touched: Set<LockState>): void {
+    session.live = false;
+    this.#sessions.delete(session.id);
+    for (const w of [...session.waits.values()]) {
+      this.#dropWaiter(w, code, out);
+      touched.add(w.lock);
+    }
+    for (const h of [...session.holds.values()]) {
+      this.#dropHold(h);
+      touched.add(h.lock);
+      if (code === 'NO_SESSION') out.push({ type: 'reply', to: session.replyTo, body: lostBody(h, 'NO_SESSION') });
+    }
+  }
+
+  /**
+   * Moves time to `now` (never backwards) and expires everything due. All that is due is taken
+   * off first and only then are queues drained, so a waiter whose own deadline or session is also
+   * due at `now` can never be granted on the way.
+   */
+  #advance(now: number, out: Decision[]): number {
+    if (now < this.#now) now = this.#now;
+    this.#now = now;
+    const top = this.#heap.peek();
+    if (top === undefined || top.at > now) {
+      this.#pruneMemos(now);
+      return now;
+    }
+    const sessions: Session[] = [];
+    const holds: Hold[] = [];
+    const waiters: Waiter[] = [];
+    for (let e = this.#heap.peek(); e !== undefined && e.at <= now; e = this.#heap.peek()) {
+      this.#heap.pop();
+      const ref = e.ref;
+      if (!ref.live) continue;
+      if (ref.deadline > now) {
+        this.#heap.push(ref.deadline, ref); // refreshed or extended since this entry was pushed
+        continue;
+      }
+      if (ref.kind === 'session') sessions.push(ref);
+      else if (ref.kind === 'hold') holds.push(ref);
+      else waiters.push(ref);
+    }
+    const touched = new Set<LockState>();
+    for (const s of sessions) if (s.live) this.#endSession(s, 'NO_SESSION', out, touched);
+    for (const h of holds) {
+      if (!h.live) continue;
+      this.#dropHold(h);
+      touched.add(h.lock);
+      this.#expiredTokens.set(h.token, { session: h.session.id, at: now });
+      out.push({ type: 'reply', to: h.session.replyTo, body: lostBody(h, 'LEASE_EXPIRED') });
+    }
+    for (const w of waiters) {
+      if (!w.live) continue;
+      this.#dropWaiter(w, 'WAIT_TIMEOUT', out);
+      touched.add(w.lock);
+    }
+    for (const lock of touched) this.#drain(lock, now, out);
+    this.#pruneMemos(now);
+    return now;
+  }
+
+  #pruneMemos(now: number): void {
+    const horizon = now - this.#limits.dedupeWindowMs;
+    const max = this.#limits.maxDedupeEntries;
+    for (const [key, memo] of this.#memos) {
+      if (memo.at > horizon && this.#memos.size <= max) break;
+      this.#memos.delete(key);
+      const o = memo.outcome;
+      // A memo of a live wait or hold is kept (moved to the back) while it lives, unless over the cap.
+      if (!('type' in o) && o.live && this.#memos.size < max) {
+        memo.at = now;
+        this.#memos.set(key, memo);
+      }
+    }
+    for (const [token, t] of this.#expiredTokens) {
+      if (t.at > horizon && this.#expiredTokens.size <= max) break;
+      this.#expiredTokens.delete(token);
+    }
+  }
+}
+
+function newLock(req: AcquireRequest): LockState {
+  return {
+    name: req.lock,
+    kind: req.kind,
+    limit: req.limit,
+    used: 0,
+    exclusiveHeld: false,
+    holders: new Map(),
+    head: null,
+    tail: null,
+    waiting: 0,
+  };
+}
+
+function fits(lock: LockState, mode: LockMode, permits: number): boolean {
+  if (lock.kind === 'semaphore') return lock.used + permits <= lock.limit;
+  return mode === 'exclusive' ? lock.used === 0 : !lock.exclusiveHeld;
+}
+
+function positionOf(w: Waiter): number {
+  let position = 1;
+  for (let p = w.prev; p !== null; p = p.prev) position++;
+  return position;
+}
+
+function granted(re: string, hold: Hold, now: number, basis: string): ReplyBody {
+  return {
+    type: 'granted',
+    re,
+    lock: hold.lock.name,
+    token: hold.token,
+    ttlMs: Math.max(0, hold.deadline - now),
+    basis,
+  };
+}
+
+function lostBody(h: Hold, reason: 'LEASE_EXPIRED' | 'NO_SESSION'): ReplyBody {
+  return { type: 'lost', re: h.request, lock: h.lock.name, token: h.token, reason };
+}
+
+function error(re: string, code: ErrorCode, field?: string): ReplyBody {
+  const message = ERROR_CODES[code].text;
+  return field === undefined ? { type: 'error', re, code, message } : { type: 'error', re, code, message, field };
+}
+
+function wrongPartition(re: string): ReplyBody {
+  return error(re, 'WRONG_PARTITION', 'lock');
+}
+
+function memoKey(request: Request): string {
+  return `${request.worker}\u0000${request.id}`;
+}
+
+function samePayload(a: Request, b: Request): boolean {
+  const ra = a as unknown as Record<string, unknown>;
+  const rb = b as unknown as Record<string, unknown>;
+  const keys = Object.keys(ra);
+  if (keys.length !== Object.keys(rb).length) return false;
+  for (const k of keys) if (k !== 'replyTo' && ra[k] !== rb[k]) return false;
+  return true;
+}

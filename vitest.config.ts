@@ -1,0 +1,22 @@
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const src = (p: string) => fileURLToPath(new URL(p, import.meta.url));
+
+export default defineConfig({
+  resolve: {
+    // Tests run against the TypeScript sources, so a test never sees a stale build.
+    alias: [
+      { find: /^@lockq\/worker-sdk\/protocol$/, replacement: src('./worker-sdk/src/protocol/index.ts') },
+      { find: /^@lockq\/worker-sdk\/transport$/, replacement: src('./worker-sdk/src/transport/index.ts') },
+      { find: /^@lockq\/worker-sdk$/, replacement: src('./worker-sdk/src/index.ts') },
+      { find: /^@lockq\/coordinator\/core$/, replacement: src('./coordinator/src/core/index.ts') },
+      { find: /^@lockq\/coordinator$/, replacement: src('./coordinator/src/index.ts') },
+    ],
+  },
+  test: {
+    include: ['test/**/*.test.ts', 'coordinator/test/**/*.test.ts', 'worker-sdk/test/**/*.test.ts'],
+    testTimeout: 30_000,
+    hookTimeout: 60_000,
+  },
+});

@@ -1,0 +1,180 @@
+import { Buffer } from 'node:buffer';
+import { type ErrorCode, ERROR_CODES } from './codes.js';
+import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
+import type { Op, Reply, ReplyType, Request } from './messages.js';
+
+/** Why a request was refused, and where to answer if that could be read from it. */
+export interface DecodeFailure {
+  readonly ok: false;
+  readonly code: ErrorCode;
+  readonly message: string;
+  readonly field?: string;
+  /** Salvaged from the rejected message when present and well formed, so the sender can be answered. */
+  readonly id?: string;
+  readonly replyTo?: string;
+}
+export type DecodeResult = { readonly ok: true; readonly request: Request } | DecodeFailure;
+
+export function encode(message: Request | Reply): Buffer {
+  return Buffer.from(JSON.stringify(message), 'utf8');
+}
+
+type Check = (value: unknown) => ErrorCode | null;
+
+const isId: Check = (v) => (typeof v === 'string' && isPrintableName(v, RANGES.id) ? null : 'INVALID_FIELD');
+const isReplyTo: Check = (v) => (typeof v === 'string' && isPrintableName(v, RANGES.replyTo) ? null : 'INVALID_FIELD');
+const isLockName: Check = (v) =>
+  typeof v !== 'string' ? 'INVALID_FIELD' : isPrintableName(v, RANGES.lockName) ? null : 'NAME_INVALID';
+const isToken: Check = (v) => (Number.isSafeInteger(v) && (v as number) > 0 ? null : 'INVALID_FIELD');
+const intIn =
+  (range: { readonly min: number; readonly max: number }, code: ErrorCode): Check =>
+  (v) =>
+    typeof v !== 'number' ? 'INVALID_FIELD' : Number.isSafeInteger(v) && v >= range.min && v <= range.max ? null : code;
+const oneOf =
+  (...allowed: readonly string[]): Check =>
+  (v) =>
+    typeof v === 'string' && allowed.includes(v) ? null : 'INVALID_FIELD';
+
+interface Shape {
+  readonly required: Readonly<Record<string, Check>>;
+  readonly optional: Readonly<Record<string, Check>>;
+}
+const BASE: Readonly<Record<string, Check>> = {
+  v: () => null, // checked first, with its own code
+  op: () => null,
+  id: isId,
+  worker: isId,
+  session: isId,
+  replyTo: isReplyTo,
+};
+const SHAPES: Readonly<Record<Op, Shape>> = {
+  open: {
+    required: {
+      ...BASE,
+      sessionTtlMs: intIn(RANGES.sessionTtlMs, 'SESSION_TTL_OUT_OF_RANGE'),
+      partitions: intIn(RANGES.partitions, 'INVALID_FIELD'),
+    },
+    optional: {},
+  },
+  heartbeat: { required: BASE, optional: {} },
+  close: { required: BASE, optional: {} },
+  acquire: {
+    required: {
+      ...BASE,
+      lock: isLockName,
+      ttlMs: intIn(RANGES.ttlMs, 'TTL_OUT_OF_RANGE'),
+      waitMs: intIn(RANGES.waitMs, 'WAIT_OUT_OF_RANGE'),
+    },
+    optional: {
+      kind: oneOf('mutex', 'rwlock', 'semaphore'),
+      mode: oneOf('exclusive', 'shared'),
+      limit: intIn(RANGES.limit, 'LIMIT_OUT_OF_RANGE'),
+      permits: intIn(RANGES.limit, 'PERMITS_OUT_OF_RANGE'),
+    },
+  },
+  release: { required: { ...BASE, lock: isLockName, token: isToken }, optional: {} },
+  extend: {
+    required: { ...BASE, lock: isLockName, token: isToken, ttlMs: intIn(RANGES.ttlMs, 'TTL_OUT_OF_RANGE') },
+    optional: {},
+  },
+  cancel: { required: { ...BASE, lock: isLockName, target: isId }, optional: {} },
+  inspect: { required: BASE, optional: { lock: isLockName } },
+};
+
+function fail(code: ErrorCode, field: string | undefined, raw: Record<string, unknown> | null): DecodeFailure {
+  const message = field === undefined ? ERROR_CODES[code].text : `${field}: ${ERROR_CODES[code].text}`;
+  const out: { -readonly [K in keyof DecodeFailure]: DecodeFailure[K] } = { ok: false, code, message };
+  if (field !== undefined) out.field = field;
+  if (raw !== null) {
+    if (isId(raw.id) === null) out.id = raw.id as string;
+    if (isReplyTo(raw.replyTo) === null) out.replyTo = raw.replyTo as string;
+  }
+  return out;
+}
+
+/**
+ * Decodes and validates one request. Strict: unknown fields, wrong types and out-of-range values
+ * are refused with a stable code; the decoded acquire has every optional field filled in.
+ */
+export function decodeRequest(body: Uint8Array, maxBytes: number = MAX_MESSAGE_BYTES): DecodeResult {
+  if (body.byteLength > Math.min(maxBytes, MAX_MESSAGE_BYTES)) return fail('MESSAGE_TOO_LARGE', undefined, null);
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+  } catch {
+    return fail('MALFORMED', undefined, null);
+  }
+  if (typeof raw !== 'object' || raw === null || Array.isArray(raw)) return fail('MALFORMED', undefined, null);
+  const msg = raw as Record<string, unknown>;
+  if (msg.v !== PROTOCOL_VERSION) return fail('UNSUPPORTED_VERSION', 'v', msg);
+  const op = msg.op;
+  if (typeof op !== 'string' || !Object.hasOwn(SHAPES, op)) return fail('UNKNOWN_OP', 'op', msg);
+  const shape = SHAPES[op as Op];
+  for (const field in shape.required) {
+    const code = (shape.required[field] as Check)(msg[field]);
+    if (code !== null) return fail(code, field, msg);
+  }
+  for (const field in msg) {
+    if (Object.hasOwn(shape.required, field)) continue;
+    const check = Object.hasOwn(shape.optional, field) ? shape.optional[field] : undefined;
+    if (check === undefined) return fail('INVALID_FIELD', field, msg);
+    const code = check(msg[field]);
+    if (code !== null) return fail(code, field, msg);
+  }
+  return op === 'acquire' ? normaliseAcquire(msg) : { ok: true, request: msg as unknown as Request };
+}
+
+function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
+  const kind = (msg.kind ?? 'mutex') as 'mutex' | 'rwlock' | 'semaphore';
+  let mode = msg.mode as 'exclusive' | 'shared' | undefined;
+  let limit = msg.limit as number | undefined;
+  let permits = msg.permits as number | undefined;
+  if (kind === 'semaphore') {
+    if (limit === undefined) return fail('INVALID_FIELD', 'limit', msg);
+    if (mode !== undefined) return fail('INVALID_FIELD', 'mode', msg);
+    permits ??= 1;
+    if (permits > limit) return fail('PERMITS_OUT_OF_RANGE', 'permits', msg);
+    mode = 'shared';
+  } else {
+    if (limit !== undefined) return fail('INVALID_FIELD', 'limit', msg);
+    if (permits !== undefined) return fail('INVALID_FIELD', 'permits', msg);
+    if (kind === 'mutex' && mode === 'shared') return fail('INVALID_FIELD', 'mode', msg);
+    mode ??= 'exclusive';
+    limit = 1;
+    permits = 1;
+  }
+  return { ok: true, request: { ...(msg as unknown as Request & { op: 'acquire' }), kind, mode, limit, permits } };
+}
+
+const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
+  'granted',
+  'queued',
+  'released',
+  'extended',
+  'cancelled',
+  'opened',
+  'ok',
+  'error',
+  'lost',
+  'inspected',
+]);
+
+/**
+ * Decodes a reply. Replies come from a coordinator the worker trusts, so this checks the envelope
+ * (version, type, request id, epoch, partition) and leaves the body to the reader; it returns null
+ * for anything else rather than throwing inside a transport callback.
+ */
+export function decodeReply(body: Uint8Array): Reply | null {
+  if (body.byteLength > MAX_MESSAGE_BYTES * 16) return null;
+  let raw: unknown;
+  try {
+    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+  } catch {
+    return null;
+  }
+  if (typeof raw !== 'object' || raw === null) return null;
+  const r = raw as Record<string, unknown>;
+  if (r.v !== PROTOCOL_VERSION || typeof r.re !== 'string' || !REPLY_TYPES.has(r.type as ReplyType)) return null;
+  if (!Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return null;
+  return raw as Reply;
+}

@@ -1,0 +1,29 @@
+/**
+ * Hard ranges of the wire protocol. A coordinator may be configured tighter (see its options),
+ * never looser. Every range is inclusive.
+ */
+export const PROTOCOL_VERSION = 1;
+
+export const RANGES = {
+  /** Lock names, worker ids, session ids, request ids and reply addresses: printable ASCII without space. */
+  lockName: { min: 1, max: 256 },
+  id: { min: 1, max: 128 },
+  replyTo: { min: 1, max: 256 },
+  ttlMs: { min: 10, max: 86_400_000 },
+  waitMs: { min: 0, max: 3_600_000 },
+  sessionTtlMs: { min: 100, max: 600_000 },
+  limit: { min: 1, max: 1_000_000 },
+  partitions: { min: 1, max: 4096 },
+} as const;
+
+/** Messages larger than this are never accepted, whatever a coordinator is configured to. */
+export const MAX_MESSAGE_BYTES = 65_536;
+/** The default size limit of a coordinator. */
+export const DEFAULT_MAX_MESSAGE_BYTES = 4096;
+
+// 0x21-0x7E: printable ASCII without space, so names survive logs, URLs and every broker's naming.
+const PRINTABLE = /^[\x21-\x7e]+$/;
+
+export function isPrintableName(value: string, range: { readonly min: number; readonly max: number }): boolean {
+  return value.length >= range.min && value.length <= range.max && PRINTABLE.test(value);
+}

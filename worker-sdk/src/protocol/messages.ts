@@ -1,0 +1,205 @@
+import type { ErrorCode } from './codes.js';
+
+/** How a lock name is used. A name is one kind at a time; mixing kinds is `KIND_MISMATCH`. */
+export type LockKind = 'mutex' | 'rwlock' | 'semaphore';
+export type LockMode = 'exclusive' | 'shared';
+
+/** Fields every request carries. */
+export interface RequestBase {
+  readonly v: 1;
+  /** Request id, unique per worker: the idempotency key. */
+  readonly id: string;
+  readonly worker: string;
+  readonly session: string;
+  /** Where answers and events for this session go (a topology name from the transport). */
+  readonly replyTo: string;
+}
+
+export interface OpenRequest extends RequestBase {
+  readonly op: 'open';
+  readonly sessionTtlMs: number;
+  /** How many partitions the worker believes there are; a mismatch is `WRONG_PARTITION`. */
+  readonly partitions: number;
+}
+export interface HeartbeatRequest extends RequestBase {
+  readonly op: 'heartbeat';
+}
+export interface CloseRequest extends RequestBase {
+  readonly op: 'close';
+}
+/** Acquire after decoding: optional wire fields are filled in (mode, limit, permits). */
+export interface AcquireRequest extends RequestBase {
+  readonly op: 'acquire';
+  readonly lock: string;
+  readonly kind: LockKind;
+  /** `exclusive` for a mutex; `shared` or `exclusive` for an rwlock; `shared` for a semaphore. */
+  readonly mode: LockMode;
+  /** Semaphore permits in all (1 for mutex and rwlock). */
+  readonly limit: number;
+  /** Permits asked for (1 for mutex and rwlock). */
+  readonly permits: number;
+  readonly ttlMs: number;
+  /** How long to wait in the queue; 0 = try-lock, answered at once. */
+  readonly waitMs: number;
+}
+export interface ReleaseRequest extends RequestBase {
+  readonly op: 'release';
+  readonly lock: string;
+  readonly token: number;
+}
+export interface ExtendRequest extends RequestBase {
+  readonly op: 'extend';
+  readonly lock: string;
+  readonly token: number;
+  readonly ttlMs: number;
+}
+export interface CancelRequest extends RequestBase {
+  readonly op: 'cancel';
+  readonly lock: string;
+  /** The id of the waiting acquire to cancel. */
+  readonly target: string;
+}
+export interface InspectRequest extends RequestBase {
+  readonly op: 'inspect';
+  readonly lock?: string;
+}
+
+export type Request =
+  | OpenRequest
+  | HeartbeatRequest
+  | CloseRequest
+  | AcquireRequest
+  | ReleaseRequest
+  | ExtendRequest
+  | CancelRequest
+  | InspectRequest;
+export type Op = Request['op'];
+export const OPS: readonly Op[] = ['open', 'heartbeat', 'close', 'acquire', 'release', 'extend', 'cancel', 'inspect'];
+
+/** Fields every reply and event carries. */
+export interface ReplyBase {
+  readonly v: 1;
+  /** The request id this answers (for events, the acquire whose hold it concerns). */
+  readonly re: string;
+  /** Coordinator term; the SDK ignores replies from an epoch lower than one it has seen. */
+  readonly epoch: number;
+  readonly partition: number;
+}
+
+/**
+ * A lease. `ttlMs` is what remains of it when the coordinator decided; `basis` is the id of a
+ * request from the same session that the coordinator had already processed then. The holder may
+ * trust the lease until (time it first sent `basis`) + `ttlMs` - drift margin, never longer.
+ */
+export interface GrantedReply extends ReplyBase {
+  readonly type: 'granted';
+  readonly lock: string;
+  readonly token: number;
+  readonly ttlMs: number;
+  readonly basis: string;
+}
+export interface QueuedReply extends ReplyBase {
+  readonly type: 'queued';
+  readonly lock: string;
+  /** 1 = next in line. */
+  readonly position: number;
+}
+export interface ReleasedReply extends ReplyBase {
+  readonly type: 'released';
+  readonly lock: string;
+  readonly token: number;
+}
+export interface ExtendedReply extends ReplyBase {
+  readonly type: 'extended';
+  readonly lock: string;
+  readonly token: number;
+  readonly ttlMs: number;
+  readonly basis: string;
+}
+export interface CancelledReply extends ReplyBase {
+  readonly type: 'cancelled';
+  readonly lock: string;
+}
+export interface OpenedReply extends ReplyBase {
+  readonly type: 'opened';
+  readonly session: string;
+  /** True when the session already existed (a reconnect within its ttl keeps its holds). */
+  readonly resumed: boolean;
+  readonly sessionTtlMs: number;
+}
+export interface OkReply extends ReplyBase {
+  readonly type: 'ok';
+}
+export interface ErrorReply extends ReplyBase {
+  readonly type: 'error';
+  readonly code: ErrorCode;
+  readonly message: string;
+  /** For input errors: the offending field. */
+  readonly field?: string;
+}
+/** Unsolicited: a hold this session had is gone (its lease or its session expired). */
+export interface LostEvent extends ReplyBase {
+  readonly type: 'lost';
+  readonly lock: string;
+  readonly token: number;
+  readonly reason: 'LEASE_EXPIRED' | 'NO_SESSION';
+}
+
+export interface HolderView {
+  readonly worker: string;
+  readonly session: string;
+  readonly token: number;
+  readonly mode: LockMode;
+  readonly permits: number;
+  /** Lease left, from the coordinator's point of view. */
+  readonly ttlMs: number;
+}
+export interface WaiterView {
+  readonly worker: string;
+  readonly session: string;
+  readonly request: string;
+  readonly mode: LockMode;
+  readonly permits: number;
+  readonly position: number;
+  /** Wait left before `WAIT_TIMEOUT`. */
+  readonly waitMs: number;
+}
+export interface LockView {
+  readonly lock: string;
+  readonly kind: LockKind;
+  readonly limit: number;
+  readonly holders: readonly HolderView[];
+  readonly waiters: readonly WaiterView[];
+}
+export interface PartitionCounts {
+  readonly locks: number;
+  readonly holds: number;
+  readonly waiters: number;
+  readonly sessions: number;
+  /** Highest fencing token issued so far in this partition. */
+  readonly lastToken: number;
+}
+export interface InspectedReply extends ReplyBase {
+  readonly type: 'inspected';
+  /** Absent when no lock was asked for; null when the lock is free and unknown. */
+  readonly lock?: LockView | null;
+  readonly counts: PartitionCounts;
+}
+
+export type Reply =
+  | GrantedReply
+  | QueuedReply
+  | ReleasedReply
+  | ExtendedReply
+  | CancelledReply
+  | OpenedReply
+  | OkReply
+  | ErrorReply
+  | LostEvent
+  | InspectedReply;
+export type ReplyType = Reply['type'];
+
+/** Distributes `Omit` over a union, so a reply can be built without its envelope. */
+export type DistributiveOmit<T, K extends PropertyKey> = T extends unknown ? Omit<T, K> : never;
+/** A reply without its envelope (`v`, `epoch`, `partition`), as the core produces it. */
+export type ReplyBody = DistributiveOmit<Reply, 'v' | 'epoch' | 'partition'>;

@@ -1,0 +1,175 @@
+import { replyDestination } from '../protocol/topology.js';
+import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions } from './types.js';
+
+type BatchHandler = (batch: readonly Uint8Array[]) => Promise<void>;
+
+interface RequestQueue {
+  messages: Uint8Array[];
+  consumer: BatchHandler | null;
+  busy: boolean;
+}
+
+interface ReplyQueue {
+  pending: Uint8Array[];
+  subscriber: ((body: Uint8Array) => void) | null;
+  scheduled: boolean;
+}
+
+/**
+ * An in-process broker: per-partition request queues consumed in batches by one consumer, and
+ * per-address reply queues that buffer until subscribed (like a durable reply queue). Everything
+ * crosses it as bytes, so the codec is exercised exactly as on a real broker.
+ */
+export class MemoryBroker {
+  readonly #requests = new Map<number, RequestQueue>();
+  readonly #replies = new Map<string, ReplyQueue>();
+  /** Requests refused as poison, with their code, for inspection by tests and operators. */
+  readonly deadLetters: { readonly partition: number; readonly body: Uint8Array; readonly code: string }[] = [];
+  /** Bound on a reply queue with no subscriber, like RabbitMQ's queue length limit. */
+  readonly maxBufferedReplies: number;
+
+  constructor(options: { readonly maxBufferedReplies?: number } = {}) {
+    this.maxBufferedReplies = options.maxBufferedReplies ?? 10_000;
+  }
+
+  #queue(partition: number): RequestQueue {
+    let q = this.#requests.get(partition);
+    if (q === undefined) {
+      q = { messages: [], consumer: null, busy: false };
+      this.#requests.set(partition, q);
+    }
+    return q;
+  }
+
+  publishRequest(partition: number, body: Uint8Array): void {
+    const q = this.#queue(partition);
+    q.messages.push(body);
+    if (q.consumer !== null && !q.busy && q.messages.length === 1) this.#dispatch(q);
+  }
+
+  /** Attaches the single consumer of a partition; batches are delivered one at a time, in order. */
+  consumeRequests(partition: number, handler: BatchHandler): void {
+    const q = this.#queue(partition);
+    if (q.consumer !== null) throw new Error(`partition ${partition} already has a consumer`);
+    q.consumer = handler;
+    if (q.messages.length > 0) this.#dispatch(q);
+  }
+
+  stopConsuming(partition: number): void {
+    const q = this.#requests.get(partition);
+    if (q !== undefined) q.consumer = null;
+  }
+
+  #dispatch(q: RequestQueue): void {
+    q.busy = true;
+    // A macrotask boundary lets every request published in the same tick join one batch.
+    setImmediate(() => {
+      const handler = q.consumer;
+      if (handler === null || q.messages.length === 0) {
+        q.busy = false;
+        return;
+      }
+      const batch = q.messages;
+      q.messages = [];
+      handler(batch).then(
+        () => this.#afterBatch(q),
+        () => {
+          // A failed batch goes back to the head of the queue for redelivery, like a nack.
+          q.messages = batch.concat(q.messages);
+          this.#afterBatch(q);
+        },
+      );
+    });
+  }
+
+  #afterBatch(q: RequestQueue): void {
+    q.busy = false;
+    if (q.consumer !== null && q.messages.length > 0) this.#dispatch(q);
+  }
+
+  publishReply(address: string, body: Uint8Array): void {
+    let q = this.#replies.get(address);
+    if (q === undefined) {
+      q = { pending: [], subscriber: null, scheduled: false };
+      this.#replies.set(address, q);
+    }
+    if (q.subscriber === null && q.pending.length >= this.maxBufferedReplies) return;
+    q.pending.push(body);
+    this.#flushReplies(q);
+  }
+
+  subscribeReplies(address: string, subscriber: (body: Uint8Array) => void): void {
+    let q = this.#replies.get(address);
+    if (q === undefined) {
+      q = { pending: [], subscriber: null, scheduled: false };
+      this.#replies.set(address, q);
+    }
+    q.subscriber = subscriber;
+    this.#flushReplies(q);
+  }
+
+  unsubscribeReplies(address: string): void {
+    this.#replies.delete(address);
+  }
+
+  #flushReplies(q: ReplyQueue): void {
+    if (q.scheduled || q.subscriber === null || q.pending.length === 0) return;
+    q.scheduled = true;
+    queueMicrotask(() => {
+      q.scheduled = false;
+      const sub = q.subscriber;
+      if (sub === null) return;
+      const pending = q.pending;
+      q.pending = [];
+      for (const body of pending) sub(body);
+    });
+  }
+}
+
+const brokers = new Map<string, MemoryBroker>();
+
+/**
+ * The process-wide broker for a `memory:` URL (`memory:` and `memory://default` are the same one),
+ * so an embedded coordinator and `LockClient.connect('memory:')` in one process find each other.
+ */
+export function memoryBroker(name = 'default'): MemoryBroker {
+  let broker = brokers.get(name);
+  if (broker === undefined) {
+    broker = new MemoryBroker();
+    brokers.set(name, broker);
+  }
+  return broker;
+}
+
+/** `memory:` → 'default'; `memory://tests-3` → 'tests-3'. */
+export function memoryBrokerName(url: string): string {
+  const rest = url.replace(/^memory:(\/\/)?/, '');
+  return rest === '' ? 'default' : rest;
+}
+
+export class MemoryClientTransport implements ClientTransport {
+  readonly replyAddress: string;
+  readonly #broker: MemoryBroker;
+  #open = false;
+
+  constructor(broker: MemoryBroker, options: ClientTransportOptions) {
+    this.#broker = broker;
+    this.replyAddress = replyDestination(options.workerId, options.instance, options.prefix);
+  }
+
+  async open(handlers: ClientTransportHandlers): Promise<void> {
+    this.#broker.subscribeReplies(this.replyAddress, handlers.onReply);
+    this.#open = true;
+  }
+
+  async send(partition: number, body: Uint8Array): Promise<void> {
+    if (!this.#open) throw new Error('memory transport is not open');
+    this.#broker.publishRequest(partition, body);
+  }
+
+  async close(): Promise<void> {
+    if (!this.#open) return;
+    this.#open = false;
+    this.#broker.unsubscribeReplies(this.replyAddress);
+  }
+}
