@@ -1,1 +1,6 @@
-export {};
+export * from './client.js';
+export * from './errors.js';
+export * from './helpers.js';
+export * from './lease.js';
+export * from './options.js';
+export * from './retry.js';

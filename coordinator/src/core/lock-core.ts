@@ -34,7 +34,9 @@ interface Session {
   deadline: number;
   /** Id of the latest request processed from this session: the `basis` of its grants. */
   lastRequest: string;
-  readonly holds: Map<string, Hold>;
+  /** By token. A session may hold one lock several times (tasks of one process share a client). */
+  readonly holds: Map<number, Hold>;
+  /** By request id. */
   readonly waits: Map<string, Waiter>;
   live: boolean;
 }
@@ -274,8 +276,6 @@ export class LockCore {
       if (existing.kind !== req.kind) return error(req.id, 'KIND_MISMATCH', 'kind');
       if (existing.limit !== req.limit) return error(req.id, 'LIMIT_MISMATCH', 'limit');
     }
-    if (session.holds.has(req.lock)) return error(req.id, 'ALREADY_HELD');
-    if (session.waits.has(req.lock)) return error(req.id, 'ALREADY_WAITING');
     const busy = session.holds.size + session.waits.size >= this.#limits.maxHoldsPerSession;
     const lock = existing ?? newLock(req);
     if (lock.head === null && fits(lock, req.mode, req.permits)) {
@@ -308,7 +308,7 @@ export class LockCore {
     lock.tail = waiter;
     lock.waiting++;
     this.#waiterCount++;
-    session.waits.set(lock.name, waiter);
+    session.waits.set(req.id, waiter);
     this.#heap.push(waiter.deadline, waiter);
     this.#memos.set(memoKey(req), memo);
     return { type: 'queued', re: req.id, lock: lock.name, position: lock.waiting };
@@ -339,8 +339,8 @@ export class LockCore {
   }
 
   #cancel(session: Session, req: CancelRequest, now: number, out: Decision[]): ReplyBody {
-    const waiter = session.waits.get(req.lock);
-    if (waiter === undefined || waiter.request.id !== req.target) return error(req.id, 'NOT_WAITING');
+    const waiter = session.waits.get(req.target);
+    if (waiter === undefined || waiter.lock.name !== req.lock) return error(req.id, 'NOT_WAITING');
     this.#dropWaiter(waiter, 'CANCELLED', out);
     this.#drain(waiter.lock, now, out);
     return { type: 'cancelled', re: req.id, lock: req.lock };
@@ -402,7 +402,7 @@ export class LockCore {
     lock.holders.set(hold.token, hold);
     lock.used += req.permits;
     if (req.mode === 'exclusive') lock.exclusiveHeld = true;
-    session.holds.set(lock.name, hold);
+    session.holds.set(hold.token, hold);
     this.#holdCount++;
     this.#heap.push(hold.deadline, hold);
     return hold;
@@ -425,7 +425,7 @@ export class LockCore {
     lock.holders.delete(hold.token);
     lock.used -= hold.permits;
     if (hold.mode === 'exclusive') lock.exclusiveHeld = false;
-    hold.session.holds.delete(lock.name);
+    hold.session.holds.delete(hold.token);
     this.#holdCount--;
   }
 
@@ -439,7 +439,7 @@ export class LockCore {
     w.prev = null;
     w.next = null;
     lock.waiting--;
-    w.session.waits.delete(lock.name);
+    w.session.waits.delete(w.request.id);
     this.#waiterCount--;
   }
 

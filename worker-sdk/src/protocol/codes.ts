@@ -20,8 +20,6 @@ export const ERROR_CODES = {
   // State: the request is well formed but conflicts with what the coordinator knows.
   KIND_MISMATCH: { retriable: false, text: 'lock is in use as another kind (mutex, rwlock, semaphore)' },
   LIMIT_MISMATCH: { retriable: false, text: 'semaphore is in use with another limit' },
-  ALREADY_HELD: { retriable: false, text: 'this session already holds the lock' },
-  ALREADY_WAITING: { retriable: false, text: 'this session is already waiting for the lock' },
   NOT_HOLDER: { retriable: false, text: 'no hold with that token for this session' },
   LEASE_EXPIRED: { retriable: false, text: 'the lease expired before this request' },
   NOT_WAITING: { retriable: false, text: 'no waiting request with that id' },

@@ -42,6 +42,13 @@ export interface AcquireRequest extends RequestBase {
   /** How long to wait in the queue; 0 = try-lock, answered at once. */
   readonly waitMs: number;
 }
+/** Acquire as a worker sends it: kind defaults to mutex; mode, limit and permits as the kind needs. */
+export interface AcquireWire extends Omit<AcquireRequest, 'kind' | 'mode' | 'limit' | 'permits'> {
+  readonly kind?: LockKind;
+  readonly mode?: LockMode;
+  readonly limit?: number;
+  readonly permits?: number;
+}
 export interface ReleaseRequest extends RequestBase {
   readonly op: 'release';
   readonly lock: string;

@@ -1,0 +1,72 @@
+import { DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES } from '@lockq/worker-sdk/protocol';
+import { pino, type Logger } from 'pino';
+import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
+import { MemoryStore } from '../store/index.js';
+import type { StateStore } from '../store/types.js';
+import type { ServerTransport } from '../transport/types.js';
+
+/** Options of a coordinator process. */
+export interface CoordinatorOptions {
+  /** Where requests come from and replies go. */
+  readonly transport: ServerTransport;
+  /** Epochs and token reservations. @defaultValue a new {@link MemoryStore} (not durable) */
+  readonly store?: StateStore;
+  /** Partitions in the deployment; workers must use the same number. @defaultValue 1 */
+  readonly partitions?: number;
+  /** The partitions this process consumes. @defaultValue all of them */
+  readonly ownPartitions?: readonly number[];
+  /** Largest request accepted, in bytes. @defaultValue 4096 */
+  readonly maxMessageBytes?: number;
+  /** Bounds enforced by the core; any subset. @defaultValue {@link DEFAULT_CORE_LIMITS} */
+  readonly limits?: Partial<CoreLimits>;
+  /** Tokens reserved from the store at a time. @defaultValue 10000 */
+  readonly tokenBlockSize?: number;
+  /** Monotonic clock in ms. @defaultValue `performance.now` */
+  readonly clock?: () => number;
+  /** @defaultValue a silent logger */
+  readonly logger?: Logger;
+}
+
+export interface ResolvedCoordinatorOptions {
+  readonly transport: ServerTransport;
+  readonly store: StateStore;
+  readonly partitions: number;
+  readonly ownPartitions: readonly number[];
+  readonly maxMessageBytes: number;
+  readonly limits: CoreLimits;
+  readonly tokenBlockSize: number;
+  readonly clock: () => number;
+  readonly logger: Logger;
+}
+
+/** Validates options, naming the bad field, fills in defaults and freezes the result. */
+export function resolveCoordinatorOptions(options: CoordinatorOptions): ResolvedCoordinatorOptions {
+  const partitions = options.partitions ?? 1;
+  integer('partitions', partitions, RANGES.partitions.min, RANGES.partitions.max);
+  const ownPartitions = options.ownPartitions ?? Array.from({ length: partitions }, (_, i) => i);
+  if (ownPartitions.length === 0) throw new RangeError('ownPartitions: must name at least one partition');
+  for (const p of ownPartitions) integer('ownPartitions[]', p, 0, partitions - 1);
+  const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
+  integer('maxMessageBytes', maxMessageBytes, 256, MAX_MESSAGE_BYTES);
+  const limits = { ...DEFAULT_CORE_LIMITS, ...options.limits };
+  for (const [name, value] of Object.entries(limits)) integer(`limits.${name}`, value, 1, Number.MAX_SAFE_INTEGER);
+  const tokenBlockSize = options.tokenBlockSize ?? DEFAULT_TOKEN_BLOCK_SIZE;
+  integer('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);
+  return Object.freeze({
+    transport: options.transport,
+    store: options.store ?? new MemoryStore(),
+    partitions,
+    ownPartitions: Object.freeze([...new Set(ownPartitions)].sort((a, b) => a - b)),
+    maxMessageBytes,
+    limits: Object.freeze(limits),
+    tokenBlockSize,
+    clock: options.clock ?? (() => performance.now()),
+    logger: options.logger ?? pino({ level: 'silent' }),
+  });
+}
+
+function integer(field: string, value: number, min: number, max: number): void {
+  if (!Number.isSafeInteger(value) || value < min || value > max) {
+    throw new RangeError(`${field}: expected an integer from ${min} to ${max}, got ${String(value)}`);
+  }
+}

@@ -1,0 +1,477 @@
+import { randomUUID } from 'node:crypto';
+import type { Logger } from 'pino';
+import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
+import { Lease, type LeaseOwner } from './lease.js';
+import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
+import { decodeReply, encode } from './protocol/codec.js';
+import { PROTOCOL_VERSION } from './protocol/limits.js';
+import type {
+  AcquireWire,
+  DistributiveOmit,
+  GrantedReply,
+  InspectedReply,
+  LockKind,
+  LockMode,
+  Reply,
+  Request,
+} from './protocol/messages.js';
+import { partitionOf } from './protocol/topology.js';
+import { ReadWriteLock, Semaphore } from './helpers.js';
+import { openTransport } from './transport/open.js';
+import type { ClientTransport } from './transport/types.js';
+
+/** Options of one acquire. */
+export interface AcquireOptions {
+  /** Lease length. @defaultValue the client's `defaultTtlMs` (30000) */
+  readonly ttlMs?: number;
+  /** How long to wait in the queue; 0 = try once. @defaultValue the client's `defaultWaitMs` (30000) */
+  readonly waitMs?: number;
+  /** Aborting it cancels the waiting request (the acquire rejects with ABORTED). */
+  readonly signal?: AbortSignal;
+  /** Extend the lease automatically until it is released. @defaultValue false (true in withLock) */
+  readonly autoRenew?: boolean;
+}
+
+/** What kind of hold to ask for; the helpers (semaphore, rwlock) fill this in. */
+export interface LockSpec {
+  readonly kind: LockKind;
+  readonly mode: LockMode;
+  /** Semaphore only. */
+  readonly limit?: number;
+  /** Semaphore only. @defaultValue 1 */
+  readonly permits?: number;
+}
+
+/** What a `withLock` routine receives. */
+export interface LockContext {
+  /** The fencing token: hand it to the resource, which must refuse lower ones. */
+  readonly token: number;
+  /** Aborts the moment the lease can no longer be trusted. */
+  readonly signal: AbortSignal;
+  readonly lease: Lease;
+}
+
+type RequestFields = DistributiveOmit<Request | AcquireWire, 'v' | 'id' | 'worker' | 'session' | 'replyTo'>;
+
+interface Pending {
+  readonly id: string;
+  readonly partition: number;
+  readonly body: Uint8Array;
+  /** Time by which an answer (for a waiting acquire: the final one) must have come. */
+  dueAt: number;
+  readonly waitMs: number;
+  /** For an acquire: its lock, so a timed-out wait can be cancelled. */
+  readonly lock: string | undefined;
+  readonly resolve: (reply: Reply) => void;
+  readonly reject: (err: LockqError) => void;
+}
+
+interface PartitionSession {
+  readonly partition: number;
+  readonly id: string;
+  opened: Promise<void> | undefined;
+  lastSentAt: number;
+  /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
+  epoch: number;
+  readonly leases: Set<Lease>;
+}
+
+const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
+/** Send times kept for `basis` look-ups; older ones fall back to the acquire's own send time. */
+const MAX_SEND_TIMES = 8192;
+
+/**
+ * A worker's connection to lockq. One client carries any number of concurrent requests; share
+ * it between the tasks of a process.
+ *
+ * @example
+ * const client = await LockClient.connect('memory:', { workerId: 'billing-7' });
+ * await client.withLock('invoice:42', { ttlMs: 10_000 }, async ({ token, signal }) => {
+ *   await db.write(row, { fencingToken: token, signal });
+ * });
+ * await client.close();
+ */
+export class LockClient implements LeaseOwner {
+  readonly options: ResolvedClientOptions;
+  readonly logger: Logger;
+  readonly #transport: ClientTransport;
+  readonly #instance: string;
+  readonly #pending = new Map<string, Pending>();
+  readonly #sentAt = new Map<string, number>();
+  readonly #sessions = new Map<number, PartitionSession>();
+  /** Live leases by `${partition}:${token}`. */
+  readonly #leases = new Map<string, Lease>();
+  #seq = 0;
+  #closed = false;
+  readonly #sweeper: NodeJS.Timeout;
+  readonly #heartbeat: NodeJS.Timeout;
+
+  private constructor(transport: ClientTransport, options: ResolvedClientOptions, instance: string) {
+    this.#transport = transport;
+    this.options = options;
+    this.#instance = instance;
+    this.logger = options.logger.child({ component: 'lockq-client', worker: options.workerId });
+    const sweepMs = Math.min(250, Math.max(10, Math.floor(options.requestTimeoutMs / 10)));
+    this.#sweeper = setInterval(() => this.#sweep(), sweepMs).unref();
+    this.#heartbeat = setInterval(() => this.#beat(), Math.max(5, Math.floor(options.heartbeatMs / 2))).unref();
+  }
+
+  /**
+   * Connects to lockq at `url`: `memory:` (the in-process broker of an embedded coordinator) or
+   * `amqp://user:pass@host:port` (RabbitMQ).
+   */
+  static async connect(url: string, options: LockClientOptions = {}): Promise<LockClient> {
+    const resolved = resolveClientOptions(options);
+    const instance = randomUUID().slice(0, 8);
+    const transport =
+      options.transport ??
+      (await openTransport(url, { workerId: resolved.workerId, instance, prefix: resolved.prefix, logger: resolved.logger }));
+    const client = new LockClient(transport, resolved, instance);
+    await transport.open({
+      onReply: (body) => client.#onReply(body),
+      onReconnect: () => client.#onReconnect(),
+      onError: (err) => client.logger.error({ err }, 'transport failed'),
+    });
+    return client;
+  }
+
+  get renewAt(): number {
+    return this.options.renewAt;
+  }
+
+  // ---- public API -----------------------------------------------------------------------------
+
+  /** Waits for the lock (a mutex unless `spec` says otherwise) and returns the lease. */
+  async acquire(name: string, options: AcquireOptions = {}, spec: LockSpec = MUTEX): Promise<Lease> {
+    const lease = await this.#acquire(name, options, spec, options.waitMs ?? this.options.defaultWaitMs);
+    if (lease === null) throw new LockqError('LOCK_BUSY');
+    return lease;
+  }
+
+  /** Takes the lock only if it is free and nobody waits for it; null otherwise. */
+  tryAcquire(name: string, options: Omit<AcquireOptions, 'waitMs'> = {}, spec: LockSpec = MUTEX): Promise<Lease | null> {
+    return this.#acquire(name, options, spec, 0);
+  }
+
+  /**
+   * Runs `routine` while holding `name`, renewing the lease as it runs and releasing it after,
+   * whatever happens. The routine gets the fencing token and a signal that aborts if the lease is
+   * lost.
+   */
+  withLock<T>(name: string, routine: (ctx: LockContext) => Promise<T>): Promise<T>;
+  withLock<T>(name: string, options: AcquireOptions, routine: (ctx: LockContext) => Promise<T>): Promise<T>;
+  withLock<T>(
+    name: string,
+    a: AcquireOptions | ((ctx: LockContext) => Promise<T>),
+    b?: (ctx: LockContext) => Promise<T>,
+  ): Promise<T> {
+    const [options, routine] = typeof a === 'function' ? [{}, a] : [a, b as (ctx: LockContext) => Promise<T>];
+    return this.withLease(this.acquire(name, { ...options, autoRenew: true }), routine);
+  }
+
+  /** Runs `routine` with a lease obtained by `acquired`, then releases it. The helpers build on this. */
+  async withLease<T>(acquired: Promise<Lease>, routine: (ctx: LockContext) => Promise<T>): Promise<T> {
+    const lease = await acquired;
+    lease.startRenewing();
+    try {
+      return await routine({ token: lease.token, signal: lease.signal, lease });
+    } finally {
+      await lease.release().catch((err: unknown) => this.logger.warn({ err, lock: lease.lock }, 'release failed'));
+    }
+  }
+
+  /** A counting semaphore of `limit` permits on `name`. */
+  semaphore(name: string, options: { readonly limit: number }): Semaphore {
+    return new Semaphore(this, name, options.limit);
+  }
+
+  /** A read-write lock on `name`. */
+  rwlock(name: string): ReadWriteLock {
+    return new ReadWriteLock(this, name);
+  }
+
+  /** Holders, waiters and partition counts for `name`, as the coordinator sees them now. */
+  async inspect(name: string): Promise<InspectedReply> {
+    return (await this.#call(partitionOf(name, this.options.partitions), { op: 'inspect', lock: name })) as InspectedReply;
+  }
+
+  /** Closes every session (releasing its holds), then the connection. Idempotent. */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    const closing = [...this.#sessions.values()]
+      .filter((s) => s.opened !== undefined)
+      .map((s) => this.#call(s.partition, { op: 'close' }).catch(() => undefined));
+    await Promise.all(closing);
+    this.#closed = true;
+    clearInterval(this.#sweeper);
+    clearInterval(this.#heartbeat);
+    for (const p of this.#pending.values()) p.reject(new LockqError('CLIENT_CLOSED'));
+    this.#pending.clear();
+    for (const lease of this.#leases.values()) lease.lose('client closed');
+    this.#leases.clear();
+    await this.#transport.close();
+  }
+
+  // ---- leases ---------------------------------------------------------------------------------
+
+  async #acquire(name: string, options: AcquireOptions, spec: LockSpec, waitMs: number): Promise<Lease | null> {
+    const ttlMs = options.ttlMs ?? this.options.defaultTtlMs;
+    const base = { op: 'acquire', lock: name, ttlMs, waitMs } as const;
+    const fields: RequestFields =
+      spec.kind === 'semaphore'
+        ? { ...base, kind: 'semaphore', limit: spec.limit ?? 1, permits: spec.permits ?? 1 }
+        : spec.kind === 'rwlock'
+          ? { ...base, kind: 'rwlock', mode: spec.mode }
+          : base;
+    const partition = partitionOf(name, this.options.partitions);
+    let reply: Reply;
+    try {
+      reply = await this.#call(partition, fields, options.signal);
+    } catch (err) {
+      if (err instanceof LockqError && err.code === 'LOCK_BUSY' && waitMs === 0) return null;
+      throw err;
+    }
+    const g = reply as GrantedReply;
+    const lease = new Lease(
+      this,
+      { lock: name, token: g.token, mode: spec.mode, permits: spec.permits ?? 1, partition, ttlMs },
+      this.#localDeadline(g.basis, g.re, g.ttlMs),
+    );
+    this.#leases.set(`${partition}:${g.token}`, lease);
+    this.#sessions.get(partition)?.leases.add(lease);
+    if (options.autoRenew === true) lease.startRenewing();
+    return lease;
+  }
+
+  async releaseLease(lease: Lease): Promise<void> {
+    this.#forget(lease);
+    try {
+      await this.#call(lease.partition, { op: 'release', lock: lease.lock, token: lease.token });
+    } catch (err) {
+      // Already gone on the coordinator's side: the release has nothing left to do.
+      if (err instanceof LockqError && (err.code === 'LEASE_EXPIRED' || err.code === 'NOT_HOLDER')) return;
+      throw err;
+    }
+  }
+
+  async extendLease(lease: Lease, ttlMs: number): Promise<number> {
+    const reply = await this.#call(lease.partition, { op: 'extend', lock: lease.lock, token: lease.token, ttlMs });
+    const r = reply as GrantedReply | (Reply & { type: 'extended'; basis: string; ttlMs: number });
+    return this.#localDeadline(r.basis, r.re, r.ttlMs);
+  }
+
+  #forget(lease: Lease): void {
+    this.#leases.delete(`${lease.partition}:${lease.token}`);
+    this.#sessions.get(lease.partition)?.leases.delete(lease);
+  }
+
+  /**
+   * The latest moment this worker may trust a lease: the coordinator decided it with `ttlMs` left,
+   * after it had processed `basis`, which this worker sent at a known time; minus a drift margin.
+   * Without a record of `basis`, the request itself (sent no later than basis) stands in.
+   */
+  #localDeadline(basis: string, request: string, ttlMs: number): number {
+    const sentAt = this.#sentAt.get(basis) ?? this.#sentAt.get(request) ?? Number.NEGATIVE_INFINITY;
+    return sentAt + ttlMs - (ttlMs * this.options.driftFactor + this.options.driftMarginMs);
+  }
+
+  // ---- sessions -------------------------------------------------------------------------------
+
+  #session(partition: number): PartitionSession {
+    let s = this.#sessions.get(partition);
+    if (s === undefined) {
+      s = {
+        partition,
+        id: `${this.options.workerId.slice(0, 100)}.${this.#instance}.${partition}`,
+        opened: undefined,
+        lastSentAt: 0,
+        epoch: 0,
+        leases: new Set(),
+      };
+      this.#sessions.set(partition, s);
+    }
+    return s;
+  }
+
+  #ensureSession(s: PartitionSession): Promise<void> {
+    s.opened ??= this.#openSession(s).catch((err: unknown) => {
+      s.opened = undefined;
+      throw err;
+    });
+    return s.opened;
+  }
+
+  async #openSession(s: PartitionSession): Promise<void> {
+    const reply = await this.#send(s, {
+      op: 'open',
+      sessionTtlMs: this.options.sessionTtlMs,
+      partitions: this.options.partitions,
+    });
+    if (reply.type === 'opened' && !reply.resumed) this.#loseAll(s, 'NO_SESSION');
+  }
+
+  /** The coordinator no longer knows the session: every lease in it is gone. */
+  #sessionLost(s: PartitionSession): void {
+    s.opened = undefined;
+    this.#loseAll(s, 'NO_SESSION');
+  }
+
+  #loseAll(s: PartitionSession, reason: string): void {
+    for (const lease of s.leases) {
+      lease.lose(reason);
+      this.#leases.delete(`${s.partition}:${lease.token}`);
+    }
+    s.leases.clear();
+  }
+
+  #beat(): void {
+    const now = performance.now();
+    for (const s of this.#sessions.values()) {
+      if (s.opened === undefined || now - s.lastSentAt < this.options.heartbeatMs) continue;
+      this.#call(s.partition, { op: 'heartbeat' }).catch((err: unknown) =>
+        this.logger.warn({ err, partition: s.partition }, 'heartbeat failed'),
+      );
+    }
+  }
+
+  #onReconnect(): void {
+    this.logger.info({ pending: this.#pending.size }, 'reconnected; re-opening sessions and re-sending requests');
+    // Re-open first (same session id: a session still within its ttl is resumed with its holds),
+    // then re-send everything in flight with the same ids; idempotency absorbs duplicates.
+    const inFlight = [...this.#pending.values()];
+    for (const s of this.#sessions.values()) {
+      if (s.opened !== undefined) s.opened = this.#openSession(s).catch(() => this.#sessionLost(s));
+    }
+    for (const p of inFlight) this.#transmit(p);
+  }
+
+  // ---- requests and replies -------------------------------------------------------------------
+
+  /** Sends a request in an open session (opening one first), retrying once if the session was lost. */
+  async #call(partition: number, fields: RequestFields, signal?: AbortSignal): Promise<Reply> {
+    const s = this.#session(partition);
+    for (let attempt = 0; ; attempt++) {
+      if (fields.op !== 'inspect') await this.#ensureSession(s);
+      try {
+        return await this.#send(s, fields, signal);
+      } catch (err) {
+        if (!(err instanceof LockqError) || err.code !== 'NO_SESSION' || attempt >= 2) throw err;
+        this.#sessionLost(s);
+        // A release or extend of a hold in the lost session has nothing to act on any more.
+        if (fields.op === 'release' || fields.op === 'extend') throw err;
+      }
+    }
+  }
+
+  /** One request, one final answer (a waiting acquire: its grant or its error). */
+  #send(s: PartitionSession, fields: RequestFields, signal?: AbortSignal): Promise<Reply> {
+    if (this.#closed) return Promise.reject(new LockqError('CLIENT_CLOSED'));
+    if (signal?.aborted === true) return Promise.reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
+    const id = `${this.#instance}-${(++this.#seq).toString(36)}`;
+    const request = {
+      v: PROTOCOL_VERSION,
+      id,
+      worker: this.options.workerId,
+      session: s.id,
+      replyTo: this.#transport.replyAddress,
+      ...fields,
+    } as Request | AcquireWire;
+    const waitMs = request.op === 'acquire' ? request.waitMs : 0;
+    return new Promise<Reply>((resolve, reject) => {
+      const onAbort = (): void => {
+        if (!this.#pending.delete(id)) return;
+        reject(new LockqError('ABORTED', undefined, { cause: signal?.reason }));
+        if (request.op === 'acquire') this.#cancel(s.partition, request.lock, id);
+      };
+      const pending: Pending = {
+        id,
+        partition: s.partition,
+        body: encode(request as Request),
+        dueAt: performance.now() + this.options.requestTimeoutMs,
+        waitMs,
+        lock: request.op === 'acquire' ? request.lock : undefined,
+        resolve: (reply) => {
+          signal?.removeEventListener('abort', onAbort);
+          resolve(reply);
+        },
+        reject: (err) => {
+          signal?.removeEventListener('abort', onAbort);
+          reject(err);
+        },
+      };
+      signal?.addEventListener('abort', onAbort, { once: true });
+      this.#pending.set(id, pending);
+      this.#transmit(pending);
+    });
+  }
+
+  #transmit(p: Pending): void {
+    const now = performance.now();
+    if (!this.#sentAt.has(p.id)) {
+      this.#sentAt.set(p.id, now);
+      if (this.#sentAt.size > MAX_SEND_TIMES) {
+        for (const k of this.#sentAt.keys()) {
+          this.#sentAt.delete(k);
+          if (this.#sentAt.size <= MAX_SEND_TIMES / 2) break;
+        }
+      }
+    }
+    this.#session(p.partition).lastSentAt = now;
+    // A failed send is re-sent on reconnect, or times out; it is not an answer.
+    this.#transport
+      .send(p.partition, p.body)
+      .catch((err: unknown) => this.logger.debug({ err, id: p.id }, 'send failed; waiting for reconnect'));
+  }
+
+  #cancel(partition: number, lock: string, target: string): void {
+    this.#send(this.#session(partition), { op: 'cancel', lock, target }).catch(() => undefined);
+  }
+
+  #onReply(body: Uint8Array): void {
+    const reply = decodeReply(body);
+    if (reply === null) {
+      this.logger.warn('unreadable reply dropped');
+      return;
+    }
+    const s = this.#session(reply.partition);
+    if (reply.epoch < s.epoch) return; // from a coordinator that has been replaced
+    s.epoch = reply.epoch;
+    if (reply.type === 'lost') {
+      const lease = this.#leases.get(`${reply.partition}:${reply.token}`);
+      if (lease !== undefined) {
+        this.#forget(lease);
+        lease.lose(reply.reason);
+      }
+      return;
+    }
+    const pending = this.#pending.get(reply.re);
+    if (pending === undefined) {
+      // A grant nobody waits for any more (timed out, aborted): give it back at once.
+      if (reply.type === 'granted' && !this.#leases.has(`${reply.partition}:${reply.token}`)) {
+        this.#call(reply.partition, { op: 'release', lock: reply.lock, token: reply.token }).catch(() => undefined);
+      }
+      return;
+    }
+    if (reply.type === 'queued') {
+      pending.dueAt = this.#sentAt.get(pending.id) ?? performance.now();
+      pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
+      return;
+    }
+    this.#pending.delete(reply.re);
+    if (reply.type === 'error') {
+      pending.reject(errorFromWire(reply.code, reply.message, reply.field));
+    } else {
+      pending.resolve(reply);
+    }
+  }
+
+  #sweep(): void {
+    const now = performance.now();
+    for (const p of this.#pending.values()) {
+      if (p.dueAt > now) continue;
+      this.#pending.delete(p.id);
+      p.reject(new LockqTimeoutError(`no answer to request ${p.id} within its deadline`));
+      if (p.lock !== undefined && p.waitMs > 0) this.#cancel(p.partition, p.lock, p.id);
+    }
+  }
+}

@@ -1,0 +1,20 @@
+import type { Logger } from 'pino';
+import { memoryBroker, memoryBrokerName, MemoryClientTransport } from './memory.js';
+import type { ClientTransport, ClientTransportOptions } from './types.js';
+
+/**
+ * The client transport a URL names. Broker drivers are loaded only when their scheme is used,
+ * so an application on `memory:` never loads amqplib.
+ */
+export async function openTransport(
+  url: string,
+  options: ClientTransportOptions & { readonly logger: Logger },
+): Promise<ClientTransport> {
+  const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
+  switch (scheme) {
+    case 'memory:':
+      return new MemoryClientTransport(memoryBroker(memoryBrokerName(url)), options);
+    default:
+      throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory: or amqp://)`);
+  }
+}
