@@ -32,6 +32,15 @@ export class DeadlineHeap<T> {
     items[i] = entry;
   }
 
+  /** Drops every entry `keep` rejects and restores heap order, in O(n). */
+  compact(keep: (ref: T) => boolean): void {
+    const items = this.#items;
+    let n = 0;
+    for (const e of items) if (keep(e.ref)) items[n++] = e;
+    items.length = n;
+    items.sort((a, b) => (before(a, b) ? -1 : 1)); // a sorted array is a valid heap
+  }
+
   peek(): HeapEntry<T> | undefined {
     return this.#items[0];
   }

@@ -18,6 +18,7 @@ import {
   type WaiterView,
 } from '@lockq/worker-sdk/protocol';
 import { DeadlineHeap } from './deadline-heap.js';
+import { FifoQueue } from './fifo-index.js';
 import type { CoreLimits, CoreOptions } from './options.js';
 
 /** What the core decided. The runtime persists reservations before it publishes any reply. */
@@ -38,6 +39,8 @@ interface Session {
   readonly holds: Map<number, Hold>;
   /** By request id. */
   readonly waits: Map<string, Waiter>;
+  /** Remembered answers by request id (idempotency); aged out through the core's memo queue. */
+  readonly memos: Map<string, Memo>;
   live: boolean;
 }
 
@@ -81,8 +84,9 @@ interface Waiter {
 /** A remembered answer: final, or the live wait/hold it turned into. */
 interface Memo {
   readonly request: Request;
-  at: number;
+  readonly session: Session;
   outcome: ReplyBody | Waiter | Hold;
+  at: number;
 }
 
 type Expiring = Session | Hold | Waiter;
@@ -102,13 +106,17 @@ export class LockCore {
   readonly #blockSize: number;
   readonly #sessions = new Map<string, Session>();
   readonly #locks = new Map<string, LockState>();
-  readonly #memos = new Map<string, Memo>();
+  /** Every live memo, oldest first, for ageing them out. */
+  readonly #memoQueue = new FifoQueue<Memo>();
+  #memoCount = 0;
   /** token -> session id, for holds whose lease ran out, so late release/extend say LEASE_EXPIRED. */
-  readonly #expiredTokens = new Map<number, { readonly session: string; readonly at: number }>();
+  readonly #expiredTokens = new Map<number, string>();
+  readonly #expiredQueue = new FifoQueue<{ readonly token: number; readonly at: number }>();
   readonly #heap = new DeadlineHeap<Expiring>();
   #lastToken: number;
   #tokenCeiling: number;
   #now = Number.NEGATIVE_INFINITY;
+  #prunedAt = Number.NEGATIVE_INFINITY;
   #holdCount = 0;
   #waiterCount = 0;
 
@@ -125,12 +133,6 @@ export class LockCore {
   /** Applies one decoded request at time `now` (ms, non-decreasing), appending decisions to `out`. */
   handle(request: Request, now: number, out: Decision[]): void {
     now = this.#advance(now, out);
-    const key = memoKey(request);
-    const memo = this.#memos.get(key);
-    if (memo !== undefined) {
-      this.#replay(memo, request, now, out);
-      return;
-    }
     if (request.op === 'inspect') {
       const body: ReplyBody =
         request.lock === undefined
@@ -139,10 +141,20 @@ export class LockCore {
       out.push({ type: 'reply', to: request.replyTo, body });
       return;
     }
-    const body = this.#decide(request, now, out);
+    const session = this.#sessions.get(request.session);
+    const known = session !== undefined && session.worker === request.worker ? session : undefined;
+    const memo = known?.memos.get(request.id);
+    if (memo !== undefined) {
+      this.#replay(memo, request, now, out);
+      return;
+    }
+    const body = request.op === 'open' ? this.#open(request, now) : this.#decide(known, request, now, out);
     out.push({ type: 'reply', to: request.replyTo, body });
-    if (request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
-      this.#remember(key, request, now, body);
+    if (request.op !== 'heartbeat' && body.type !== 'queued' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
+      const owner = this.#sessions.get(request.session);
+      if (owner !== undefined && owner.worker === request.worker) {
+        this.#remember(owner, request, now, body.type === 'granted' ? this.#holdOf(body) : body);
+      }
     }
   }
 
@@ -209,10 +221,13 @@ export class LockCore {
 
   // ---- requests -------------------------------------------------------------------------------
 
-  #decide(request: Exclude<Request, InspectRequest>, now: number, out: Decision[]): ReplyBody {
-    if (request.op === 'open') return this.#open(request, now);
-    const session = this.#sessions.get(request.session);
-    if (session === undefined || session.worker !== request.worker) return error(request.id, 'NO_SESSION');
+  #decide(
+    session: Session | undefined,
+    request: Exclude<Request, InspectRequest | OpenRequest>,
+    now: number,
+    out: Decision[],
+  ): ReplyBody {
+    if (session === undefined) return error(request.id, 'NO_SESSION');
     session.deadline = now + session.ttlMs;
     session.replyTo = request.replyTo;
     session.lastRequest = request.id;
@@ -259,6 +274,7 @@ export class LockCore {
         lastRequest: request.id,
         holds: new Map(),
         waits: new Map(),
+        memos: new Map(),
         live: true,
       };
       this.#sessions.set(session.id, session);
@@ -289,8 +305,8 @@ export class LockCore {
     if (session.waits.size >= this.#limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
     if (existing === undefined) this.#locks.set(lock.name, lock);
-    // The memo is created here, before handle() would, so the waiter can point at it.
-    const memo: Memo = { request: req, at: now, outcome: null as unknown as Waiter };
+    // The memo is made here, not in handle(), so the waiter can point at it.
+    const memo: Memo = { request: req, session, outcome: null as unknown as Waiter, at: now };
     const waiter: Waiter = {
       kind: 'waiter',
       lock,
@@ -309,8 +325,8 @@ export class LockCore {
     lock.waiting++;
     this.#waiterCount++;
     session.waits.set(req.id, waiter);
-    this.#heap.push(waiter.deadline, waiter);
-    this.#memos.set(memoKey(req), memo);
+    this.#push(waiter.deadline, waiter);
+    this.#addMemo(memo);
     return { type: 'queued', re: req.id, lock: lock.name, position: lock.waiting };
   }
 
@@ -335,7 +351,7 @@ export class LockCore {
 
   #notHeld(session: Session, req: ReleaseRequest | ExtendRequest): ReplyBody {
     const expired = this.#expiredTokens.get(req.token);
-    return error(req.id, expired !== undefined && expired.session === session.id ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
+    return error(req.id, expired === session.id ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
   }
 
   #cancel(session: Session, req: CancelRequest, now: number, out: Decision[]): ReplyBody {
@@ -348,9 +364,14 @@ export class LockCore {
 
   // ---- idempotency ------------------------------------------------------------------------------
 
-  #remember(key: string, request: Request, now: number, body: ReplyBody): void {
-    if (this.#memos.has(key)) return; // a queued acquire already left its memo
-    this.#memos.set(key, { request, at: now, outcome: body.type === 'granted' ? this.#holdOf(body) : body });
+  #remember(session: Session, request: Request, now: number, outcome: Memo['outcome']): void {
+    this.#addMemo({ request, session, outcome, at: now });
+  }
+
+  #addMemo(memo: Memo): void {
+    memo.session.memos.set(memo.request.id, memo);
+    this.#memoQueue.push(memo);
+    this.#memoCount++;
   }
 
   #holdOf(body: ReplyBody & { type: 'granted' }): Hold | ReplyBody {
@@ -362,12 +383,10 @@ export class LockCore {
       out.push({ type: 'reply', to: request.replyTo, body: error(request.id, 'IDEMPOTENCY_CONFLICT') });
       return;
     }
-    const session = this.#sessions.get(request.session);
-    if (session !== undefined && session.worker === request.worker) {
-      session.deadline = now + session.ttlMs;
-      session.replyTo = request.replyTo;
-      session.lastRequest = request.id;
-    }
+    const session = memo.session;
+    session.deadline = now + session.ttlMs;
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
     const outcome = memo.outcome;
     let body: ReplyBody;
     if ('type' in outcome) {
@@ -404,8 +423,18 @@ export class LockCore {
     if (req.mode === 'exclusive') lock.exclusiveHeld = true;
     session.holds.set(hold.token, hold);
     this.#holdCount++;
-    this.#heap.push(hold.deadline, hold);
+    this.#push(hold.deadline, hold);
     return hold;
+  }
+
+  /**
+   * Entries of released holds and granted waiters stay in the heap until their deadline (lazy
+   * deletion); once they outnumber live ones the heap is rebuilt, so memory follows live state.
+   */
+  #push(at: number, ref: Expiring): void {
+    this.#heap.push(at, ref);
+    const live = this.#sessions.size + this.#holdCount + this.#waiterCount;
+    if (this.#heap.size > 2 * live + 1024) this.#heap.compact((r) => r.live);
   }
 
   /** Grants waiters from the head of the queue for as long as they fit; never skips one. */
@@ -459,6 +488,7 @@ export class LockCore {
   #endSession(session: Session, code: 'CANCELLED' | 'NO_SESSION', out: Decision[], touched: Set<LockState>): void {
     session.live = false;
     this.#sessions.delete(session.id);
+    this.#memoCount -= session.memos.size; // their queue entries are skipped when they come up
     for (const w of [...session.waits.values()]) {
       this.#dropWaiter(w, code, out);
       touched.add(w.lock);
@@ -504,7 +534,8 @@ export class LockCore {
       if (!h.live) continue;
       this.#dropHold(h);
       touched.add(h.lock);
-      this.#expiredTokens.set(h.token, { session: h.session.id, at: now });
+      this.#expiredTokens.set(h.token, h.session.id);
+      this.#expiredQueue.push({ token: h.token, at: now });
       out.push({ type: 'reply', to: h.session.replyTo, body: lostBody(h, 'LEASE_EXPIRED') });
     }
     for (const w of waiters) {
@@ -517,22 +548,34 @@ export class LockCore {
     return now;
   }
 
+  /**
+   * Ages out remembered answers (and expired-token notes) older than the dedupe window, or the
+   * oldest beyond the cap. A memo of a live wait or hold is kept while it lives, under the cap.
+   * Walking from the oldest every 100 ms, or when over the cap, is enough.
+   */
   #pruneMemos(now: number): void {
-    const horizon = now - this.#limits.dedupeWindowMs;
     const max = this.#limits.maxDedupeEntries;
-    for (const [key, memo] of this.#memos) {
-      if (memo.at > horizon && this.#memos.size <= max) break;
-      this.#memos.delete(key);
-      const o = memo.outcome;
-      // A memo of a live wait or hold is kept (moved to the back) while it lives, unless over the cap.
-      if (!('type' in o) && o.live && this.#memos.size < max) {
-        memo.at = now;
-        this.#memos.set(key, memo);
+    if (now - this.#prunedAt < 100 && this.#memoCount <= max) return;
+    this.#prunedAt = now;
+    const horizon = now - this.#limits.dedupeWindowMs;
+    for (let m = this.#memoQueue.peek(); m !== undefined; m = this.#memoQueue.peek()) {
+      const current = m.session.live;
+      if (current && m.at > horizon && this.#memoCount <= max) break;
+      this.#memoQueue.shift();
+      if (!current) continue; // its session ended and took its memos along
+      const o = m.outcome;
+      if (this.#memoCount <= max && !('type' in o) && o.live) {
+        m.at = now;
+        this.#memoQueue.push(m);
+      } else {
+        m.session.memos.delete(m.request.id);
+        this.#memoCount--;
       }
     }
-    for (const [token, t] of this.#expiredTokens) {
-      if (t.at > horizon && this.#expiredTokens.size <= max) break;
-      this.#expiredTokens.delete(token);
+    for (let e = this.#expiredQueue.peek(); e !== undefined; e = this.#expiredQueue.peek()) {
+      if (e.at > horizon && this.#expiredTokens.size <= max) break;
+      this.#expiredQueue.shift();
+      this.#expiredTokens.delete(e.token);
     }
   }
 }
@@ -584,10 +627,6 @@ function error(re: string, code: ErrorCode, field?: string): ReplyBody {
 
 function wrongPartition(re: string): ReplyBody {
   return error(re, 'WRONG_PARTITION', 'lock');
-}
-
-function memoKey(request: Request): string {
-  return `${request.worker}\u0000${request.id}`;
 }
 
 function samePayload(a: Request, b: Request): boolean {

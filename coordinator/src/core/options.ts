@@ -31,8 +31,8 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = Object.freeze({
   maxHoldsPerSession: 1_000,
   maxWaitsPerSession: 1_000,
   maxSessions: 100_000,
-  dedupeWindowMs: 300_000,
-  maxDedupeEntries: 1_000_000,
+  dedupeWindowMs: 60_000,
+  maxDedupeEntries: 200_000,
 });
 
 export const DEFAULT_TOKEN_BLOCK_SIZE = 10_000;

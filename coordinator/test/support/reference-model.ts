@@ -1,0 +1,461 @@
+/**
+ * A reference model of the lock core's semantics, written to be obviously right rather than fast:
+ * plain arrays scanned from scratch on every step, explicit deadlines compared with `now`, no heap,
+ * no linked lists, no lazy deletion. Given the same `(request, now)` sequence it predicts every
+ * decision the core makes.
+ *
+ * One thing the semantics leave open: when several things expire in one step, the order of the
+ * expiry answers (`lost`, `WAIT_TIMEOUT`, `NO_SESSION`) among themselves and the order in which the
+ * affected locks are then drained. The model reports expiry answers separately (compare them as a
+ * multiset) and drains in the order the caller passes (the test passes the core's), so every lock
+ * is still checked grant by grant, token by token.
+ *
+ * Answers are remembered forever: runs using the model must stay well inside the core's
+ * `dedupeWindowMs` and `maxDedupeEntries`.
+ */
+import {
+  type AcquireRequest,
+  ERROR_CODES,
+  type ErrorCode,
+  type LockKind,
+  type LockMode,
+  type LockView,
+  type PartitionCounts,
+  partitionOf,
+  type ReplyBody,
+  type Request,
+} from '@lockq/worker-sdk/protocol';
+import type { CoreLimits, Decision } from '../../src/core/index.js';
+
+export interface ModelOptions {
+  readonly partition: number;
+  readonly partitions: number;
+  readonly tokenFloor: number;
+  readonly tokenBlockSize: number;
+  readonly limits: Pick<CoreLimits, 'maxWaitersPerLock' | 'maxHoldsPerSession' | 'maxWaitsPerSession' | 'maxSessions'>;
+}
+
+/** What one step decided, split where the core's order is unspecified (see the file comment). */
+export interface ModelStep {
+  /** Expiry answers of this step, in no particular order. */
+  readonly expired: Decision[];
+  /** Everything after them, in order: grants of the drains caused by expiry, then the request's own decisions. */
+  readonly rest: Decision[];
+  /** True when the request was answered from memory (a duplicate) rather than decided. */
+  readonly replayed: boolean;
+}
+
+interface ModelSession {
+  readonly id: string;
+  readonly worker: string;
+  replyTo: string;
+  ttlMs: number;
+  deadline: number;
+  lastRequest: string;
+}
+
+interface ModelHold {
+  readonly lock: string;
+  readonly kind: LockKind;
+  readonly limit: number;
+  readonly session: string;
+  readonly worker: string;
+  readonly token: number;
+  readonly mode: LockMode;
+  readonly permits: number;
+  /** Id of the acquire this hold answers. */
+  readonly acquire: string;
+  deadline: number;
+}
+
+interface ModelWaiter {
+  readonly request: AcquireRequest;
+  readonly deadline: number;
+}
+
+type Outcome =
+  | { readonly kind: 'answer'; readonly body: ReplyBody }
+  | { readonly kind: 'waiting' }
+  | { readonly kind: 'held'; readonly token: number };
+
+interface Memo {
+  readonly request: Request;
+  outcome: Outcome;
+}
+
+export class ReferenceModel {
+  readonly #o: ModelOptions;
+  sessions: ModelSession[] = [];
+  /** Every live hold, in grant order. */
+  holds: ModelHold[] = [];
+  /** Every waiting acquire, in the order it joined its queue (all locks in one list). */
+  waiters: ModelWaiter[] = [];
+  readonly #memos = new Map<string, Memo>();
+  /** Holds whose lease ran out: a late release or extend from their session says LEASE_EXPIRED. */
+  #expired: { readonly token: number; readonly session: string }[] = [];
+  #lastToken: number;
+  #ceiling: number;
+  #now = Number.NEGATIVE_INFINITY;
+
+  constructor(options: ModelOptions) {
+    this.#o = options;
+    this.#lastToken = options.tokenFloor;
+    this.#ceiling = options.tokenFloor;
+  }
+
+  /** `drainOrder`: lock names in the order locks emptied by expiry should be drained (others go last). */
+  handle(request: Request, now: number, drainOrder: readonly string[] = []): ModelStep {
+    now = Math.max(now, this.#now);
+    this.#now = now;
+    const expired: Decision[] = [];
+    const rest: Decision[] = [];
+    this.#expire(now, expired, rest, drainOrder);
+    const key = memoKey(request);
+    const memo = this.#memos.get(key);
+    if (memo !== undefined) {
+      rest.push(reply(request.replyTo, this.#replay(memo, request, now)));
+      return { expired, rest, replayed: true };
+    }
+    if (request.op === 'inspect') {
+      const body: ReplyBody =
+        request.lock === undefined
+          ? { type: 'inspected', re: request.id, counts: this.counts() }
+          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now), counts: this.counts() };
+      rest.push(reply(request.replyTo, body));
+      return { expired, rest, replayed: false };
+    }
+    const body = this.#decide(request, now, rest);
+    rest.push(reply(request.replyTo, body));
+    const remembered = request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION');
+    if (remembered) {
+      const outcome: Outcome =
+        body.type === 'granted'
+          ? { kind: 'held', token: body.token }
+          : body.type === 'queued'
+            ? { kind: 'waiting' }
+            : { kind: 'answer', body };
+      this.#memos.set(key, { request, outcome });
+    }
+    return { expired, rest, replayed: false };
+  }
+
+  tick(now: number, drainOrder: readonly string[] = []): ModelStep {
+    now = Math.max(now, this.#now);
+    this.#now = now;
+    const expired: Decision[] = [];
+    const rest: Decision[] = [];
+    this.#expire(now, expired, rest, drainOrder);
+    return { expired, rest, replayed: false };
+  }
+
+  counts(): PartitionCounts {
+    const locks = new Set([...this.holds.map((h) => h.lock), ...this.waiters.map((w) => w.request.lock)]);
+    return {
+      locks: locks.size,
+      holds: this.holds.length,
+      waiters: this.waiters.length,
+      sessions: this.sessions.length,
+      lastToken: this.#lastToken,
+    };
+  }
+
+  inspect(lock: string, now: number): LockView | null {
+    const holds = this.holds.filter((h) => h.lock === lock);
+    const waiters = this.waiters.filter((w) => w.request.lock === lock);
+    const first = holds[0] ?? waiters[0]?.request;
+    if (first === undefined) return null;
+    return {
+      lock,
+      kind: first.kind,
+      limit: first.limit,
+      holders: holds.map((h) => ({
+        worker: h.worker,
+        session: h.session,
+        token: h.token,
+        mode: h.mode,
+        permits: h.permits,
+        ttlMs: Math.max(0, h.deadline - now),
+      })),
+      waiters: waiters.map((w, i) => ({
+        worker: w.request.worker,
+        session: w.request.session,
+        request: w.request.id,
+        mode: w.request.mode,
+        permits: w.request.permits,
+        position: i + 1,
+        waitMs: Math.max(0, w.deadline - now),
+      })),
+    };
+  }
+
+  /** The earliest deadline of anything live, or undefined when nothing is. */
+  earliestDeadline(): number | undefined {
+    const all = [
+      ...this.sessions.map((s) => s.deadline),
+      ...this.holds.map((h) => h.deadline),
+      ...this.waiters.map((w) => w.deadline),
+    ];
+    return all.length === 0 ? undefined : Math.min(...all);
+  }
+
+  hasSession(session: string, worker: string): boolean {
+    return this.sessions.some((s) => s.id === session && s.worker === worker);
+  }
+
+  // ---- time ---------------------------------------------------------------------------------------
+
+  /**
+   * Everything with a deadline at or before `now` goes, all of it before any queue moves: sessions
+   * first (their waiters answered NO_SESSION, their holds lost with NO_SESSION), then holds whose
+   * lease ran out, then waiters whose wait ran out. Only then are the touched locks drained.
+   */
+  #expire(now: number, expired: Decision[], grants: Decision[], drainOrder: readonly string[]): void {
+    const touched: string[] = [];
+    for (const s of this.sessions.filter((x) => x.deadline <= now)) {
+      for (const w of this.waiters.filter((x) => x.request.session === s.id)) {
+        this.#answerWaiter(w, 'NO_SESSION', s.replyTo, expired);
+        touched.push(w.request.lock);
+      }
+      for (const h of this.holds.filter((x) => x.session === s.id)) {
+        this.holds = this.holds.filter((x) => x !== h);
+        expired.push(reply(s.replyTo, lost(h, 'NO_SESSION')));
+        touched.push(h.lock);
+      }
+      this.sessions = this.sessions.filter((x) => x !== s);
+    }
+    for (const h of this.holds.filter((x) => x.deadline <= now)) {
+      this.holds = this.holds.filter((x) => x !== h);
+      this.#expired.push({ token: h.token, session: h.session });
+      expired.push(reply(this.#session(h.session).replyTo, lost(h, 'LEASE_EXPIRED')));
+      touched.push(h.lock);
+    }
+    for (const w of this.waiters.filter((x) => x.deadline <= now)) {
+      this.#answerWaiter(w, 'WAIT_TIMEOUT', this.#session(w.request.session).replyTo, expired);
+      touched.push(w.request.lock);
+    }
+    const rank = (lock: string) => {
+      const i = drainOrder.indexOf(lock);
+      return i < 0 ? Number.POSITIVE_INFINITY : i;
+    };
+    const locks = [...new Set(touched)].sort((a, b) => rank(a) - rank(b));
+    for (const lock of locks) this.#drain(lock, now, grants);
+  }
+
+  // ---- requests -----------------------------------------------------------------------------------
+
+  #decide(request: Exclude<Request, { op: 'inspect' }>, now: number, out: Decision[]): ReplyBody {
+    if (request.op === 'open') return this.#open(request, now);
+    const session = this.sessions.find((s) => s.id === request.session);
+    if (session === undefined || session.worker !== request.worker) return error(request.id, 'NO_SESSION');
+    session.deadline = now + session.ttlMs;
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
+    if (request.op === 'heartbeat') return { type: 'ok', re: request.id };
+    if (request.op === 'close') return this.#close(session, request.id, now, out);
+    if (!this.#owned(request.lock)) return error(request.id, 'WRONG_PARTITION', 'lock');
+    switch (request.op) {
+      case 'acquire':
+        return this.#acquire(session, request, now, out);
+      case 'release': {
+        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
+        if (hold === undefined) return this.#notHeld(session, request.id, request.token);
+        this.holds = this.holds.filter((h) => h !== hold);
+        this.#drain(request.lock, now, out);
+        return { type: 'released', re: request.id, lock: request.lock, token: request.token };
+      }
+      case 'extend': {
+        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
+        if (hold === undefined) return this.#notHeld(session, request.id, request.token);
+        hold.deadline = now + request.ttlMs;
+        const { id, lock, token, ttlMs } = request;
+        return { type: 'extended', re: id, lock, token, ttlMs, basis: id };
+      }
+      case 'cancel': {
+        const waiter = this.waiters.find((w) => w.request.session === session.id && w.request.id === request.target);
+        if (waiter === undefined || waiter.request.lock !== request.lock) return error(request.id, 'NOT_WAITING');
+        this.#answerWaiter(waiter, 'CANCELLED', session.replyTo, out);
+        this.#drain(request.lock, now, out);
+        return { type: 'cancelled', re: request.id, lock: request.lock };
+      }
+    }
+  }
+
+  #owned(lock: string): boolean {
+    return this.#o.partitions <= 1 || partitionOf(lock, this.#o.partitions) === this.#o.partition;
+  }
+
+  #open(request: Request & { op: 'open' }, now: number): ReplyBody {
+    if (request.partitions !== this.#o.partitions) return error(request.id, 'WRONG_PARTITION', 'partitions');
+    let session = this.sessions.find((s) => s.id === request.session);
+    const resumed = session !== undefined;
+    if (session === undefined) {
+      if (this.sessions.length >= this.#o.limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
+      session = { id: request.session, worker: request.worker, replyTo: '', ttlMs: 0, deadline: 0, lastRequest: '' };
+      this.sessions.push(session);
+    } else if (session.worker !== request.worker) {
+      return error(request.id, 'INVALID_FIELD', 'session');
+    }
+    session.ttlMs = request.sessionTtlMs;
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
+    session.deadline = now + session.ttlMs;
+    return { type: 'opened', re: request.id, session: session.id, resumed, sessionTtlMs: session.ttlMs };
+  }
+
+  /** Waiters answered CANCELLED, holds dropped without a `lost` (the worker asked), queues drained. */
+  #close(session: ModelSession, id: string, now: number, out: Decision[]): ReplyBody {
+    const touched: string[] = [];
+    for (const w of this.waiters.filter((x) => x.request.session === session.id)) {
+      this.#answerWaiter(w, 'CANCELLED', session.replyTo, out);
+      touched.push(w.request.lock);
+    }
+    for (const h of this.holds.filter((x) => x.session === session.id)) touched.push(h.lock);
+    this.holds = this.holds.filter((h) => h.session !== session.id);
+    this.sessions = this.sessions.filter((s) => s !== session);
+    for (const lock of new Set(touched)) this.#drain(lock, now, out);
+    return { type: 'ok', re: id };
+  }
+
+  #acquire(session: ModelSession, req: AcquireRequest, now: number, out: Decision[]): ReplyBody {
+    const holds = this.holds.filter((h) => h.lock === req.lock);
+    const queue = this.waiters.filter((w) => w.request.lock === req.lock);
+    const inUse = holds[0] ?? queue[0]?.request;
+    if (inUse !== undefined && inUse.kind !== req.kind) return error(req.id, 'KIND_MISMATCH', 'kind');
+    if (inUse !== undefined && inUse.limit !== req.limit) return error(req.id, 'LIMIT_MISMATCH', 'limit');
+    const mine = this.holds.filter((h) => h.session === session.id).length;
+    const myWaits = this.waiters.filter((w) => w.request.session === session.id).length;
+    const busy = mine + myWaits >= this.#o.limits.maxHoldsPerSession;
+    if (queue.length === 0 && fits(req, holds)) {
+      if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+      const token = this.#grant(req, session, now, out);
+      return { type: 'granted', re: req.id, lock: req.lock, token, ttlMs: req.ttlMs, basis: req.id };
+    }
+    if (req.waitMs === 0) return error(req.id, 'LOCK_BUSY');
+    if (queue.length >= this.#o.limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
+    if (myWaits >= this.#o.limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
+    if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+    this.waiters.push({ request: req, deadline: now + req.waitMs });
+    return { type: 'queued', re: req.id, lock: req.lock, position: queue.length + 1 };
+  }
+
+  #notHeld(session: ModelSession, id: string, token: number): ReplyBody {
+    const expired = this.#expired.some((e) => e.token === token && e.session === session.id);
+    return error(id, expired ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
+  }
+
+  // ---- idempotency --------------------------------------------------------------------------------
+
+  #replay(memo: Memo, request: Request, now: number): ReplyBody {
+    if (!samePayload(memo.request, request)) return error(request.id, 'IDEMPOTENCY_CONFLICT');
+    const session = this.sessions.find((s) => s.id === request.session && s.worker === request.worker);
+    if (session !== undefined) {
+      session.deadline = now + session.ttlMs;
+      session.replyTo = request.replyTo;
+      session.lastRequest = request.id;
+    }
+    const outcome = memo.outcome;
+    switch (outcome.kind) {
+      case 'answer':
+        return outcome.body;
+      case 'waiting': {
+        const req = memo.request as AcquireRequest;
+        const queue = this.waiters.filter((w) => w.request.lock === req.lock);
+        const position = queue.findIndex((w) => w.request.id === req.id && w.request.worker === req.worker) + 1;
+        return { type: 'queued', re: request.id, lock: req.lock, position };
+      }
+      case 'held': {
+        const hold = this.holds.find((h) => h.token === outcome.token);
+        if (hold === undefined) return error(request.id, 'LEASE_EXPIRED');
+        const ttlMs = Math.max(0, hold.deadline - now);
+        return { type: 'granted', re: request.id, lock: hold.lock, token: hold.token, ttlMs, basis: request.id };
+      }
+    }
+  }
+
+  // ---- grants and queues --------------------------------------------------------------------------
+
+  /** Grants from the head of the lock's queue for as long as the head fits. Never skips a waiter. */
+  #drain(lock: string, now: number, out: Decision[]): void {
+    for (;;) {
+      const head = this.waiters.find((w) => w.request.lock === lock);
+      if (head === undefined || !fits(head.request, this.holds.filter((h) => h.lock === lock))) return;
+      this.waiters = this.waiters.filter((w) => w !== head);
+      const session = this.#session(head.request.session);
+      const token = this.#grant(head.request, session, now, out);
+      this.#memo(head.request).outcome = { kind: 'held', token };
+      const { id, ttlMs } = head.request;
+      out.push(reply(session.replyTo, { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest }));
+    }
+  }
+
+  #grant(req: AcquireRequest, session: ModelSession, now: number, out: Decision[]): number {
+    if (this.#lastToken >= this.#ceiling) {
+      this.#ceiling = this.#lastToken + this.#o.tokenBlockSize;
+      out.push({ type: 'reserve-tokens', ceiling: this.#ceiling });
+    }
+    const token = ++this.#lastToken;
+    this.holds.push({
+      lock: req.lock,
+      kind: req.kind,
+      limit: req.limit,
+      session: session.id,
+      worker: session.worker,
+      token,
+      mode: req.mode,
+      permits: req.permits,
+      acquire: req.id,
+      deadline: now + req.ttlMs,
+    });
+    return token;
+  }
+
+  /** Takes a waiter off its queue and gives its acquire a final error answer. */
+  #answerWaiter(w: ModelWaiter, code: ErrorCode, to: string, out: Decision[]): void {
+    this.waiters = this.waiters.filter((x) => x !== w);
+    const body = error(w.request.id, code);
+    this.#memo(w.request).outcome = { kind: 'answer', body };
+    out.push(reply(to, body));
+  }
+
+  #memo(req: AcquireRequest): Memo {
+    const memo = this.#memos.get(memoKey(req));
+    if (memo === undefined) throw new Error(`model: no memo for waiting acquire ${req.id}`);
+    return memo;
+  }
+
+  #session(id: string): ModelSession {
+    const s = this.sessions.find((x) => x.id === id);
+    if (s === undefined) throw new Error(`model: no session ${id}`);
+    return s;
+  }
+}
+
+/** Whether `req` can be granted next to `holds` (the live holds of its lock). */
+export function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'permits'>, holds: readonly { readonly mode: LockMode; readonly permits: number }[]): boolean {
+  if (req.kind === 'semaphore') return holds.reduce((sum, h) => sum + h.permits, 0) + req.permits <= req.limit;
+  if (req.mode === 'exclusive') return holds.length === 0;
+  return holds.every((h) => h.mode === 'shared');
+}
+
+function reply(to: string, body: ReplyBody): Decision {
+  return { type: 'reply', to, body };
+}
+
+function lost(h: ModelHold, reason: 'LEASE_EXPIRED' | 'NO_SESSION'): ReplyBody {
+  return { type: 'lost', re: h.acquire, lock: h.lock, token: h.token, reason };
+}
+
+function error(re: string, code: ErrorCode, field?: string): ReplyBody {
+  const message = ERROR_CODES[code].text;
+  return field === undefined ? { type: 'error', re, code, message } : { type: 'error', re, code, message, field };
+}
+
+function memoKey(request: Request): string {
+  return `${request.worker}\u0000${request.id}`;
+}
+
+/** Same request apart from where the answer goes. */
+function samePayload(a: Request, b: Request): boolean {
+  const strip = (r: Request) => JSON.stringify(Object.entries(r).filter(([k]) => k !== 'replyTo').sort(([x], [y]) => (x < y ? -1 : 1)));
+  return strip(a) === strip(b);
+}
