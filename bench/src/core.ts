@@ -41,7 +41,7 @@ export function hotLock(seconds: number): number {
     o.length = 0;
   };
   grantOf(out);
-  let holder = 0;
+  const holder = 0;
   let decisions = 0;
   let elapsed = 0;
   // Requests are built outside the timed section: this measures the core, not the harness.
@@ -81,9 +81,15 @@ export function distinctLocks(seconds: number): number {
     const first = core.counts().lastToken + 1;
     const releases = acquires.map((a, i) => release(id++, Number(a.session.slice(1)), (a as AcquireRequest).lock, first + i));
     const t0 = performance.now();
-    for (const r of acquires) core.handle(r, (now += 0.001), out);
+    for (const r of acquires) {
+      now += 0.001;
+      core.handle(r, now, out);
+    }
     out.length = 0;
-    for (const r of releases) core.handle(r, (now += 0.001), out);
+    for (const r of releases) {
+      now += 0.001;
+      core.handle(r, now, out);
+    }
     elapsed += performance.now() - t0;
     out.length = 0;
     decisions += 2000;

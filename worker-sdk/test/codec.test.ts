@@ -78,11 +78,7 @@ const VALID: { readonly [K in Op]: Extract<Request, { op: K }> } = {
 /** Minimal wire form of an acquire (optional fields left out). */
 const ACQUIRE_WIRE: Wire = { ...ENV, op: 'acquire', lock: 'invoice:42', ttlMs: 30_000, waitMs: 5_000 };
 
-/**
- * What a worker puts on the wire for each op. The same as VALID except acquire, whose normalised
- * form is not accepted back by the decoder (see the BUG tests below): a mutex is sent with its
- * optional `kind` and `mode` but without `limit` and `permits`.
- */
+/** What a worker puts on the wire for each op: the minimal form for acquire. */
 const WIRE: { readonly [K in Op]: Wire } = {
   ...(VALID as unknown as { readonly [K in Op]: Wire }),
   acquire: { ...ACQUIRE_WIRE, kind: 'mutex', mode: 'exclusive' },
@@ -176,18 +172,16 @@ describe('encode / decodeRequest round trip', () => {
     }
   });
 
-  // BUG (codec): encode() takes a Request, and AcquireRequest always has mode, limit and permits
-  // (the normalised form), but decodeRequest refuses limit/permits on a mutex or rwlock and mode
-  // on a semaphore. So encode(acquire) -> decodeRequest fails with INVALID_FIELD, and a decoded
-  // acquire is not a fixed point. These tests pin the bug; turn `it.fails` into `it` once fixed.
-  it.fails('BUG: round-trips acquire (mutex) through encode', () => {
+  // The normalised form carries mode, limit and permits for every kind; the decoder accepts them
+  // when they hold exactly the values normalisation gives, so a decoded acquire is a fixed point.
+  it('round-trips acquire (mutex) through encode', () => {
     expect(expectOk(decodeRequest(encode(VALID.acquire)))).toEqual(VALID.acquire);
   });
-  it.fails('BUG: round-trips acquire (rwlock, shared) through encode', () => {
+  it('round-trips acquire (rwlock, shared) through encode', () => {
     const request: AcquireRequest = { ...VALID.acquire, kind: 'rwlock', mode: 'shared' };
     expect(expectOk(decodeRequest(encode(request)))).toEqual(request);
   });
-  it.fails('BUG: round-trips acquire (semaphore) through encode', () => {
+  it('round-trips acquire (semaphore) through encode', () => {
     const request: AcquireRequest = { ...VALID.acquire, kind: 'semaphore', mode: 'shared', limit: 8, permits: 3 };
     expect(expectOk(decodeRequest(encode(request)))).toEqual(request);
   });
@@ -276,16 +270,17 @@ describe('acquire normalisation', () => {
     expectFailure(decodeWire({ ...ACQUIRE_WIRE, kind: 'semaphore', limit: 8, permits: 9 }), 'PERMITS_OUT_OF_RANGE', 'permits');
   });
 
-  it('semaphore: mode is not allowed, whatever its value', () => {
-    expectFailure(decodeWire({ ...ACQUIRE_WIRE, kind: 'semaphore', limit: 8, mode: 'shared' }), 'INVALID_FIELD', 'mode');
+  it('semaphore: mode other than its normalised "shared" is not allowed', () => {
+    expectOk(decodeWire({ ...ACQUIRE_WIRE, kind: 'semaphore', limit: 8, mode: 'shared' }));
     expectFailure(decodeWire({ ...ACQUIRE_WIRE, kind: 'semaphore', limit: 8, mode: 'exclusive' }), 'INVALID_FIELD', 'mode');
   });
 
-  it('limit and permits are refused on a mutex and an rwlock', () => {
+  it('limit and permits other than their normalised 1 are refused on a mutex and an rwlock', () => {
     for (const kind of [undefined, 'mutex', 'rwlock']) {
       const k = kind === undefined ? {} : { kind };
-      expectFailure(decodeWire({ ...ACQUIRE_WIRE, ...k, limit: 1 }), 'INVALID_FIELD', 'limit');
-      expectFailure(decodeWire({ ...ACQUIRE_WIRE, ...k, permits: 1 }), 'INVALID_FIELD', 'permits');
+      expectOk(decodeWire({ ...ACQUIRE_WIRE, ...k, limit: 1, permits: 1 }));
+      expectFailure(decodeWire({ ...ACQUIRE_WIRE, ...k, limit: 2 }), 'INVALID_FIELD', 'limit');
+      expectFailure(decodeWire({ ...ACQUIRE_WIRE, ...k, permits: 2 }), 'INVALID_FIELD', 'permits');
     }
   });
 
@@ -304,7 +299,7 @@ describe('acquire normalisation', () => {
     expectFailure(decodeWire({ ...ACQUIRE_WIRE, kind: 'rwlock', mode: 'read' }), 'INVALID_FIELD', 'mode');
   });
 
-  it.fails('BUG: normalising is idempotent: a decoded acquire re-encodes and decodes to itself', () => {
+  it('normalising is idempotent: a decoded acquire re-encodes and decodes to itself', () => {
     for (const extra of [{}, { kind: 'rwlock' }, { kind: 'rwlock', mode: 'shared' }, { kind: 'semaphore', limit: 3 }]) {
       const once = expectOk(decodeWire({ ...ACQUIRE_WIRE, ...extra }));
       expect(expectOk(decodeRequest(encode(once)))).toEqual(once);
@@ -372,9 +367,8 @@ describe('framing: size', () => {
     expectFailure(decodeRequest(padded(MAX_MESSAGE_BYTES + 1), Number.POSITIVE_INFINITY), 'MESSAGE_TOO_LARGE');
   });
 
-  // BUG (codec, minor): `body.byteLength > Math.min(NaN, MAX_MESSAGE_BYTES)` is false, so a NaN
-  // maxBytes (e.g. a mis-parsed config value) switches the size check off entirely.
-  it.fails('BUG: a NaN maxBytes still never accepts more than MAX_MESSAGE_BYTES', () => {
+  // A NaN maxBytes (a mis-parsed config value) must not switch the size check off.
+  it('a NaN maxBytes still never accepts more than MAX_MESSAGE_BYTES', () => {
     expectFailure(decodeRequest(padded(MAX_MESSAGE_BYTES + 1), Number.NaN), 'MESSAGE_TOO_LARGE');
   });
 
@@ -859,8 +853,8 @@ describe('decodeRequest on arbitrary input', () => {
     }).not.toThrow();
     if (result === undefined) throw new Error('no result');
     if (result.ok) {
-      // Whatever was accepted is a fixed point of encode/decode (not acquire: see the BUG tests).
-      if (result.request.op !== 'acquire') expect(decodeRequest(encode(result.request))).toEqual(result);
+      // Whatever was accepted is a fixed point of encode/decode.
+      expect(decodeRequest(encode(result.request))).toEqual(result);
     } else {
       expect(Object.hasOwn(ERROR_CODES, result.code)).toBe(true);
       expect(SDK_ONLY).not.toContain(result.code);

@@ -5,6 +5,7 @@ import {
   type ErrorCode,
   type ExtendRequest,
   type HolderView,
+  INSPECT_MAX_LISTED,
   type InspectRequest,
   type LockKind,
   type LockMode,
@@ -137,7 +138,7 @@ export class LockCore {
       const body: ReplyBody =
         request.lock === undefined
           ? { type: 'inspected', re: request.id, counts: this.counts() }
-          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now), counts: this.counts() };
+          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now, INSPECT_MAX_LISTED), counts: this.counts() };
       out.push({ type: 'reply', to: request.replyTo, body });
       return;
     }
@@ -183,24 +184,28 @@ export class LockCore {
     };
   }
 
-  /** Holders and waiters of one lock, or null when nobody holds or waits for it. */
-  inspect(name: string, now: number): LockView | null {
+  /**
+   * Holders and waiters of one lock (the first `maxListed` of each, in order), or null when
+   * nobody holds or waits for it.
+   */
+  inspect(name: string, now: number, maxListed = Number.POSITIVE_INFINITY): LockView | null {
     const lock = this.#locks.get(name);
     if (lock === undefined) return null;
     const holders: HolderView[] = [];
     for (const h of lock.holders.values()) {
+      if (holders.length >= maxListed) break;
       holders.push({
         worker: h.session.worker,
         session: h.session.id,
         token: h.token,
         mode: h.mode,
         permits: h.permits,
-        ttlMs: Math.max(0, h.deadline - now),
+        ttlMs: Math.max(0, Math.floor(h.deadline - now)),
       });
     }
     const waiters: WaiterView[] = [];
     let position = 0;
-    for (let w = lock.head; w !== null; w = w.next) {
+    for (let w = lock.head; w !== null && position < maxListed; w = w.next) {
       waiters.push({
         worker: w.session.worker,
         session: w.session.id,
@@ -208,10 +213,18 @@ export class LockCore {
         mode: w.request.mode,
         permits: w.request.permits,
         position: ++position,
-        waitMs: Math.max(0, w.deadline - now),
+        waitMs: Math.max(0, Math.floor(w.deadline - now)),
       });
     }
-    return { lock: lock.name, kind: lock.kind, limit: lock.limit, holders, waiters };
+    return {
+      lock: lock.name,
+      kind: lock.kind,
+      limit: lock.limit,
+      holderCount: lock.holders.size,
+      waiterCount: lock.waiting,
+      holders,
+      waiters,
+    };
   }
 
   /** Names of every lock with a holder or a waiter. */
@@ -281,8 +294,10 @@ export class LockCore {
     }
     session.replyTo = request.replyTo;
     session.lastRequest = request.id;
+    const previous = session.deadline;
     session.deadline = now + session.ttlMs;
-    if (!resumed) this.#heap.push(session.deadline, session);
+    // A new session needs its heap entry; a resumed one needs another if its deadline moved earlier.
+    if (!resumed || session.deadline < previous) this.#heap.push(session.deadline, session);
     return { type: 'opened', re: request.id, session: session.id, resumed, sessionTtlMs: session.ttlMs };
   }
 
@@ -558,7 +573,8 @@ export class LockCore {
     if (now - this.#prunedAt < 100 && this.#memoCount <= max) return;
     this.#prunedAt = now;
     const horizon = now - this.#limits.dedupeWindowMs;
-    for (let m = this.#memoQueue.peek(); m !== undefined; m = this.#memoQueue.peek()) {
+    // Bounded by the queue's length now, so memos kept and re-queued are not visited twice.
+    for (let n = this.#memoQueue.length, m = this.#memoQueue.peek(); n > 0 && m !== undefined; n--, m = this.#memoQueue.peek()) {
       const current = m.session.live;
       if (current && m.at > horizon && this.#memoCount <= max) break;
       this.#memoQueue.shift();
@@ -611,7 +627,7 @@ function granted(re: string, hold: Hold, now: number, basis: string): ReplyBody 
     re,
     lock: hold.lock.name,
     token: hold.token,
-    ttlMs: Math.max(0, hold.deadline - now),
+    ttlMs: Math.max(0, Math.floor(hold.deadline - now)),
     basis,
   };
 }

@@ -97,7 +97,7 @@ function fail(code: ErrorCode, field: string | undefined, raw: Record<string, un
  * are refused with a stable code; the decoded acquire has every optional field filled in.
  */
 export function decodeRequest(body: Uint8Array, maxBytes: number = MAX_MESSAGE_BYTES): DecodeResult {
-  if (body.byteLength > Math.min(maxBytes, MAX_MESSAGE_BYTES)) return fail('MESSAGE_TOO_LARGE', undefined, null);
+  if (!(body.byteLength <= Math.min(maxBytes, MAX_MESSAGE_BYTES))) return fail('MESSAGE_TOO_LARGE', undefined, null);
   let raw: unknown;
   try {
     raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
@@ -129,15 +129,17 @@ function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
   let mode = msg.mode as 'exclusive' | 'shared' | undefined;
   let limit = msg.limit as number | undefined;
   let permits = msg.permits as number | undefined;
+  // Fields a kind does not use are refused, unless they carry exactly the value normalisation
+  // gives them, so a decoded acquire encodes and decodes to itself.
   if (kind === 'semaphore') {
     if (limit === undefined) return fail('INVALID_FIELD', 'limit', msg);
-    if (mode !== undefined) return fail('INVALID_FIELD', 'mode', msg);
+    if (mode !== undefined && mode !== 'shared') return fail('INVALID_FIELD', 'mode', msg);
     permits ??= 1;
     if (permits > limit) return fail('PERMITS_OUT_OF_RANGE', 'permits', msg);
     mode = 'shared';
   } else {
-    if (limit !== undefined) return fail('INVALID_FIELD', 'limit', msg);
-    if (permits !== undefined) return fail('INVALID_FIELD', 'permits', msg);
+    if (limit !== undefined && limit !== 1) return fail('INVALID_FIELD', 'limit', msg);
+    if (permits !== undefined && permits !== 1) return fail('INVALID_FIELD', 'permits', msg);
     if (kind === 'mutex' && mode === 'shared') return fail('INVALID_FIELD', 'mode', msg);
     mode ??= 'exclusive';
     limit = 1;

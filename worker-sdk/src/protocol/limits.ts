@@ -18,6 +18,9 @@ export const RANGES = {
 
 /** Messages larger than this are never accepted, whatever a coordinator is configured to. */
 export const MAX_MESSAGE_BYTES = 65_536;
+/** An `inspected` reply lists at most this many holders and waiters (it carries the totals). */
+export const INSPECT_MAX_LISTED = 1000;
+
 /** The default size limit of a coordinator. */
 export const DEFAULT_MAX_MESSAGE_BYTES = 4096;
 

@@ -175,6 +175,9 @@ export interface LockView {
   readonly lock: string;
   readonly kind: LockKind;
   readonly limit: number;
+  /** All holders and waiters; the lists may stop short of these (see INSPECT_MAX_LISTED). */
+  readonly holderCount: number;
+  readonly waiterCount: number;
   readonly holders: readonly HolderView[];
   readonly waiters: readonly WaiterView[];
 }
