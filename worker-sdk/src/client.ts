@@ -3,7 +3,8 @@ import type { Logger } from 'pino';
 import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { decodeReply, encode } from './protocol/codec.js';
+import { Buffer } from 'node:buffer';
+import { decodeReply } from './protocol/codec.js';
 import { PROTOCOL_VERSION } from './protocol/limits.js';
 import type {
   AcquireWire,
@@ -16,6 +17,7 @@ import type {
   Request,
 } from './protocol/messages.js';
 import { partitionOf } from './protocol/topology.js';
+import { SendTimes } from './send-times.js';
 import { ReadWriteLock, Semaphore } from './helpers.js';
 import { openTransport } from './transport/open.js';
 import type { ClientTransport } from './transport/types.js';
@@ -55,6 +57,7 @@ type RequestFields = DistributiveOmit<Request | AcquireWire, 'v' | 'id' | 'worke
 
 interface Pending {
   readonly id: string;
+  readonly seq: number;
   readonly partition: number;
   readonly body: Uint8Array;
   /** Time by which an answer (for a waiting acquire: the final one) must have come. */
@@ -62,13 +65,15 @@ interface Pending {
   readonly waitMs: number;
   /** For an acquire: its lock, so a timed-out wait can be cancelled. */
   readonly lock: string | undefined;
-  readonly resolve: (reply: Reply) => void;
-  readonly reject: (err: LockqError) => void;
+  resolve: (reply: Reply) => void;
+  reject: (err: LockqError) => void;
 }
 
 interface PartitionSession {
   readonly partition: number;
   readonly id: string;
+  /** The JSON of every request's envelope up to its id, which is all that varies. */
+  readonly envelope: string;
   opened: Promise<void> | undefined;
   lastSentAt: number;
   /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
@@ -77,8 +82,6 @@ interface PartitionSession {
 }
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
-/** Send times kept for `basis` look-ups; older ones fall back to the acquire's own send time. */
-const MAX_SEND_TIMES = 8192;
 
 /**
  * A worker's connection to lockq. One client carries any number of concurrent requests; share
@@ -97,7 +100,7 @@ export class LockClient implements LeaseOwner {
   readonly #transport: ClientTransport;
   readonly #instance: string;
   readonly #pending = new Map<string, Pending>();
-  readonly #sentAt = new Map<string, number>();
+  readonly #sentAt = new SendTimes();
   readonly #sessions = new Map<number, PartitionSession>();
   /** Live leases by `${partition}:${token}`. */
   readonly #leases = new Map<string, Lease>();
@@ -271,8 +274,15 @@ export class LockClient implements LeaseOwner {
    * Without a record of `basis`, the request itself (sent no later than basis) stands in.
    */
   #localDeadline(basis: string, request: string, ttlMs: number): number {
-    const sentAt = this.#sentAt.get(basis) ?? this.#sentAt.get(request) ?? Number.NEGATIVE_INFINITY;
+    const sentAt = this.#sendTime(basis) ?? this.#sendTime(request) ?? Number.NEGATIVE_INFINITY;
     return sentAt + ttlMs - (ttlMs * this.options.driftFactor + this.options.driftMarginMs);
+  }
+
+  /** Request ids are `<instance>-<seq in base 36>`; anything else was not sent by this client. */
+  #sendTime(id: string): number | undefined {
+    const prefix = this.#instance.length + 1;
+    if (!id.startsWith(this.#instance) || id.charCodeAt(prefix - 1) !== 45 /* - */) return undefined;
+    return this.#sentAt.get(Number.parseInt(id.slice(prefix), 36));
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -280,9 +290,14 @@ export class LockClient implements LeaseOwner {
   #session(partition: number): PartitionSession {
     let s = this.#sessions.get(partition);
     if (s === undefined) {
+      const id = `${this.options.workerId}.${this.#instance}.${partition}`;
+      const envelope =
+        `{"v":${PROTOCOL_VERSION},"worker":${JSON.stringify(this.options.workerId)},"session":${JSON.stringify(id)},` +
+        `"replyTo":${JSON.stringify(this.#transport.replyAddress)},"id":"`;
       s = {
         partition,
-        id: `${this.options.workerId.slice(0, 100)}.${this.#instance}.${partition}`,
+        id,
+        envelope,
         opened: undefined,
         lastSentAt: 0,
         epoch: 0,
@@ -367,39 +382,40 @@ export class LockClient implements LeaseOwner {
   #send(s: PartitionSession, fields: RequestFields, signal?: AbortSignal): Promise<Reply> {
     if (this.#closed) return Promise.reject(new LockqError('CLIENT_CLOSED'));
     if (signal?.aborted === true) return Promise.reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
-    const id = `${this.#instance}-${(++this.#seq).toString(36)}`;
-    const request = {
-      v: PROTOCOL_VERSION,
-      id,
-      worker: this.options.workerId,
-      session: s.id,
-      replyTo: this.#transport.replyAddress,
-      ...fields,
-    } as Request | AcquireWire;
-    const waitMs = request.op === 'acquire' ? request.waitMs : 0;
+    const seq = ++this.#seq;
+    const id = `${this.#instance}-${seq.toString(36)}`;
+    // The envelope is spliced in rather than spread: this runs for every request.
+    const body = Buffer.from(`${s.envelope}${id}",${JSON.stringify(fields).slice(1)}`, 'utf8');
+    const waitMs = fields.op === 'acquire' ? fields.waitMs : 0;
     return new Promise<Reply>((resolve, reject) => {
-      const onAbort = (): void => {
-        if (!this.#pending.delete(id)) return;
-        reject(new LockqError('ABORTED', undefined, { cause: signal?.reason }));
-        if (request.op === 'acquire') this.#cancel(s.partition, request.lock, id);
-      };
       const pending: Pending = {
         id,
+        seq,
         partition: s.partition,
-        body: encode(request as Request),
+        body,
         dueAt: performance.now() + this.options.requestTimeoutMs,
         waitMs,
-        lock: request.op === 'acquire' ? request.lock : undefined,
-        resolve: (reply) => {
-          signal?.removeEventListener('abort', onAbort);
-          resolve(reply);
-        },
-        reject: (err) => {
-          signal?.removeEventListener('abort', onAbort);
-          reject(err);
-        },
+        lock: fields.op === 'acquire' ? fields.lock : undefined,
+        resolve,
+        reject,
       };
-      signal?.addEventListener('abort', onAbort, { once: true });
+      if (signal !== undefined) {
+        const onAbort = (): void => {
+          if (!this.#pending.delete(id)) return;
+          reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
+          if (fields.op === 'acquire') this.#cancel(s.partition, fields.lock, id);
+        };
+        signal.addEventListener('abort', onAbort, { once: true });
+        const done = (): void => signal.removeEventListener('abort', onAbort);
+        pending.resolve = (reply) => {
+          done();
+          resolve(reply);
+        };
+        pending.reject = (err) => {
+          done();
+          reject(err);
+        };
+      }
       this.#pending.set(id, pending);
       this.#transmit(pending);
     });
@@ -407,15 +423,7 @@ export class LockClient implements LeaseOwner {
 
   #transmit(p: Pending): void {
     const now = performance.now();
-    if (!this.#sentAt.has(p.id)) {
-      this.#sentAt.set(p.id, now);
-      if (this.#sentAt.size > MAX_SEND_TIMES) {
-        for (const k of this.#sentAt.keys()) {
-          this.#sentAt.delete(k);
-          if (this.#sentAt.size <= MAX_SEND_TIMES / 2) break;
-        }
-      }
-    }
+    this.#sentAt.record(p.seq, now);
     this.#session(p.partition).lastSentAt = now;
     // A failed send is re-sent on reconnect, or times out; it is not an answer.
     this.#transport
@@ -453,7 +461,7 @@ export class LockClient implements LeaseOwner {
       return;
     }
     if (reply.type === 'queued') {
-      pending.dueAt = this.#sentAt.get(pending.id) ?? performance.now();
+      pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
       return;
     }

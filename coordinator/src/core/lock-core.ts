@@ -22,9 +22,20 @@ import { DeadlineHeap } from './deadline-heap.js';
 import { FifoQueue } from './fifo-index.js';
 import type { CoreLimits, CoreOptions } from './options.js';
 
-/** What the core decided. The runtime persists reservations before it publishes any reply. */
+/**
+ * What the core decided. The runtime persists reservations before it publishes any reply.
+ * Replies that end a wait or a hold say how long it lasted, for metrics (never on the wire).
+ */
 export type Decision =
-  | { readonly type: 'reply'; readonly to: string; readonly body: ReplyBody }
+  | {
+      readonly type: 'reply';
+      readonly to: string;
+      readonly body: ReplyBody;
+      /** On a grant: how long the request waited in the queue. */
+      readonly waitedMs?: number;
+      /** On a release or a lost hold: how long it was held. */
+      readonly heldMs?: number;
+    }
   | { readonly type: 'reserve-tokens'; readonly ceiling: number };
 
 interface Session {
@@ -66,6 +77,7 @@ interface Hold {
   readonly mode: LockMode;
   readonly permits: number;
   readonly request: string;
+  readonly grantedAt: number;
   deadline: number;
   live: boolean;
 }
@@ -75,6 +87,7 @@ interface Waiter {
   readonly lock: LockState;
   readonly session: Session;
   readonly request: AcquireRequest;
+  readonly queuedAt: number;
   readonly deadline: number;
   readonly memo: Memo;
   prev: Waiter | null;
@@ -118,6 +131,8 @@ export class LockCore {
   #tokenCeiling: number;
   #now = Number.NEGATIVE_INFINITY;
   #prunedAt = Number.NEGATIVE_INFINITY;
+  /** How long the hold the latest release ended was held (read by handle() for its decision). */
+  #releasedHeldMs = 0;
   #holdCount = 0;
   #waiterCount = 0;
 
@@ -150,7 +165,11 @@ export class LockCore {
       return;
     }
     const body = request.op === 'open' ? this.#open(request, now) : this.#decide(known, request, now, out);
-    out.push({ type: 'reply', to: request.replyTo, body });
+    out.push(
+      body.type === 'released'
+        ? { type: 'reply', to: request.replyTo, body, heldMs: this.#releasedHeldMs }
+        : { type: 'reply', to: request.replyTo, body },
+    );
     if (request.op !== 'heartbeat' && body.type !== 'queued' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
       const owner = this.#sessions.get(request.session);
       if (owner !== undefined && owner.worker === request.worker) {
@@ -249,7 +268,7 @@ export class LockCore {
         return { type: 'ok', re: request.id };
       case 'close': {
         const touched = new Set<LockState>();
-        this.#endSession(session, 'CANCELLED', out, touched);
+        this.#endSession(session, 'CANCELLED', now, out, touched);
         for (const lock of touched) this.#drain(lock, now, out);
         return { type: 'ok', re: request.id };
       }
@@ -327,6 +346,7 @@ export class LockCore {
       lock,
       session,
       request: req,
+      queuedAt: now,
       deadline: now + req.waitMs,
       memo,
       prev: lock.tail,
@@ -349,6 +369,7 @@ export class LockCore {
     const hold = this.#locks.get(req.lock)?.holders.get(req.token);
     if (hold === undefined || hold.session !== session) return this.#notHeld(session, req);
     this.#dropHold(hold);
+    this.#releasedHeldMs = now - hold.grantedAt;
     this.#drain(hold.lock, now, out);
     return { type: 'released', re: req.id, lock: req.lock, token: req.token };
   }
@@ -430,6 +451,7 @@ export class LockCore {
       mode: req.mode,
       permits: req.permits,
       request: req.id,
+      grantedAt: now,
       deadline: now + req.ttlMs,
       live: true,
     };
@@ -458,7 +480,12 @@ export class LockCore {
       this.#unlinkWaiter(w);
       const hold = this.#grant(lock, w.session, w.request, now, out);
       w.memo.outcome = hold;
-      out.push({ type: 'reply', to: w.session.replyTo, body: granted(w.request.id, hold, now, w.session.lastRequest) });
+      out.push({
+        type: 'reply',
+        to: w.session.replyTo,
+        body: granted(w.request.id, hold, now, w.session.lastRequest),
+        waitedMs: now - w.queuedAt,
+      });
     }
     if (lock.holders.size === 0 && lock.head === null) this.#locks.delete(lock.name);
   }
@@ -500,7 +527,7 @@ export class LockCore {
    * event when the session expired (a worker that closed its session knows). Queues are left for
    * the caller to drain once everything due has been taken off.
    */
-  #endSession(session: Session, code: 'CANCELLED' | 'NO_SESSION', out: Decision[], touched: Set<LockState>): void {
+  #endSession(session: Session, code: 'CANCELLED' | 'NO_SESSION', now: number, out: Decision[], touched: Set<LockState>): void {
     session.live = false;
     this.#sessions.delete(session.id);
     this.#memoCount -= session.memos.size; // their queue entries are skipped when they come up
@@ -511,7 +538,7 @@ export class LockCore {
     for (const h of [...session.holds.values()]) {
       this.#dropHold(h);
       touched.add(h.lock);
-      if (code === 'NO_SESSION') out.push({ type: 'reply', to: session.replyTo, body: lostBody(h, 'NO_SESSION') });
+      if (code === 'NO_SESSION') out.push(lost(h, 'NO_SESSION', now));
     }
   }
 
@@ -544,14 +571,14 @@ export class LockCore {
       else waiters.push(ref);
     }
     const touched = new Set<LockState>();
-    for (const s of sessions) if (s.live) this.#endSession(s, 'NO_SESSION', out, touched);
+    for (const s of sessions) if (s.live) this.#endSession(s, 'NO_SESSION', now, out, touched);
     for (const h of holds) {
       if (!h.live) continue;
       this.#dropHold(h);
       touched.add(h.lock);
       this.#expiredTokens.set(h.token, h.session.id);
       this.#expiredQueue.push({ token: h.token, at: now });
-      out.push({ type: 'reply', to: h.session.replyTo, body: lostBody(h, 'LEASE_EXPIRED') });
+      out.push(lost(h, 'LEASE_EXPIRED', now));
     }
     for (const w of waiters) {
       if (!w.live) continue;
@@ -632,8 +659,9 @@ function granted(re: string, hold: Hold, now: number, basis: string): ReplyBody 
   };
 }
 
-function lostBody(h: Hold, reason: 'LEASE_EXPIRED' | 'NO_SESSION'): ReplyBody {
-  return { type: 'lost', re: h.request, lock: h.lock.name, token: h.token, reason };
+function lost(h: Hold, reason: 'LEASE_EXPIRED' | 'NO_SESSION', now: number): Decision {
+  const body: ReplyBody = { type: 'lost', re: h.request, lock: h.lock.name, token: h.token, reason };
+  return { type: 'reply', to: h.session.replyTo, body, heldMs: now - h.grantedAt };
 }
 
 function error(re: string, code: ErrorCode, field?: string): ReplyBody {

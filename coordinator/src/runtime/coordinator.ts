@@ -1,4 +1,4 @@
-import { decodeRequest, encode, type LockView, type PartitionCounts, type Reply } from '@lockq/worker-sdk/protocol';
+import { decodeRequest, encodeReply, type LockView, type PartitionCounts } from '@lockq/worker-sdk/protocol';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
 import type { Outbound } from '../transport/types.js';
@@ -86,7 +86,7 @@ class PartitionRunner {
     let ceiling = 0;
     for (const d of out) {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
-      else replies.push({ to: d.to, body: encode({ ...d.body, v: 1, epoch: core.epoch, partition: core.partition } as Reply) });
+      else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
     }
     if (ceiling > 0) await this.#opts.store.reserveTokens(core.partition, core.epoch, ceiling);
     if (replies.length > 0) await this.#opts.transport.publish(replies);

@@ -10,8 +10,9 @@
  * multiset) and drains in the order the caller passes (the test passes the core's), so every lock
  * is still checked grant by grant, token by token.
  *
- * Answers are remembered forever: runs using the model must stay well inside the core's
- * `dedupeWindowMs` and `maxDedupeEntries`.
+ * Answers are remembered for as long as the session that sent them lives (the core also ages
+ * them out): runs using the model must stay well inside the core's `dedupeWindowMs` and
+ * `maxDedupeEntries`.
  */
 import {
   type AcquireRequest,
@@ -52,6 +53,8 @@ interface ModelSession {
   ttlMs: number;
   deadline: number;
   lastRequest: string;
+  /** Answers remembered for idempotency, by request id; they go with the session. */
+  readonly memos: Map<string, Memo>;
 }
 
 interface ModelHold {
@@ -90,7 +93,6 @@ export class ReferenceModel {
   holds: ModelHold[] = [];
   /** Every waiting acquire, in the order it joined its queue (all locks in one list). */
   waiters: ModelWaiter[] = [];
-  readonly #memos = new Map<string, Memo>();
   /** Holds whose lease ran out: a late release or extend from their session says LEASE_EXPIRED. */
   #expired: { readonly token: number; readonly session: string }[] = [];
   #lastToken: number;
@@ -110,12 +112,6 @@ export class ReferenceModel {
     const expired: Decision[] = [];
     const rest: Decision[] = [];
     this.#expire(now, expired, rest, drainOrder);
-    const key = memoKey(request);
-    const memo = this.#memos.get(key);
-    if (memo !== undefined) {
-      rest.push(reply(request.replyTo, this.#replay(memo, request, now)));
-      return { expired, rest, replayed: true };
-    }
     if (request.op === 'inspect') {
       const body: ReplyBody =
         request.lock === undefined
@@ -124,17 +120,23 @@ export class ReferenceModel {
       rest.push(reply(request.replyTo, body));
       return { expired, rest, replayed: false };
     }
+    const memo = this.#sessionOf(request)?.memos.get(request.id);
+    if (memo !== undefined) {
+      rest.push(reply(request.replyTo, this.#replay(memo, request, now)));
+      return { expired, rest, replayed: true };
+    }
     const body = this.#decide(request, now, rest);
     rest.push(reply(request.replyTo, body));
-    const remembered = request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION');
-    if (remembered) {
+    // Remembered by the session that sent it, if it (still) has one; it ends with the session.
+    const owner = this.#sessionOf(request);
+    if (owner !== undefined && request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
       const outcome: Outcome =
         body.type === 'granted'
           ? { kind: 'held', token: body.token }
           : body.type === 'queued'
             ? { kind: 'waiting' }
             : { kind: 'answer', body };
-      this.#memos.set(key, { request, outcome });
+      owner.memos.set(request.id, { request, outcome });
     }
     return { expired, rest, replayed: false };
   }
@@ -168,6 +170,8 @@ export class ReferenceModel {
       lock,
       kind: first.kind,
       limit: first.limit,
+      holderCount: holds.length,
+      waiterCount: waiters.length,
       holders: holds.map((h) => ({
         worker: h.worker,
         session: h.session,
@@ -245,8 +249,8 @@ export class ReferenceModel {
 
   #decide(request: Exclude<Request, { op: 'inspect' }>, now: number, out: Decision[]): ReplyBody {
     if (request.op === 'open') return this.#open(request, now);
-    const session = this.sessions.find((s) => s.id === request.session);
-    if (session === undefined || session.worker !== request.worker) return error(request.id, 'NO_SESSION');
+    const session = this.#sessionOf(request);
+    if (session === undefined) return error(request.id, 'NO_SESSION');
     session.deadline = now + session.ttlMs;
     session.replyTo = request.replyTo;
     session.lastRequest = request.id;
@@ -290,7 +294,7 @@ export class ReferenceModel {
     const resumed = session !== undefined;
     if (session === undefined) {
       if (this.sessions.length >= this.#o.limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
-      session = { id: request.session, worker: request.worker, replyTo: '', ttlMs: 0, deadline: 0, lastRequest: '' };
+      session = { id: request.session, worker: request.worker, replyTo: '', ttlMs: 0, deadline: 0, lastRequest: '', memos: new Map() };
       this.sessions.push(session);
     } else if (session.worker !== request.worker) {
       return error(request.id, 'INVALID_FIELD', 'session');
@@ -347,12 +351,10 @@ export class ReferenceModel {
 
   #replay(memo: Memo, request: Request, now: number): ReplyBody {
     if (!samePayload(memo.request, request)) return error(request.id, 'IDEMPOTENCY_CONFLICT');
-    const session = this.sessions.find((s) => s.id === request.session && s.worker === request.worker);
-    if (session !== undefined) {
-      session.deadline = now + session.ttlMs;
-      session.replyTo = request.replyTo;
-      session.lastRequest = request.id;
-    }
+    const session = this.#sessionOf(request) as ModelSession;
+    session.deadline = now + session.ttlMs;
+    session.replyTo = request.replyTo;
+    session.lastRequest = request.id;
     const outcome = memo.outcome;
     switch (outcome.kind) {
       case 'answer':
@@ -418,9 +420,14 @@ export class ReferenceModel {
   }
 
   #memo(req: AcquireRequest): Memo {
-    const memo = this.#memos.get(memoKey(req));
+    const memo = this.#sessionOf(req)?.memos.get(req.id);
     if (memo === undefined) throw new Error(`model: no memo for waiting acquire ${req.id}`);
     return memo;
+  }
+
+  /** The live session a request speaks for: its id, opened by the same worker. */
+  #sessionOf(request: Request): ModelSession | undefined {
+    return this.sessions.find((s) => s.id === request.session && s.worker === request.worker);
   }
 
   #session(id: string): ModelSession {
@@ -448,10 +455,6 @@ function lost(h: ModelHold, reason: 'LEASE_EXPIRED' | 'NO_SESSION'): ReplyBody {
 function error(re: string, code: ErrorCode, field?: string): ReplyBody {
   const message = ERROR_CODES[code].text;
   return field === undefined ? { type: 'error', re, code, message } : { type: 'error', re, code, message, field };
-}
-
-function memoKey(request: Request): string {
-  return `${request.worker}\u0000${request.id}`;
 }
 
 /** Same request apart from where the answer goes. */

@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
 import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
-import type { Op, Reply, ReplyType, Request } from './messages.js';
+import type { AcquireRequest, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request } from './messages.js';
 
 /** Why a request was refused, and where to answer if that could be read from it. */
 export interface DecodeFailure {
@@ -17,6 +17,14 @@ export type DecodeResult = { readonly ok: true; readonly request: Request } | De
 
 export function encode(message: Request | Reply): Buffer {
   return Buffer.from(JSON.stringify(message), 'utf8');
+}
+
+/**
+ * Encodes a reply body with its envelope. Splices the envelope into the body's JSON rather than
+ * spreading it into a new object: this runs for every answer the coordinator sends.
+ */
+export function encodeReply(body: DistributiveOmit<Reply, 'v' | 'epoch' | 'partition'>, epoch: number, partition: number): Buffer {
+  return Buffer.from(`{"v":1,"epoch":${epoch},"partition":${partition},${JSON.stringify(body).slice(1)}`, 'utf8');
 }
 
 type Check = (value: unknown) => ErrorCode | null;
@@ -125,8 +133,8 @@ export function decodeRequest(body: Uint8Array, maxBytes: number = MAX_MESSAGE_B
 }
 
 function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
-  const kind = (msg.kind ?? 'mutex') as 'mutex' | 'rwlock' | 'semaphore';
-  let mode = msg.mode as 'exclusive' | 'shared' | undefined;
+  const kind = (msg.kind ?? 'mutex') as LockKind;
+  let mode = msg.mode as LockMode | undefined;
   let limit = msg.limit as number | undefined;
   let permits = msg.permits as number | undefined;
   // Fields a kind does not use are refused, unless they carry exactly the value normalisation
@@ -145,7 +153,23 @@ function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
     limit = 1;
     permits = 1;
   }
-  return { ok: true, request: { ...(msg as unknown as Request & { op: 'acquire' }), kind, mode, limit, permits } };
+  // Built field by field, not spread: this runs for every acquire.
+  const request: AcquireRequest = {
+    v: 1,
+    op: 'acquire',
+    id: msg.id as string,
+    worker: msg.worker as string,
+    session: msg.session as string,
+    replyTo: msg.replyTo as string,
+    lock: msg.lock as string,
+    kind,
+    mode,
+    limit,
+    permits,
+    ttlMs: msg.ttlMs as number,
+    waitMs: msg.waitMs as number,
+  };
+  return { ok: true, request };
 }
 
 const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([

@@ -1,0 +1,696 @@
+/**
+ * Example-based tests of the lock core, one behaviour each. The core is driven with plain
+ * requests and a manual clock: `h.at(ms)` sets the time of the next request.
+ */
+import { describe, expect, it } from 'vitest';
+import {
+  type AcquireRequest,
+  type ErrorCode,
+  partitionOf,
+  type ReplyBody,
+  type Request,
+  type RequestBase,
+} from '@lockq/worker-sdk/protocol';
+import { type CoreLimits, type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
+
+// ---- harness --------------------------------------------------------------------------------------
+
+type Extra<T> = Partial<Omit<T, keyof RequestBase | 'op'>>;
+
+class Harness {
+  readonly core: LockCore;
+  /** Time of the next request or tick. */
+  now = 0;
+  /** Every decision of the last step, reservations included. */
+  decisions: Decision[] = [];
+  #seq = 0;
+
+  constructor(options: Partial<Omit<CoreOptions, 'limits'>> & { readonly limits?: Partial<CoreLimits> } = {}) {
+    this.core = new LockCore({
+      partition: 0,
+      partitions: 1,
+      epoch: 1,
+      tokenFloor: 0,
+      tokenBlockSize: 1000,
+      ...options,
+      limits: { ...DEFAULT_CORE_LIMITS, ...options.limits },
+    });
+  }
+
+  at(now: number): this {
+    this.now = now;
+    return this;
+  }
+
+  /** Applies a request; returns the bodies of every reply of the step, in order. */
+  send(request: Request): ReplyBody[] {
+    this.decisions = [];
+    this.core.handle(request, this.now, this.decisions);
+    return bodies(this.decisions);
+  }
+
+  /** Applies a request; returns its own answer (always the step's last decision). */
+  ask(request: Request): ReplyBody {
+    const all = this.send(request);
+    const own = all.at(-1);
+    expect(own?.re).toBe(request.id);
+    return own as ReplyBody;
+  }
+
+  tick(now = this.now): ReplyBody[] {
+    this.now = now;
+    this.decisions = [];
+    this.core.tick(now, this.decisions);
+    return bodies(this.decisions);
+  }
+
+  // Request builders. Session `s` belongs to worker `w-<s>` and answers go to `reply.<s>`.
+  base(s: string, id = `r${++this.#seq}`): RequestBase {
+    return { v: 1, id, worker: `w-${s}`, session: s, replyTo: `reply.${s}` };
+  }
+  openReq(s: string, extra: Extra<Request & { op: 'open' }> = {}): Request {
+    return { ...this.base(s), op: 'open', sessionTtlMs: 10_000, partitions: 1, ...extra };
+  }
+  acquireReq(s: string, lock: string, extra: Extra<AcquireRequest> = {}): AcquireRequest {
+    return { ...this.base(s), op: 'acquire', lock, kind: 'mutex', mode: 'exclusive', limit: 1, permits: 1, ttlMs: 5000, waitMs: 5000, ...extra };
+  }
+  releaseReq(s: string, lock: string, token: number): Request {
+    return { ...this.base(s), op: 'release', lock, token };
+  }
+  extendReq(s: string, lock: string, token: number, ttlMs = 5000): Request {
+    return { ...this.base(s), op: 'extend', lock, token, ttlMs };
+  }
+  cancelReq(s: string, lock: string, target: string): Request {
+    return { ...this.base(s), op: 'cancel', lock, target };
+  }
+  heartbeatReq(s: string): Request {
+    return { ...this.base(s), op: 'heartbeat' };
+  }
+  closeReq(s: string): Request {
+    return { ...this.base(s), op: 'close' };
+  }
+
+  // Shortcuts.
+  open(...sessions: string[]): void {
+    for (const s of sessions) expect(this.ask(this.openReq(s))).toMatchObject({ type: 'opened' });
+  }
+  /** Acquires and expects a grant; returns the token. */
+  hold(s: string, lock: string, extra: Extra<AcquireRequest> = {}): number {
+    const own = this.ask(this.acquireReq(s, lock, extra));
+    expect(own).toMatchObject({ type: 'granted' });
+    return (own as ReplyBody & { type: 'granted' }).token;
+  }
+  /** Acquires and expects to be queued; returns the acquire. */
+  queue(s: string, lock: string, extra: Extra<AcquireRequest> = {}): AcquireRequest {
+    const req = this.acquireReq(s, lock, extra);
+    expect(this.ask(req)).toMatchObject({ type: 'queued' });
+    return req;
+  }
+
+  /** Everything observable about state: counts and every named lock. */
+  snapshot(...locks: string[]): string {
+    return JSON.stringify({ counts: this.core.counts(), locks: locks.map((l) => this.core.inspect(l, this.now)) });
+  }
+}
+
+function bodies(decisions: readonly Decision[]): ReplyBody[] {
+  return decisions.flatMap((d) => (d.type === 'reply' ? [d.body] : []));
+}
+
+/** A compact view of replies: `granted <re> #<token>`, `error <re> CODE`, ... */
+function brief(replies: readonly ReplyBody[]): string[] {
+  return replies.map((b) => {
+    switch (b.type) {
+      case 'granted':
+        return `granted ${b.re} #${b.token}`;
+      case 'queued':
+        return `queued ${b.re} @${b.position}`;
+      case 'released':
+        return `released ${b.re} #${b.token}`;
+      case 'lost':
+        return `lost ${b.re} #${b.token} ${b.reason}`;
+      case 'error':
+        return `error ${b.re} ${b.code}`;
+      default:
+        return `${b.type} ${b.re}`;
+    }
+  });
+}
+
+function errorOf(body: ReplyBody): ErrorCode | undefined {
+  return body.type === 'error' ? body.code : undefined;
+}
+
+// ---- queues and modes -------------------------------------------------------------------------------
+
+describe('queues', () => {
+  it('hands a mutex over in FIFO order, one release at a time', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    const b = h.acquireReq('b', 'x');
+    const c = h.acquireReq('c', 'x');
+    expect(h.ask(b)).toMatchObject({ type: 'queued', position: 1 });
+    expect(h.ask(c)).toMatchObject({ type: 'queued', position: 2 });
+
+    const r1 = h.releaseReq('a', 'x', ta);
+    expect(brief(h.send(r1))).toEqual([`granted ${b.id} #${ta + 1}`, `released ${r1.id} #${ta}`]);
+    expect(h.decisions[0]).toMatchObject({ to: 'reply.b' });
+    expect(brief(h.send(h.releaseReq('b', 'x', ta + 1))).slice(0, 1)).toEqual([`granted ${c.id} #${ta + 2}`]);
+    expect(h.core.inspect('x', h.now)?.holders.map((x) => x.session)).toEqual(['c']);
+  });
+
+  it('grants consecutive shared requests at the head together, and stops at an exclusive one', () => {
+    const h = new Harness();
+    h.open('w', 'r1', 'r2', 'w2', 'r3');
+    const rw = { kind: 'rwlock' } as const;
+    const tw = h.hold('w', 'x', rw);
+    const r1 = h.queue('r1', 'x', { ...rw, mode: 'shared' });
+    const r2 = h.queue('r2', 'x', { ...rw, mode: 'shared' });
+    const w2 = h.queue('w2', 'x', rw);
+    const r3 = h.queue('r3', 'x', { ...rw, mode: 'shared' });
+
+    const replies = brief(h.send(h.releaseReq('w', 'x', tw)));
+    expect(replies.slice(0, 2)).toEqual([`granted ${r1.id} #${tw + 1}`, `granted ${r2.id} #${tw + 2}`]);
+    expect(replies).toHaveLength(3);
+    expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.request)).toEqual([w2.id, r3.id]);
+  });
+
+  it('queues a shared request behind a waiting exclusive one, though it would fit (no writer starvation)', () => {
+    const h = new Harness();
+    h.open('r1', 'w', 'r2');
+    const rw = { kind: 'rwlock' } as const;
+    h.hold('r1', 'x', { ...rw, mode: 'shared' });
+    h.queue('w', 'x', rw);
+    expect(h.ask(h.acquireReq('r2', 'x', { ...rw, mode: 'shared' }))).toMatchObject({ type: 'queued', position: 2 });
+    expect(h.core.inspect('x', h.now)?.holders).toHaveLength(1);
+  });
+
+  it('lets a large semaphore request at the head block smaller ones behind it, and grants it when enough permits free up', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'big', 'small');
+    const sem = (permits: number) => ({ kind: 'semaphore', mode: 'shared', limit: 3, permits }) as const;
+    const ta = h.hold('a', 's', sem(1));
+    const tb = h.hold('b', 's', sem(1));
+    const big = h.queue('big', 's', sem(3));
+    const small = h.queue('small', 's', sem(1)); // one permit is free, but `big` is ahead
+
+    expect(brief(h.send(h.releaseReq('a', 's', ta)))).toHaveLength(1); // 2 free: still not enough for big
+    const replies = brief(h.send(h.releaseReq('b', 's', tb)));
+    expect(replies[0]).toBe(`granted ${big.id} #${tb + 1}`);
+    expect(replies).toHaveLength(2); // small still waits: big took all 3
+    expect(h.core.inspect('s', h.now)?.waiters.map((w) => w.request)).toEqual([small.id]);
+  });
+
+  it('answers a try-lock (waitMs 0) LOCK_BUSY when the lock is held', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 'x');
+    expect(errorOf(h.ask(h.acquireReq('b', 'x', { waitMs: 0 })))).toBe('LOCK_BUSY');
+  });
+
+  it('answers a try-lock LOCK_BUSY when it would fit but others are waiting', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const sem = (permits: number) => ({ kind: 'semaphore', mode: 'shared', limit: 3, permits }) as const;
+    h.hold('a', 's', sem(1));
+    h.queue('b', 's', sem(3));
+    expect(errorOf(h.ask(h.acquireReq('c', 's', { ...sem(1), waitMs: 0 })))).toBe('LOCK_BUSY');
+  });
+
+  it('grants a try-lock on a free lock', () => {
+    const h = new Harness();
+    h.open('a');
+    expect(h.ask(h.acquireReq('a', 'x', { waitMs: 0 }))).toMatchObject({ type: 'granted' });
+  });
+
+  it('lets one session hold a shared lock several times, each with its own token', () => {
+    const h = new Harness();
+    h.open('a');
+    const t1 = h.hold('a', 'x', { kind: 'rwlock', mode: 'shared' });
+    const t2 = h.hold('a', 'x', { kind: 'rwlock', mode: 'shared' });
+    expect(t2).toBe(t1 + 1);
+    expect(h.core.inspect('x', h.now)?.holders.map((x) => x.token)).toEqual([t1, t2]);
+  });
+});
+
+// ---- deadlines, cancellation, leases -------------------------------------------------------------------
+
+describe('waiting', () => {
+  it('answers WAIT_TIMEOUT at the wait deadline, and the next waiter can still be granted', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    const b = h.at(100).queue('b', 'x', { waitMs: 200 });
+    const c = h.at(150).queue('c', 'x', { waitMs: 1000 });
+    expect(h.tick(299)).toEqual([]);
+    expect(brief(h.tick(300))).toEqual([`error ${b.id} WAIT_TIMEOUT`]);
+    expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.position)).toEqual([1]);
+    expect(brief(h.send(h.releaseReq('a', 'x', ta)))[0]).toBe(`granted ${c.id} #${ta + 1}`);
+  });
+
+  it('never grants a waiter whose wait ends at the moment the lock frees up', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 'x', { ttlMs: 500 });
+    const b = h.queue('b', 'x', { waitMs: 500 });
+    expect(brief(h.tick(500))).toEqual([expect.stringMatching(/^lost .* LEASE_EXPIRED$/), `error ${b.id} WAIT_TIMEOUT`]);
+    expect(h.core.inspect('x', h.now)).toBeNull();
+  });
+
+  it('cancels a waiting acquire: the acquire is answered CANCELLED, then the cancel', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 'x');
+    const b = h.queue('b', 'x');
+    const cancel = h.cancelReq('b', 'x', b.id);
+    expect(brief(h.send(cancel))).toEqual([`error ${b.id} CANCELLED`, `cancelled ${cancel.id}`]);
+    expect(h.core.counts().waiters).toBe(0);
+  });
+
+  it('lets the next waiters in when the cancelled one was blocking the head', () => {
+    const h = new Harness();
+    h.open('a', 'big', 'small');
+    const sem = (permits: number) => ({ kind: 'semaphore', mode: 'shared', limit: 2, permits }) as const;
+    h.hold('a', 's', sem(1));
+    const big = h.queue('big', 's', sem(2));
+    const small = h.queue('small', 's', sem(1));
+    const replies = brief(h.send(h.cancelReq('big', 's', big.id)));
+    expect(replies.slice(0, 2)).toEqual([`error ${big.id} CANCELLED`, expect.stringMatching(new RegExp(`^granted ${small.id} `))]);
+  });
+
+  it('answers NOT_WAITING for an unknown request, another session\'s waiter, another lock, or an acquire already granted', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    const b = h.queue('b', 'x');
+    expect(errorOf(h.ask(h.cancelReq('b', 'x', 'no-such-request')))).toBe('NOT_WAITING');
+    expect(errorOf(h.ask(h.cancelReq('c', 'x', b.id)))).toBe('NOT_WAITING');
+    expect(errorOf(h.ask(h.cancelReq('b', 'y', b.id)))).toBe('NOT_WAITING');
+    h.send(h.releaseReq('a', 'x', ta));
+    expect(errorOf(h.ask(h.cancelReq('b', 'x', b.id)))).toBe('NOT_WAITING');
+    expect(h.core.inspect('x', h.now)?.holders.map((x) => x.session)).toEqual(['b']);
+  });
+});
+
+describe('leases', () => {
+  it('sends lost when a lease runs out, then grants the next waiter', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const a = h.acquireReq('a', 'x', { ttlMs: 300 });
+    h.ask(a);
+    const b = h.at(10).queue('b', 'x');
+    expect(h.tick(299)).toEqual([]);
+    const replies = h.tick(300);
+    expect(brief(replies)).toEqual([`lost ${a.id} #1 LEASE_EXPIRED`, `granted ${b.id} #2`]);
+    expect(h.decisions.map((d) => (d.type === 'reply' ? d.to : d.type))).toEqual(['reply.a', 'reserve-tokens', 'reply.b']);
+  });
+
+  it('answers extend and release after expiry LEASE_EXPIRED, and never re-acquires', () => {
+    const h = new Harness();
+    h.open('a');
+    const t = h.hold('a', 'x', { ttlMs: 300 });
+    h.tick(300);
+    const before = h.snapshot('x');
+    expect(errorOf(h.at(400).ask(h.extendReq('a', 'x', t)))).toBe('LEASE_EXPIRED');
+    expect(errorOf(h.ask(h.releaseReq('a', 'x', t)))).toBe('LEASE_EXPIRED');
+    expect(h.core.inspect('x', h.now)).toBeNull();
+    expect(h.snapshot('x')).toBe(before);
+  });
+
+  it('extends a lease from the time of the extend', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const t = h.hold('a', 'x', { ttlMs: 300 });
+    const ext = h.extendReq('a', 'x', t, 1000);
+    expect(h.at(200).ask(ext)).toEqual({ type: 'extended', re: ext.id, lock: 'x', token: t, ttlMs: 1000, basis: ext.id });
+    expect(h.tick(1199)).toEqual([]);
+    expect(brief(h.tick(1200))).toEqual([expect.stringMatching(/LEASE_EXPIRED$/)]);
+  });
+
+  it('lets a shorter extend bring the expiry forward', () => {
+    const h = new Harness();
+    h.open('a');
+    const t = h.hold('a', 'x', { ttlMs: 5000 });
+    h.at(100).ask(h.extendReq('a', 'x', t, 50));
+    expect(h.core.nextDeadline()).toBe(150);
+    expect(brief(h.tick(150))).toEqual([expect.stringMatching(/LEASE_EXPIRED$/)]);
+  });
+
+  it('answers NOT_HOLDER to a release by another session or with a wrong token', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const t = h.hold('a', 'x');
+    const before = h.snapshot('x');
+    expect(errorOf(h.ask(h.releaseReq('b', 'x', t)))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(h.releaseReq('a', 'x', t + 1)))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(h.releaseReq('a', 'y', t)))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(h.extendReq('b', 'x', t)))).toBe('NOT_HOLDER');
+    expect(h.snapshot('x')).toBe(before);
+  });
+});
+
+// ---- sessions ----------------------------------------------------------------------------------------
+
+describe('sessions', () => {
+  it('on expiry releases the session\'s holds (lost, NO_SESSION) and drops its waiters (answered NO_SESSION)', () => {
+    const h = new Harness();
+    h.ask(h.openReq('a', { sessionTtlMs: 1000 }));
+    h.open('b', 'c');
+    const ax = h.acquireReq('a', 'x');
+    h.ask(ax);
+    const bx = h.queue('b', 'x');
+    h.hold('c', 'y');
+    const ay = h.queue('a', 'y');
+    expect(h.tick(999)).toEqual([]);
+    const replies = brief(h.tick(1000));
+    expect(replies.slice(0, 2).sort()).toEqual([`error ${ay.id} NO_SESSION`, `lost ${ax.id} #1 NO_SESSION`].sort());
+    expect(replies[2]).toMatch(new RegExp(`^granted ${bx.id} `));
+    expect(h.core.counts()).toMatchObject({ sessions: 2, holds: 2, waiters: 0 });
+    expect(errorOf(h.ask(h.heartbeatReq('a')))).toBe('NO_SESSION');
+  });
+
+  it('on close drops waiters (CANCELLED) and holds (silently), and hands the locks on', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    h.hold('a', 'x');
+    const bx = h.queue('b', 'x');
+    h.hold('c', 'y');
+    const ay = h.queue('a', 'y');
+    const close = h.closeReq('a');
+    expect(brief(h.send(close))).toEqual([`error ${ay.id} CANCELLED`, `granted ${bx.id} #3`, `ok ${close.id}`]);
+    expect(h.core.counts()).toMatchObject({ sessions: 2, holds: 2, waiters: 0 });
+  });
+
+  it('stays alive while it heartbeats', () => {
+    const h = new Harness();
+    h.ask(h.openReq('a', { sessionTtlMs: 1000 }));
+    for (let t = 900; t <= 9000; t += 900) expect(h.at(t).ask(h.heartbeatReq('a'))).toMatchObject({ type: 'ok' });
+    expect(h.tick(9899)).toEqual([]);
+    expect(h.core.counts().sessions).toBe(1);
+    h.tick(9900);
+    expect(h.core.counts().sessions).toBe(0);
+  });
+
+  it('is refreshed by any request, not only heartbeats', () => {
+    const h = new Harness();
+    h.ask(h.openReq('a', { sessionTtlMs: 1000 }));
+    h.at(900).ask(h.cancelReq('a', 'x', 'nothing')); // an error still counts as a sign of life
+    h.tick(1800);
+    expect(h.core.counts().sessions).toBe(1);
+  });
+
+  it('answers NO_SESSION to every request without a session, and to a worker using another\'s session', () => {
+    const h = new Harness();
+    const requests: Request[] = [
+      h.acquireReq('ghost', 'x'),
+      h.releaseReq('ghost', 'x', 1),
+      h.extendReq('ghost', 'x', 1),
+      h.cancelReq('ghost', 'x', 'r'),
+      h.heartbeatReq('ghost'),
+      h.closeReq('ghost'),
+    ];
+    for (const r of requests) expect(errorOf(h.ask(r))).toBe('NO_SESSION');
+    h.open('a');
+    expect(errorOf(h.ask({ ...h.acquireReq('a', 'x'), worker: 'intruder' }))).toBe('NO_SESSION');
+    expect(h.core.counts()).toMatchObject({ holds: 0, locks: 0 });
+  });
+
+  it('resumes an open session on a second open (holds kept)', () => {
+    const h = new Harness();
+    h.open('a');
+    h.hold('a', 'x');
+    expect(h.at(10).ask(h.openReq('a', { sessionTtlMs: 2000 }))).toMatchObject({ type: 'opened', resumed: true, sessionTtlMs: 2000 });
+    expect(h.core.counts().holds).toBe(1);
+  });
+});
+
+// ---- errors and limits ------------------------------------------------------------------------------------
+
+describe('errors', () => {
+  it('KIND_MISMATCH: a lock in use as one kind cannot be acquired as another', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 'x', { kind: 'rwlock', mode: 'shared' });
+    expect(h.ask(h.acquireReq('b', 'x'))).toMatchObject({ type: 'error', code: 'KIND_MISMATCH', field: 'kind' });
+  });
+
+  it('LIMIT_MISMATCH: a semaphore in use with one limit cannot be acquired with another', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 's', { kind: 'semaphore', mode: 'shared', limit: 3 });
+    expect(h.ask(h.acquireReq('b', 's', { kind: 'semaphore', mode: 'shared', limit: 4 }))).toMatchObject({
+      type: 'error',
+      code: 'LIMIT_MISMATCH',
+      field: 'limit',
+    });
+  });
+
+  it('forgets a lock\'s kind once nobody holds or waits for it', () => {
+    const h = new Harness();
+    h.open('a');
+    const t = h.hold('a', 'x');
+    h.send(h.releaseReq('a', 'x', t));
+    expect(h.core.inspect('x', h.now)).toBeNull();
+    h.hold('a', 'x', { kind: 'semaphore', mode: 'shared', limit: 5 });
+  });
+
+  it('QUEUE_FULL when the lock has maxWaitersPerLock waiters', () => {
+    const h = new Harness({ limits: { maxWaitersPerLock: 2 } });
+    h.open('a', 'b', 'c', 'd');
+    h.hold('a', 'x');
+    h.queue('b', 'x');
+    h.queue('c', 'x');
+    expect(errorOf(h.ask(h.acquireReq('d', 'x')))).toBe('QUEUE_FULL');
+  });
+
+  it('TOO_MANY_HOLDS when a session has maxHoldsPerSession holds and waits together', () => {
+    const h = new Harness({ limits: { maxHoldsPerSession: 2 } });
+    h.open('a', 'b');
+    h.hold('b', 'z');
+    h.hold('a', 'x');
+    h.queue('a', 'z');
+    expect(errorOf(h.ask(h.acquireReq('a', 'y')))).toBe('TOO_MANY_HOLDS'); // would be granted at once
+    expect(errorOf(h.ask(h.acquireReq('a', 'z')))).toBe('TOO_MANY_HOLDS'); // would queue
+  });
+
+  it('TOO_MANY_WAITS when a session already has maxWaitsPerSession waiting acquires', () => {
+    const h = new Harness({ limits: { maxWaitsPerSession: 1 } });
+    h.open('a', 'b');
+    h.hold('b', 'x');
+    h.hold('b', 'y');
+    h.queue('a', 'x');
+    expect(errorOf(h.ask(h.acquireReq('a', 'y')))).toBe('TOO_MANY_WAITS');
+    expect(h.ask(h.acquireReq('a', 'free'))).toMatchObject({ type: 'granted' }); // holds are not waits
+  });
+
+  it('TOO_MANY_SESSIONS when the partition has maxSessions sessions', () => {
+    const h = new Harness({ limits: { maxSessions: 2 } });
+    h.open('a', 'b');
+    expect(errorOf(h.ask(h.openReq('c')))).toBe('TOO_MANY_SESSIONS');
+    expect(h.ask(h.openReq('a'))).toMatchObject({ type: 'opened', resumed: true }); // resuming is not a new session
+    expect(h.core.counts().sessions).toBe(2);
+  });
+
+  it('WRONG_PARTITION for a lock another partition owns, and for an open that counts partitions differently', () => {
+    const h = new Harness({ partition: 0, partitions: 4 });
+    const mine = ['a', 'b', 'c', 'd', 'e', 'f'].find((n) => partitionOf(n, 4) === 0) as string;
+    const theirs = ['a', 'b', 'c', 'd', 'e', 'f'].find((n) => partitionOf(n, 4) !== 0) as string;
+    expect(h.ask(h.openReq('a'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'partitions' });
+    expect(h.ask(h.openReq('a', { partitions: 4 }))).toMatchObject({ type: 'opened' });
+    expect(h.ask(h.acquireReq('a', theirs))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'lock' });
+    expect(h.ask(h.releaseReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
+    expect(h.ask(h.extendReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
+    expect(h.ask(h.cancelReq('a', theirs, 'r'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
+    expect(h.ask(h.acquireReq('a', mine))).toMatchObject({ type: 'granted' });
+  });
+
+  it('leaves state unchanged on every error', () => {
+    const h = new Harness({ limits: { maxWaitersPerLock: 1, maxHoldsPerSession: 3, maxWaitsPerSession: 1, maxSessions: 4 } });
+    h.open('a', 'b', 'c', 'd');
+    const sem = { kind: 'semaphore', mode: 'shared', limit: 2 } as const;
+    const tx = h.hold('a', 'x');
+    h.queue('b', 'x');
+    h.hold('a', 's', sem);
+    h.hold('c', 'y');
+    h.queue('d', 'y');
+    const t = h.at(100).hold('c', 'short', { ttlMs: 10 });
+    h.tick(110); // `t` expired
+    const failing: [ErrorCode, Request][] = [
+      ['NO_SESSION', h.acquireReq('ghost', 'x')],
+      ['KIND_MISMATCH', h.acquireReq('c', 'x', { kind: 'rwlock' })],
+      ['LIMIT_MISMATCH', h.acquireReq('c', 's', { ...sem, limit: 3 })],
+      ['LOCK_BUSY', h.acquireReq('c', 'x', { waitMs: 0 })],
+      ['QUEUE_FULL', h.acquireReq('c', 'x')],
+      ['TOO_MANY_WAITS', h.acquireReq('b', 'y')],
+      ['TOO_MANY_HOLDS', h.acquireReq('a', 'z')],
+      ['TOO_MANY_SESSIONS', h.openReq('e')],
+      ['NOT_HOLDER', h.releaseReq('b', 'x', tx)],
+      ['NOT_HOLDER', h.extendReq('b', 'x', tx)],
+      ['LEASE_EXPIRED', h.releaseReq('c', 'short', t)],
+      ['LEASE_EXPIRED', h.extendReq('c', 'short', t)],
+      ['NOT_WAITING', h.cancelReq('b', 'x', 'nope')],
+    ];
+    for (const [code, request] of failing) {
+      const before = h.snapshot('x', 'y', 's', 'z', 'short');
+      expect(errorOf(h.ask(request)), `${request.op} ${JSON.stringify(request)}`).toBe(code);
+      expect(h.decisions, code).toHaveLength(1);
+      expect(h.snapshot('x', 'y', 's', 'z', 'short'), code).toBe(before);
+    }
+  });
+});
+
+// ---- idempotency ---------------------------------------------------------------------------------------
+
+describe('idempotency', () => {
+  it('gives a duplicate the same answer and changes nothing', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const t = h.hold('a', 'x');
+    const release = h.releaseReq('a', 'x', t);
+    const first = h.ask(release);
+    const mismatch = h.acquireReq('b', 'x', { kind: 'rwlock' });
+    h.hold('b', 'x');
+    const refused = h.ask(mismatch);
+    expect(errorOf(refused)).toBe('KIND_MISMATCH');
+    const before = h.snapshot('x');
+    expect(h.at(10).send(release)).toEqual([first]);
+    expect(h.send(mismatch)).toEqual([refused]);
+    expect(h.snapshot('x')).toBe(before);
+  });
+
+  it('gives a duplicate of a waiting acquire its current position, without queueing it twice', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    h.queue('b', 'x');
+    const c = h.queue('c', 'x');
+    expect(h.ask(c)).toMatchObject({ type: 'queued', position: 2 });
+    h.send(h.releaseReq('a', 'x', ta));
+    expect(h.ask(c)).toMatchObject({ type: 'queued', position: 1 });
+    expect(h.core.counts().waiters).toBe(1);
+  });
+
+  it('gives a duplicate of a granted acquire the same token, with what is left of the lease, and grants nothing new', () => {
+    const h = new Harness();
+    h.open('a');
+    const a = h.acquireReq('a', 'x', { ttlMs: 1000 });
+    const first = h.ask(a);
+    expect(first).toMatchObject({ type: 'granted', token: 1, ttlMs: 1000, basis: a.id });
+    expect(h.at(300).send(a)).toEqual([{ type: 'granted', re: a.id, lock: 'x', token: 1, ttlMs: 700, basis: a.id }]);
+    expect(h.core.counts()).toMatchObject({ holds: 1, lastToken: 1 });
+  });
+
+  it('gives a duplicate of an acquire granted after waiting the same token', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const ta = h.hold('a', 'x');
+    const b = h.queue('b', 'x');
+    h.send(h.releaseReq('a', 'x', ta));
+    expect(h.ask(b)).toMatchObject({ type: 'granted', token: ta + 1 });
+  });
+
+  it('answers IDEMPOTENCY_CONFLICT to the same id with a different payload, and changes nothing', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('b', 'x');
+    const a = h.queue('a', 'x', { ttlMs: 1000 });
+    const before = h.snapshot('x');
+    expect(errorOf(h.ask({ ...a, ttlMs: 2000 }))).toBe('IDEMPOTENCY_CONFLICT');
+    expect(errorOf(h.ask({ ...h.releaseReq('a', 'x', 1), id: a.id }))).toBe('IDEMPOTENCY_CONFLICT');
+    expect(h.snapshot('x')).toBe(before);
+  });
+
+  it('does not count a different reply address as a different payload', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const tb = h.hold('b', 'x');
+    const a = h.queue('a', 'x');
+    expect(h.ask({ ...a, replyTo: 'reply.a.2' })).toMatchObject({ type: 'queued', position: 1 });
+    h.send(h.releaseReq('b', 'x', tb));
+    expect(h.decisions[0]).toMatchObject({ type: 'reply', to: 'reply.a.2', body: { type: 'granted', re: a.id } });
+  });
+});
+
+// ---- tokens, basis, time ------------------------------------------------------------------------------------
+
+describe('fencing tokens', () => {
+  it('starts above tokenFloor and reserves a block before the first grant and every tokenBlockSize tokens', () => {
+    const h = new Harness({ tokenFloor: 100, tokenBlockSize: 3 });
+    h.open('a');
+    const seen: (string | number)[] = [];
+    for (let i = 0; i < 7; i++) {
+      const t = h.hold('a', `l${i}`);
+      for (const d of h.decisions) seen.push(d.type === 'reserve-tokens' ? `reserve ${d.ceiling}` : t);
+    }
+    expect(seen).toEqual(['reserve 103', 101, 102, 103, 'reserve 106', 104, 105, 106, 'reserve 109', 107]);
+    expect(h.core.counts().lastToken).toBe(107);
+  });
+
+  it('increase per lock across holders, whatever ends each hold', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const t1 = h.hold('a', 'x', { ttlMs: 100 });
+    h.queue('b', 'x');
+    h.tick(100); // a's lease ends: b granted
+    const t2 = h.core.inspect('x', h.now)?.holders[0]?.token ?? 0;
+    h.queue('c', 'x');
+    h.send(h.closeReq('b'));
+    const t3 = h.core.inspect('x', h.now)?.holders[0]?.token ?? 0;
+    expect([t1, t2, t3]).toEqual([1, 2, 3]);
+  });
+});
+
+describe('basis and lease of a grant', () => {
+  it('grants after waiting with the id of the latest request of the waiter\'s session as basis, and the full lease', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const ta = h.hold('a', 'x');
+    const b = h.at(10).queue('b', 'x', { ttlMs: 700 });
+    const hb = h.heartbeatReq('b');
+    h.at(20).ask(hb);
+    const replies = h.at(50).send(h.releaseReq('a', 'x', ta));
+    expect(replies[0]).toEqual({ type: 'granted', re: b.id, lock: 'x', token: ta + 1, ttlMs: 700, basis: hb.id });
+  });
+
+  it('grants at once with the acquire itself as basis', () => {
+    const h = new Harness();
+    h.open('a');
+    const a = h.acquireReq('a', 'x', { ttlMs: 700 });
+    expect(h.ask(a)).toMatchObject({ ttlMs: 700, basis: a.id });
+  });
+});
+
+describe('time', () => {
+  it('nextDeadline() is the earliest pending deadline, and undefined when nothing is pending', () => {
+    const h = new Harness();
+    expect(h.core.nextDeadline()).toBeUndefined();
+    h.ask(h.openReq('a', { sessionTtlMs: 1000 }));
+    h.open('b');
+    expect(h.core.nextDeadline()).toBe(1000);
+    h.hold('b', 'x', { ttlMs: 600 });
+    expect(h.core.nextDeadline()).toBe(600);
+    h.at(100).queue('a', 'x', { waitMs: 200 });
+    expect(h.core.nextDeadline()).toBe(300);
+    h.tick(300);
+    expect(h.core.nextDeadline()).toBe(600);
+    h.tick(600);
+    expect(h.core.nextDeadline()).toBe(1000);
+    h.at(1000).send(h.closeReq('b'));
+    expect(h.core.nextDeadline()).toBeUndefined();
+  });
+
+  it('clamps time passed backwards: nothing expired comes back, and new deadlines count from the latest time', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const a = h.acquireReq('a', 'x', { ttlMs: 500 });
+    const ta = (h.ask(a) as ReplyBody & { type: 'granted' }).token;
+    expect(brief(h.tick(1000))).toEqual([`lost ${a.id} #${ta} LEASE_EXPIRED`]);
+    expect(errorOf(h.at(200).ask(h.releaseReq('a', 'x', ta)))).toBe('LEASE_EXPIRED');
+    const b = h.acquireReq('b', 'x', { ttlMs: 300 });
+    expect(h.ask(b)).toMatchObject({ type: 'granted', ttlMs: 300 });
+    expect(h.core.nextDeadline()).toBe(1300);
+    expect(h.tick(1299)).toEqual([]);
+    expect(brief(h.tick(1300))).toEqual([`lost ${b.id} #${ta + 1} LEASE_EXPIRED`]);
+  });
+});
