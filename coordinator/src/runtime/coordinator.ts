@@ -60,7 +60,7 @@ class PartitionRunner {
         continue;
       }
       try {
-        core.handle(decoded.request, now, out);
+          core.handle(decoded.request, now, out);
       } catch (err) {
         // A bug, not bad input (the core answers all input): park the request rather than
         // let its redelivery wedge the partition.
@@ -69,18 +69,18 @@ class PartitionRunner {
         await this.#opts.transport.deadLetter(core.partition, body, 'INTERNAL');
       }
     }
-    await this.#commit(out);
+    await this.#commit(out, batch.length);
   }
 
   async #tick(): Promise<void> {
     if (this.#stopped) return;
     const out: Decision[] = [];
     this.core.tick(this.#opts.clock(), out);
-    await this.#commit(out);
+    await this.#commit(out, 0);
   }
 
   /** Persists reservations, then publishes replies: nothing is answered before it is durable. */
-  async #commit(out: readonly Decision[]): Promise<void> {
+  async #commit(out: readonly Decision[], requests: number): Promise<void> {
     const { core } = this;
     const replies: Outbound[] = [];
     let ceiling = 0;
@@ -91,6 +91,7 @@ class PartitionRunner {
     if (ceiling > 0) await this.#opts.store.reserveTokens(core.partition, core.epoch, ceiling);
     if (replies.length > 0) await this.#opts.transport.publish(replies);
     this.#stats.count(out);
+    this.#opts.observer?.batch(core.partition, requests, out);
     this.#schedule();
   }
 

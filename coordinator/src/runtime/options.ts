@@ -4,6 +4,15 @@ import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '
 import { MemoryStore } from '../store/index.js';
 import type { StateStore } from '../store/types.js';
 import type { ServerTransport } from '../transport/types.js';
+import type { Decision } from '../core/index.js';
+
+/**
+ * Told about every committed batch, for metrics. Called on the hot path only when set, after
+ * the batch's replies were published; it must not throw and must not keep `decisions`.
+ */
+export interface CoordinatorObserver {
+  batch(partition: number, requests: number, decisions: readonly Decision[]): void;
+}
 
 /** Options of a coordinator process. */
 export interface CoordinatorOptions {
@@ -25,6 +34,8 @@ export interface CoordinatorOptions {
   readonly clock?: () => number;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
+  /** Metrics hook; see {@link CoordinatorObserver}. */
+  readonly observer?: CoordinatorObserver;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -37,6 +48,7 @@ export interface ResolvedCoordinatorOptions {
   readonly tokenBlockSize: number;
   readonly clock: () => number;
   readonly logger: Logger;
+  readonly observer: CoordinatorObserver | undefined;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -62,6 +74,7 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     tokenBlockSize,
     clock: options.clock ?? (() => performance.now()),
     logger: options.logger ?? pino({ level: 'silent' }),
+    observer: options.observer,
   });
 }
 

@@ -2,7 +2,8 @@
  * A reference model of the lock core's semantics, written to be obviously right rather than fast:
  * plain arrays scanned from scratch on every step, explicit deadlines compared with `now`, no heap,
  * no linked lists, no lazy deletion. Given the same `(request, now)` sequence it predicts every
- * decision the core makes.
+ * decision the core makes, with the metrics it attaches (`waitedMs` on a grant after waiting,
+ * `heldMs` on a release or a lost hold).
  *
  * One thing the semantics leave open: when several things expire in one step, the order of the
  * expiry answers (`lost`, `WAIT_TIMEOUT`, `NO_SESSION`) among themselves and the order in which the
@@ -68,11 +69,13 @@ interface ModelHold {
   readonly permits: number;
   /** Id of the acquire this hold answers. */
   readonly acquire: string;
+  readonly grantedAt: number;
   deadline: number;
 }
 
 interface ModelWaiter {
   readonly request: AcquireRequest;
+  readonly queuedAt: number;
   readonly deadline: number;
 }
 
@@ -95,6 +98,8 @@ export class ReferenceModel {
   waiters: ModelWaiter[] = [];
   /** Holds whose lease ran out: a late release or extend from their session says LEASE_EXPIRED. */
   #expired: { readonly token: number; readonly session: string }[] = [];
+  /** Holds ended by a release (for how long they were held). */
+  #released: ModelHold[] = [];
   #lastToken: number;
   #ceiling: number;
   #now = Number.NEGATIVE_INFINITY;
@@ -126,7 +131,8 @@ export class ReferenceModel {
       return { expired, rest, replayed: true };
     }
     const body = this.#decide(request, now, rest);
-    rest.push(reply(request.replyTo, body));
+    const released = body.type === 'released' ? this.#released.find((h) => h.token === body.token) : undefined;
+    rest.push(released === undefined ? reply(request.replyTo, body) : { ...reply(request.replyTo, body), heldMs: now - released.grantedAt });
     // Remembered by the session that sent it, if it (still) has one; it ends with the session.
     const owner = this.#sessionOf(request);
     if (owner !== undefined && request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
@@ -222,7 +228,7 @@ export class ReferenceModel {
       }
       for (const h of this.holds.filter((x) => x.session === s.id)) {
         this.holds = this.holds.filter((x) => x !== h);
-        expired.push(reply(s.replyTo, lost(h, 'NO_SESSION')));
+        expired.push(lost(h, s.replyTo, 'NO_SESSION', now));
         touched.push(h.lock);
       }
       this.sessions = this.sessions.filter((x) => x !== s);
@@ -230,7 +236,7 @@ export class ReferenceModel {
     for (const h of this.holds.filter((x) => x.deadline <= now)) {
       this.holds = this.holds.filter((x) => x !== h);
       this.#expired.push({ token: h.token, session: h.session });
-      expired.push(reply(this.#session(h.session).replyTo, lost(h, 'LEASE_EXPIRED')));
+      expired.push(lost(h, this.#session(h.session).replyTo, 'LEASE_EXPIRED', now));
       touched.push(h.lock);
     }
     for (const w of this.waiters.filter((x) => x.deadline <= now)) {
@@ -264,6 +270,7 @@ export class ReferenceModel {
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         this.holds = this.holds.filter((h) => h !== hold);
+        this.#released.push(hold);
         this.#drain(request.lock, now, out);
         return { type: 'released', re: request.id, lock: request.lock, token: request.token };
       }
@@ -338,7 +345,7 @@ export class ReferenceModel {
     if (queue.length >= this.#o.limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
     if (myWaits >= this.#o.limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
-    this.waiters.push({ request: req, deadline: now + req.waitMs });
+    this.waiters.push({ request: req, queuedAt: now, deadline: now + req.waitMs });
     return { type: 'queued', re: req.id, lock: req.lock, position: queue.length + 1 };
   }
 
@@ -386,7 +393,8 @@ export class ReferenceModel {
       const token = this.#grant(head.request, session, now, out);
       this.#memo(head.request).outcome = { kind: 'held', token };
       const { id, ttlMs } = head.request;
-      out.push(reply(session.replyTo, { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest }));
+      const body: ReplyBody = { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest };
+      out.push({ ...reply(session.replyTo, body), waitedMs: now - head.queuedAt });
     }
   }
 
@@ -406,6 +414,7 @@ export class ReferenceModel {
       mode: req.mode,
       permits: req.permits,
       acquire: req.id,
+      grantedAt: now,
       deadline: now + req.ttlMs,
     });
     return token;
@@ -448,8 +457,10 @@ function reply(to: string, body: ReplyBody): Decision {
   return { type: 'reply', to, body };
 }
 
-function lost(h: ModelHold, reason: 'LEASE_EXPIRED' | 'NO_SESSION'): ReplyBody {
-  return { type: 'lost', re: h.acquire, lock: h.lock, token: h.token, reason };
+/** A `lost` event, with how long the hold lasted (for metrics, never on the wire). */
+function lost(h: ModelHold, to: string, reason: 'LEASE_EXPIRED' | 'NO_SESSION', now: number): Decision {
+  const body: ReplyBody = { type: 'lost', re: h.acquire, lock: h.lock, token: h.token, reason };
+  return { ...reply(to, body), heldMs: now - h.grantedAt };
 }
 
 function error(re: string, code: ErrorCode, field?: string): ReplyBody {
