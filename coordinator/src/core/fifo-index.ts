@@ -19,6 +19,11 @@ export class FifoQueue<T> {
     return this.#items[this.#head];
   }
 
+  /** The items, oldest first. */
+  *items(): IterableIterator<T> {
+    for (let i = this.#head; i < this.#items.length; i++) yield this.#items[i] as T;
+  }
+
   shift(): T | undefined {
     const item = this.#items[this.#head];
     if (item === undefined) return undefined;

@@ -21,6 +21,7 @@ import {
 import { DeadlineHeap } from './deadline-heap.js';
 import { FifoQueue } from './fifo-index.js';
 import type { CoreLimits, CoreOptions } from './options.js';
+import type { CoreSnapshot, LockSnapshot, MemoSnapshot } from './snapshot.js';
 
 /**
  * What the core decided. The runtime persists reservations before it publishes any reply.
@@ -130,7 +131,6 @@ export class LockCore {
   #lastToken: number;
   #tokenCeiling: number;
   #now = Number.NEGATIVE_INFINITY;
-  #prunedAt = Number.NEGATIVE_INFINITY;
   /** How long the hold the latest release ended was held (read by handle() for its decision). */
   #releasedHeldMs = 0;
   #holdCount = 0;
@@ -149,6 +149,7 @@ export class LockCore {
   /** Applies one decoded request at time `now` (ms, non-decreasing), appending decisions to `out`. */
   handle(request: Request, now: number, out: Decision[]): void {
     now = this.#advance(now, out);
+    this.#pruneMemos(now);
     if (request.op === 'inspect') {
       const body: ReplyBody =
         request.lock === undefined
@@ -251,6 +252,181 @@ export class LockCore {
     return this.#locks.keys();
   }
 
+  /** The core's clock: the latest `now` it was given. */
+  get now(): number {
+    return this.#now;
+  }
+
+  /**
+   * After a take-over: skip every token up to `floor` (any of them may have been issued by the
+   * previous term), so the next grant is above it.
+   */
+  raiseTokenFloor(floor: number): void {
+    if (floor > this.#lastToken) this.#lastToken = floor;
+    if (this.#tokenCeiling < this.#lastToken) this.#tokenCeiling = this.#lastToken;
+  }
+
+  /** The whole state as plain JSON (see {@link CoreSnapshot}). */
+  snapshot(): CoreSnapshot {
+    const locks: LockSnapshot[] = [];
+    for (const lock of this.#locks.values()) {
+      const waiters: LockSnapshot['waiters'][number][] = [];
+      for (let w = lock.head; w !== null; w = w.next) {
+        waiters.push({ session: w.session.id, request: w.request, queuedAt: w.queuedAt, deadline: w.deadline });
+      }
+      locks.push({
+        name: lock.name,
+        kind: lock.kind,
+        limit: lock.limit,
+        holders: [...lock.holders.values()].map((h) => ({
+          token: h.token,
+          session: h.session.id,
+          mode: h.mode,
+          permits: h.permits,
+          request: h.request,
+          grantedAt: h.grantedAt,
+          deadline: h.deadline,
+        })),
+        waiters,
+      });
+    }
+    const memos: MemoSnapshot[] = [];
+    for (const m of this.#memoQueue.items()) {
+      if (!m.session.live || m.session.memos.get(m.request.id) !== m) continue;
+      const o = m.outcome;
+      const outcome: MemoSnapshot['outcome'] =
+        'type' in o
+          ? { body: o }
+          : o.kind === 'waiter'
+            ? { waiter: o.request.id }
+            : o.live
+              ? { hold: o.token }
+              : { body: error(m.request.id, 'LEASE_EXPIRED') }; // what #replay answers for it
+      memos.push({ session: m.session.id, request: m.request, at: m.at, outcome });
+    }
+    const expiredAt = new Map<number, number>();
+    for (const e of this.#expiredQueue.items()) expiredAt.set(e.token, e.at);
+    return {
+      version: 1,
+      partition: this.partition,
+      partitions: this.partitions,
+      now: this.#now,
+      lastToken: this.#lastToken,
+      tokenCeiling: this.#tokenCeiling,
+      sessions: [...this.#sessions.values()].map((s) => ({
+        id: s.id,
+        worker: s.worker,
+        replyTo: s.replyTo,
+        ttlMs: s.ttlMs,
+        deadline: s.deadline,
+        lastRequest: s.lastRequest,
+      })),
+      locks,
+      memos,
+      expiredTokens: [...this.#expiredTokens].map(([token, session]) => ({ token, session, at: expiredAt.get(token) ?? this.#now })),
+    };
+  }
+
+  /** A core in exactly the state `snapshot` describes, in a new term (`options.epoch`). */
+  static restore(snapshot: CoreSnapshot, options: CoreOptions): LockCore {
+    if (snapshot.version !== 1 || snapshot.partition !== options.partition || snapshot.partitions !== options.partitions) {
+      throw new RangeError(`snapshot of partition ${snapshot.partition}/${snapshot.partitions} does not fit ${options.partition}/${options.partitions}`);
+    }
+    const core = new LockCore(options);
+    core.#load(snapshot);
+    core.raiseTokenFloor(options.tokenFloor);
+    return core;
+  }
+
+  #load(snap: CoreSnapshot): void {
+    this.#now = snap.now;
+    this.#lastToken = snap.lastToken;
+    this.#tokenCeiling = snap.tokenCeiling;
+    for (const s of snap.sessions) {
+      const session: Session = { kind: 'session', ...s, holds: new Map(), waits: new Map(), memos: new Map(), live: true };
+      this.#sessions.set(s.id, session);
+      this.#heap.push(session.deadline, session);
+    }
+    const sessionOf = (id: string): Session => {
+      const s = this.#sessions.get(id);
+      if (s === undefined) throw new RangeError(`snapshot refers to unknown session ${id}`);
+      return s;
+    };
+    const holds = new Map<number, Hold>();
+    const memoOf = new Map<string, Memo>();
+    for (const l of snap.locks) {
+      const lock = newLock({ lock: l.name, kind: l.kind, limit: l.limit });
+      this.#locks.set(lock.name, lock);
+      for (const h of l.holders) {
+        const session = sessionOf(h.session);
+        const hold: Hold = {
+          kind: 'hold',
+          lock,
+          session,
+          token: h.token,
+          mode: h.mode,
+          permits: h.permits,
+          request: h.request,
+          grantedAt: h.grantedAt,
+          deadline: h.deadline,
+          live: true,
+        };
+        lock.holders.set(hold.token, hold);
+        lock.used += hold.permits;
+        if (hold.mode === 'exclusive') lock.exclusiveHeld = true;
+        session.holds.set(hold.token, hold);
+        holds.set(hold.token, hold);
+        this.#holdCount++;
+        this.#heap.push(hold.deadline, hold);
+      }
+      for (const w of l.waiters) {
+        const session = sessionOf(w.session);
+        const memo: Memo = { request: w.request, session, outcome: null as unknown as Waiter, at: w.queuedAt };
+        const waiter: Waiter = {
+          kind: 'waiter',
+          lock,
+          session,
+          request: w.request,
+          queuedAt: w.queuedAt,
+          deadline: w.deadline,
+          memo,
+          prev: lock.tail,
+          next: null,
+          live: true,
+        };
+        memo.outcome = waiter;
+        if (lock.tail === null) lock.head = waiter;
+        else lock.tail.next = waiter;
+        lock.tail = waiter;
+        lock.waiting++;
+        this.#waiterCount++;
+        session.waits.set(w.request.id, waiter);
+        memoOf.set(`${w.session}\u0000${w.request.id}`, memo);
+        this.#heap.push(waiter.deadline, waiter);
+      }
+    }
+    for (const m of snap.memos) {
+      const session = sessionOf(m.session);
+      const key = `${m.session}\u0000${m.request.id}`;
+      let memo: Memo;
+      if ('waiter' in m.outcome) {
+        const existing = memoOf.get(key);
+        if (existing === undefined) throw new RangeError(`snapshot memo refers to unknown waiter ${m.outcome.waiter}`);
+        memo = existing;
+        memo.at = m.at;
+      } else {
+        const outcome = 'body' in m.outcome ? m.outcome.body : holds.get(m.outcome.hold);
+        if (outcome === undefined) throw new RangeError(`snapshot memo refers to unknown hold ${String(m.outcome)}`);
+        memo = { request: m.request, session, outcome, at: m.at };
+      }
+      this.#addMemo(memo);
+    }
+    for (const e of snap.expiredTokens) {
+      this.#expiredTokens.set(e.token, e.session);
+      this.#expiredQueue.push({ token: e.token, at: e.at });
+    }
+  }
+
   // ---- requests -------------------------------------------------------------------------------
 
   #decide(
@@ -269,7 +445,7 @@ export class LockCore {
       case 'close': {
         const touched = new Set<LockState>();
         this.#endSession(session, 'CANCELLED', now, out, touched);
-        for (const lock of touched) this.#drain(lock, now, out);
+        this.#drainAll(touched, now, out);
         return { type: 'ok', re: request.id };
       }
       case 'acquire':
@@ -439,8 +615,10 @@ export class LockCore {
   // ---- grants, queues and expiry --------------------------------------------------------------
 
   #grant(lock: LockState, session: Session, req: AcquireRequest, now: number, out: Decision[]): Hold {
-    if (this.#lastToken >= this.#tokenCeiling) {
-      this.#tokenCeiling = this.#lastToken + this.#blockSize;
+    // Reserve the next block while half of this one is left, so the ceiling is durable well
+    // before the tokens under it are issued (a lost journal tail then cannot repeat a token).
+    if (this.#lastToken + 1 > this.#tokenCeiling - this.#blockSize / 2) {
+      this.#tokenCeiling = Math.max(this.#tokenCeiling, this.#lastToken) + this.#blockSize;
       out.push({ type: 'reserve-tokens', ceiling: this.#tokenCeiling });
     }
     const hold: Hold = {
@@ -531,11 +709,13 @@ export class LockCore {
     session.live = false;
     this.#sessions.delete(session.id);
     this.#memoCount -= session.memos.size; // their queue entries are skipped when they come up
-    for (const w of [...session.waits.values()]) {
+    const waits = [...session.waits.values()].sort((a, b) => compare(a.request.id, b.request.id));
+    for (const w of waits) {
       this.#dropWaiter(w, code, out);
       touched.add(w.lock);
     }
-    for (const h of [...session.holds.values()]) {
+    const holds = [...session.holds.values()].sort((a, b) => a.token - b.token);
+    for (const h of holds) {
       this.#dropHold(h);
       touched.add(h.lock);
       if (code === 'NO_SESSION') out.push(lost(h, 'NO_SESSION', now));
@@ -551,10 +731,7 @@ export class LockCore {
     if (now < this.#now) now = this.#now;
     this.#now = now;
     const top = this.#heap.peek();
-    if (top === undefined || top.at > now) {
-      this.#pruneMemos(now);
-      return now;
-    }
+    if (top === undefined || top.at > now) return now;
     const sessions: Session[] = [];
     const holds: Hold[] = [];
     const waiters: Waiter[] = [];
@@ -570,6 +747,13 @@ export class LockCore {
       else if (ref.kind === 'hold') holds.push(ref);
       else waiters.push(ref);
     }
+    // A canonical order, not the heap's (which depends on insertion history): a restored core
+    // replaying the journal must expire, and so drain and issue tokens, exactly as the original.
+    sessions.sort((a, b) => a.deadline - b.deadline || compare(a.id, b.id));
+    holds.sort((a, b) => a.deadline - b.deadline || a.token - b.token);
+    waiters.sort(
+      (a, b) => a.deadline - b.deadline || compare(a.session.id, b.session.id) || compare(a.request.id, b.request.id),
+    );
     const touched = new Set<LockState>();
     for (const s of sessions) if (s.live) this.#endSession(s, 'NO_SESSION', now, out, touched);
     for (const h of holds) {
@@ -585,20 +769,24 @@ export class LockCore {
       this.#dropWaiter(w, 'WAIT_TIMEOUT', out);
       touched.add(w.lock);
     }
-    for (const lock of touched) this.#drain(lock, now, out);
-    this.#pruneMemos(now);
+    this.#drainAll(touched, now, out);
     return now;
+  }
+
+  /** Drains each lock in name order: the same order whatever the history of the maps involved. */
+  #drainAll(touched: Set<LockState>, now: number, out: Decision[]): void {
+    const locks = [...touched].sort((a, b) => compare(a.name, b.name));
+    for (const lock of locks) this.#drain(lock, now, out);
   }
 
   /**
    * Ages out remembered answers (and expired-token notes) older than the dedupe window, or the
    * oldest beyond the cap. A memo of a live wait or hold is kept while it lives, under the cap.
-   * Walking from the oldest every 100 ms, or when over the cap, is enough.
+   * Runs on every request (it stops at the first entry still young, so it is O(1) when there is
+   * nothing to do) and only on requests, so replaying the journal prunes exactly as the original.
    */
   #pruneMemos(now: number): void {
     const max = this.#limits.maxDedupeEntries;
-    if (now - this.#prunedAt < 100 && this.#memoCount <= max) return;
-    this.#prunedAt = now;
     const horizon = now - this.#limits.dedupeWindowMs;
     // Bounded by the queue's length now, so memos kept and re-queued are not visited twice.
     for (let n = this.#memoQueue.length, m = this.#memoQueue.peek(); n > 0 && m !== undefined; n--, m = this.#memoQueue.peek()) {
@@ -623,7 +811,11 @@ export class LockCore {
   }
 }
 
-function newLock(req: AcquireRequest): LockState {
+function compare(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
+}
+
+function newLock(req: Pick<AcquireRequest, 'lock' | 'kind' | 'limit'>): LockState {
   return {
     name: req.lock,
     kind: req.kind,

@@ -1,17 +1,28 @@
-import { decodeRequest, encodeReply, type LockView, type PartitionCounts } from '@lockq/worker-sdk/protocol';
+import { decodeRequest, encodeReply, type LockView, type PartitionCounts, type Request } from '@lockq/worker-sdk/protocol';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
+import { type JournalEntry, StaleEpochError } from '../store/types.js';
 import type { Outbound } from '../transport/types.js';
 import { type CoordinatorOptions, type ResolvedCoordinatorOptions, resolveCoordinatorOptions } from './options.js';
 import { CoordinatorStats } from './stats.js';
 
 /**
  * One partition's loop: take a batch of requests in order, decide it in the core at one `now`,
- * make what must be durable durable, publish the answers, then let the transport ack the batch.
- * Expiry runs on the same serial chain, driven by one timer set to the core's earliest deadline.
+ * make it durable (one store round trip), publish the answers, then let the transport ack the
+ * batch. Expiry runs on the same serial chain, driven by one timer set to the core's earliest
+ * deadline.
+ *
+ * The partition is claimed (epoch bumped, state loaded) on its first delivery, not at start: a
+ * standby that the broker never delivers to never fences the active coordinator. Any failure to
+ * commit drops the in-memory state, which the next delivery reloads from the store: state that
+ * was not made durable is never trusted, because nothing of it was published.
  */
 class PartitionRunner {
-  readonly core: LockCore;
+  readonly partition: number;
+  #core: LockCore | undefined;
+  /** Maps this process's clock onto the core's, which continues the previous term's clock. */
+  #clockOffset = 0;
+  #sinceSnapshot = 0;
   readonly #opts: ResolvedCoordinatorOptions;
   readonly #stats: CoordinatorStats;
   readonly #log: Logger;
@@ -20,11 +31,20 @@ class PartitionRunner {
   #timerAt = Number.POSITIVE_INFINITY;
   #stopped = false;
 
-  constructor(core: LockCore, opts: ResolvedCoordinatorOptions, stats: CoordinatorStats, log: Logger) {
-    this.core = core;
+  constructor(partition: number, opts: ResolvedCoordinatorOptions, stats: CoordinatorStats, log: Logger) {
+    this.partition = partition;
     this.#opts = opts;
     this.#stats = stats;
     this.#log = log;
+  }
+
+  /** The core, once this partition has been claimed. */
+  get core(): LockCore | undefined {
+    return this.#core;
+  }
+
+  #now(): number {
+    return this.#opts.clock() + this.#clockOffset;
   }
 
   /** The transport's batch handler: runs after anything already queued on this partition. */
@@ -37,10 +57,44 @@ class PartitionRunner {
     return run;
   }
 
+  /** Takes the partition for a new term and rebuilds its state: snapshot, then journal replay. */
+  async claim(): Promise<LockCore> {
+    const o = this.#opts;
+    const claimed = await o.store.claim(this.partition);
+    const options = {
+      partition: this.partition,
+      partitions: o.partitions,
+      epoch: claimed.epoch,
+      tokenFloor: 0,
+      tokenBlockSize: o.tokenBlockSize,
+      limits: o.limits,
+    };
+    const core = claimed.snapshot === null ? new LockCore(options) : LockCore.restore(claimed.snapshot, options);
+    const sink: Decision[] = [];
+    for (const entry of claimed.journal) {
+      if (entry.requests.length === 0) core.tick(entry.now, sink);
+      for (const request of entry.requests) core.handle(request, entry.now, sink);
+      sink.length = 0;
+    }
+    // Any token up to the reserved ceiling may have been issued by the last term.
+    core.raiseTokenFloor(claimed.tokenCeiling);
+    // Time resumes where the last term's journal ends: every live lease and wait is extended by
+    // the time the partition was unattended, never cut short by it.
+    this.#clockOffset = Number.isFinite(core.now) ? core.now - o.clock() : 0;
+    this.#sinceSnapshot = claimed.journal.length;
+    this.#core = core;
+    this.#log.info(
+      { epoch: claimed.epoch, replayed: claimed.journal.length, snapshot: claimed.snapshot !== null, ...core.counts() },
+      'partition claimed',
+    );
+    return core;
+  }
+
   async #decideBatch(batch: readonly Uint8Array[]): Promise<void> {
-    const { core } = this;
-    const now = this.#opts.clock();
+    const core = this.#core ?? (await this.#claimOrBackOff());
+    const now = this.#now();
     const out: Decision[] = [];
+    const journal: Request[] | undefined = this.#opts.store.journals ? [] : undefined;
     const debug = this.#log.isLevelEnabled('debug');
     this.#stats.batches++;
     this.#stats.requests += batch.length;
@@ -54,74 +108,119 @@ class PartitionRunner {
           out.push({ type: 'reply', to: decoded.replyTo, body: field === undefined ? reply : { ...reply, field } });
         } else {
           this.#stats.deadLettered++;
-          await this.#opts.transport.deadLetter(core.partition, body, decoded.code);
+          await this.#opts.transport.deadLetter(this.partition, body, decoded.code);
         }
         if (debug) this.#log.debug({ code: decoded.code, field: decoded.field }, 'request refused');
         continue;
       }
       try {
-          core.handle(decoded.request, now, out);
+        core.handle(decoded.request, now, out);
+        if (journal !== undefined && decoded.request.op !== 'inspect') journal.push(decoded.request);
       } catch (err) {
         // A bug, not bad input (the core answers all input): park the request rather than
         // let its redelivery wedge the partition.
         this.#log.error({ err, op: decoded.request.op }, 'core failed on a request; dead-lettering it');
         this.#stats.deadLettered++;
-        await this.#opts.transport.deadLetter(core.partition, body, 'INTERNAL');
+        await this.#opts.transport.deadLetter(this.partition, body, 'INTERNAL');
       }
     }
-    await this.#commit(out, batch.length);
+    await this.#commit(core, now, journal ?? [], out, batch.length);
+  }
+
+  async #claimOrBackOff(): Promise<LockCore> {
+    try {
+      return await this.claim();
+    } catch (err) {
+      // The batch goes back to the broker; a pause keeps a down store from becoming a hot loop.
+      this.#log.error({ err }, 'claiming the partition failed; retrying on the next delivery');
+      await new Promise((resolve) => setTimeout(resolve, 250));
+      throw err;
+    }
   }
 
   async #tick(): Promise<void> {
-    if (this.#stopped) return;
+    const core = this.#core;
+    if (this.#stopped || core === undefined) return;
+    const now = this.#now();
     const out: Decision[] = [];
-    this.core.tick(this.#opts.clock(), out);
-    await this.#commit(out, 0);
+    core.tick(now, out);
+    if (out.length > 0) await this.#commit(core, now, [], out, 0);
+    else this.#schedule();
   }
 
-  /** Persists reservations, then publishes replies: nothing is answered before it is durable. */
-  async #commit(out: readonly Decision[], requests: number): Promise<void> {
-    const { core } = this;
+  /**
+   * Makes the batch durable (its requests, or the expiry tick, and any token reservation), then
+   * publishes its replies: nothing is answered before it is durable. On any failure the
+   * in-memory state is dropped and the next delivery reloads it from the store.
+   */
+  async #commit(core: LockCore, now: number, requests: readonly Request[], out: readonly Decision[], count: number): Promise<void> {
+    const store = this.#opts.store;
     const replies: Outbound[] = [];
     let ceiling = 0;
     for (const d of out) {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
       else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
     }
-    if (ceiling > 0) await this.#opts.store.reserveTokens(core.partition, core.epoch, ceiling);
-    if (replies.length > 0) await this.#opts.transport.publish(replies);
+    try {
+      if (store.journals ? requests.length > 0 || out.length > 0 : ceiling > 0) {
+        const entry: JournalEntry = ceiling > 0 ? { now, requests, tokenCeiling: ceiling } : { now, requests };
+        await store.append(this.partition, core.epoch, entry);
+        if (store.journals && ++this.#sinceSnapshot >= this.#opts.snapshotEvery) {
+          await store.snapshot(this.partition, core.epoch, core.snapshot());
+          this.#sinceSnapshot = 0;
+        }
+      }
+      if (replies.length > 0) await this.#opts.transport.publish(replies);
+    } catch (err) {
+      this.#reset(err);
+      throw err;
+    }
     this.#stats.count(out);
-    this.#opts.observer?.batch(core.partition, requests, out);
+    this.#opts.observer?.batch(core.partition, count, out);
     this.#schedule();
   }
 
+  #reset(err: unknown): void {
+    if (this.#core === undefined) return;
+    const stale = err instanceof StaleEpochError;
+    this.#log[stale ? 'warn' : 'error'](
+      { err, epoch: this.#core.epoch },
+      stale ? 'another coordinator took this partition over; dropping state' : 'commit failed; dropping state to reload it',
+    );
+    this.#core = undefined;
+    this.#clearTimer();
+  }
+
   #schedule(): void {
-    if (this.#stopped) return;
-    const next = this.core.nextDeadline();
+    const core = this.#core;
+    if (this.#stopped || core === undefined) return;
+    const next = core.nextDeadline();
     if (next === this.#timerAt) return;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
-    this.#timerAt = Number.POSITIVE_INFINITY;
+    this.#clearTimer();
     if (next === undefined) return;
     this.#timerAt = next;
     // +1 ms: timers may fire a hair early, and a deadline is due only once `now` reaches it.
-    const delay = Math.max(0, Math.ceil(next - this.#opts.clock()) + 1);
+    const delay = Math.max(0, Math.ceil(next - this.#now()) + 1);
     this.#timer = setTimeout(() => {
       this.#timer = undefined;
       this.#timerAt = Number.POSITIVE_INFINITY;
-      this.#serial(() => this.#tick()).catch((err: unknown) => {
-        this.#log.error({ err }, 'expiry failed; retrying');
-        this.#schedule();
+      this.#serial(() => this.#tick()).catch(() => {
+        // #commit has logged and reset; the next delivery reloads the state.
       });
     }, delay);
+  }
+
+  #clearTimer(): void {
+    if (this.#timer !== undefined) clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.#timerAt = Number.POSITIVE_INFINITY;
   }
 
   /** Waits for the work in progress, then stops the timer. */
   async stop(): Promise<void> {
     this.#stopped = true;
     await this.#chain;
-    if (this.#timer !== undefined) clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#clearTimer();
   }
 }
 
@@ -158,26 +257,21 @@ export class Coordinator {
       this.#log.warn('state store is not durable: holds, queues and sessions live only in this process');
     }
     for (const partition of o.ownPartitions) {
-      const term = await o.store.claim(partition);
-      const core = new LockCore({
-        partition,
-        partitions: o.partitions,
-        epoch: term.epoch,
-        tokenFloor: term.tokenFloor,
-        tokenBlockSize: o.tokenBlockSize,
-        limits: o.limits,
-      });
-      const runner = new PartitionRunner(core, o, this.stats, this.#log.child({ partition }));
+      const runner = new PartitionRunner(partition, o, this.stats, this.#log.child({ partition }));
       this.#runners.set(partition, runner);
+      if (o.claimAtStart) await runner.claim();
       await o.transport.consume(partition, runner.onBatch);
-      this.#log.info({ partition, epoch: term.epoch, tokenFloor: term.tokenFloor }, 'partition started');
+      this.#log.info({ partition }, 'consuming');
     }
   }
 
   /** Partition counts, for each owned partition. */
   counts(): Map<number, PartitionCounts> {
     const out = new Map<number, PartitionCounts>();
-    for (const [p, r] of this.#runners) out.set(p, r.core.counts());
+    for (const [p, r] of this.#runners) {
+      const counts = r.core?.counts();
+      if (counts !== undefined) out.set(p, counts);
+    }
     return out;
   }
 
@@ -185,7 +279,7 @@ export class Coordinator {
   inspect(lock: string): LockView | null {
     const now = this.options.clock();
     for (const r of this.#runners.values()) {
-      const view = r.core.inspect(lock, now);
+      const view = r.core?.inspect(lock, now) ?? null;
       if (view !== null) return view;
     }
     return null;
@@ -196,8 +290,10 @@ export class Coordinator {
     const now = this.options.clock();
     const views: LockView[] = [];
     for (const r of this.#runners.values()) {
-      for (const name of r.core.lockNames()) {
-        const view = r.core.inspect(name, now);
+      const core = r.core;
+      if (core === undefined) continue;
+      for (const name of core.lockNames()) {
+        const view = core.inspect(name, now);
         if (view !== null) views.push(view);
       }
     }

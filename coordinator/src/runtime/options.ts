@@ -36,6 +36,13 @@ export interface CoordinatorOptions {
   readonly logger?: Logger;
   /** Metrics hook; see {@link CoordinatorObserver}. */
   readonly observer?: CoordinatorObserver;
+  /** With a journaling store: snapshot after this many journal entries. @defaultValue 1000 */
+  readonly snapshotEvery?: number;
+  /**
+   * Claim every owned partition at start instead of on its first delivery. Right for a lone
+   * coordinator; wrong for a standby, which must not fence the active one. @defaultValue false
+   */
+  readonly claimAtStart?: boolean;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -49,6 +56,8 @@ export interface ResolvedCoordinatorOptions {
   readonly clock: () => number;
   readonly logger: Logger;
   readonly observer: CoordinatorObserver | undefined;
+  readonly snapshotEvery: number;
+  readonly claimAtStart: boolean;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -64,6 +73,8 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   for (const [name, value] of Object.entries(limits)) integer(`limits.${name}`, value, 1, Number.MAX_SAFE_INTEGER);
   const tokenBlockSize = options.tokenBlockSize ?? DEFAULT_TOKEN_BLOCK_SIZE;
   integer('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);
+  const snapshotEvery = options.snapshotEvery ?? 1000;
+  integer('snapshotEvery', snapshotEvery, 1, 1_000_000_000);
   return Object.freeze({
     transport: options.transport,
     store: options.store ?? new MemoryStore(),
@@ -75,6 +86,8 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     clock: options.clock ?? (() => performance.now()),
     logger: options.logger ?? pino({ level: 'silent' }),
     observer: options.observer,
+    snapshotEvery,
+    claimAtStart: options.claimAtStart ?? false,
   });
 }
 

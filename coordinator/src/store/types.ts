@@ -1,24 +1,53 @@
+import type { Request } from '@lockq/worker-sdk/protocol';
+import type { CoreSnapshot } from '../core/snapshot.js';
+
 /**
- * Durable state of the coordinator's partitions. The memory store keeps it for the life of the
- * process; the Redis store (later) keeps it across processes. Every write is conditional on the
- * epoch returned by `claim`, so a coordinator that lost its partition can no longer write.
+ * Durable state of the coordinator's partitions: per partition an epoch, a token ceiling, a
+ * snapshot of the core and a journal of what was decided since. The core is deterministic, so
+ * the journal records its inputs (requests and expiry ticks, each with the `now` it ran at) and
+ * recovery replays them on the snapshot.
+ *
+ * Every write is conditional on the epoch returned by `claim`: a coordinator that lost its
+ * partition can no longer write, so it can no longer publish (it publishes only what is durable).
  */
 export interface StateStore {
   /** True when state survives the process; a coordinator without one says so at start-up. */
   readonly durable: boolean;
   /**
-   * Takes partition `partition` for a new term: bumps its epoch and returns it with the token
-   * floor (every token issued before is at or below it).
+   * Does `append` want the batch's requests (and `snapshot` a snapshot)? A store that keeps only
+   * epochs and token ceilings says no, and the coordinator then calls `append` only to reserve
+   * tokens, and never builds a snapshot.
    */
-  claim(partition: number): Promise<PartitionTerm>;
-  /** Records that tokens up to `ceiling` may be issued in this term; resolves once durable. */
-  reserveTokens(partition: number, epoch: number, ceiling: number): Promise<void>;
+  readonly journals: boolean;
+  /** Takes the partition for a new term: bumps its epoch atomically and returns what to resume from. */
+  claim(partition: number): Promise<ClaimedPartition>;
+  /**
+   * Appends one batch's journal entry, raising the token ceiling when the entry carries one; one
+   * round trip. Resolves once durable; rejects with {@link StaleEpochError} if `epoch` is not current.
+   */
+  append(partition: number, epoch: number, entry: JournalEntry): Promise<void>;
+  /** Replaces snapshot and journal with `snapshot`, if `epoch` is current. */
+  snapshot(partition: number, epoch: number, snapshot: CoreSnapshot): Promise<void>;
   close(): Promise<void>;
 }
 
-export interface PartitionTerm {
+export interface ClaimedPartition {
+  /** The new term. */
   readonly epoch: number;
-  readonly tokenFloor: number;
+  /** Highest token ceiling ever reserved: the new term issues only tokens above it. */
+  readonly tokenCeiling: number;
+  readonly snapshot: CoreSnapshot | null;
+  /** Entries appended after the snapshot, oldest first. */
+  readonly journal: readonly JournalEntry[];
+}
+
+/** What one committed batch fed the core. An expiry tick has no requests. */
+export interface JournalEntry {
+  /** The core's clock when the batch ran. */
+  readonly now: number;
+  readonly requests: readonly Request[];
+  /** A token reservation made by this batch. */
+  readonly tokenCeiling?: number;
 }
 
 /** The write was refused because another coordinator has claimed the partition since. */

@@ -5,6 +5,9 @@
  * decision the core makes, with the metrics it attaches (`waitedMs` on a grant after waiting,
  * `heldMs` on a release or a lost hold).
  *
+ * Token reservations (`reserve-tokens`) are not modelled: when the core reserves is its own
+ * business, as long as no token is issued above a reservation (the property test checks that).
+ *
  * One thing the semantics leave open: when several things expire in one step, the order of the
  * expiry answers (`lost`, `WAIT_TIMEOUT`, `NO_SESSION`) among themselves and the order in which the
  * affected locks are then drained. The model reports expiry answers separately (compare them as a
@@ -33,7 +36,6 @@ export interface ModelOptions {
   readonly partition: number;
   readonly partitions: number;
   readonly tokenFloor: number;
-  readonly tokenBlockSize: number;
   readonly limits: Pick<CoreLimits, 'maxWaitersPerLock' | 'maxHoldsPerSession' | 'maxWaitsPerSession' | 'maxSessions'>;
 }
 
@@ -101,13 +103,11 @@ export class ReferenceModel {
   /** Holds ended by a release (for how long they were held). */
   #released: ModelHold[] = [];
   #lastToken: number;
-  #ceiling: number;
   #now = Number.NEGATIVE_INFINITY;
 
   constructor(options: ModelOptions) {
     this.#o = options;
     this.#lastToken = options.tokenFloor;
-    this.#ceiling = options.tokenFloor;
   }
 
   /** `drainOrder`: lock names in the order locks emptied by expiry should be drained (others go last). */
@@ -132,7 +132,7 @@ export class ReferenceModel {
     }
     const body = this.#decide(request, now, rest);
     const released = body.type === 'released' ? this.#released.find((h) => h.token === body.token) : undefined;
-    rest.push(released === undefined ? reply(request.replyTo, body) : { ...reply(request.replyTo, body), heldMs: now - released.grantedAt });
+    rest.push(released === undefined ? reply(request.replyTo, body) : reply(request.replyTo, body, { heldMs: now - released.grantedAt }));
     // Remembered by the session that sent it, if it (still) has one; it ends with the session.
     const owner = this.#sessionOf(request);
     if (owner !== undefined && request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
@@ -338,7 +338,7 @@ export class ReferenceModel {
     const busy = mine + myWaits >= this.#o.limits.maxHoldsPerSession;
     if (queue.length === 0 && fits(req, holds)) {
       if (busy) return error(req.id, 'TOO_MANY_HOLDS');
-      const token = this.#grant(req, session, now, out);
+      const token = this.#grant(req, session, now);
       return { type: 'granted', re: req.id, lock: req.lock, token, ttlMs: req.ttlMs, basis: req.id };
     }
     if (req.waitMs === 0) return error(req.id, 'LOCK_BUSY');
@@ -390,19 +390,15 @@ export class ReferenceModel {
       if (head === undefined || !fits(head.request, this.holds.filter((h) => h.lock === lock))) return;
       this.waiters = this.waiters.filter((w) => w !== head);
       const session = this.#session(head.request.session);
-      const token = this.#grant(head.request, session, now, out);
+      const token = this.#grant(head.request, session, now);
       this.#memo(head.request).outcome = { kind: 'held', token };
       const { id, ttlMs } = head.request;
       const body: ReplyBody = { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest };
-      out.push({ ...reply(session.replyTo, body), waitedMs: now - head.queuedAt });
+      out.push(reply(session.replyTo, body, { waitedMs: now - head.queuedAt }));
     }
   }
 
-  #grant(req: AcquireRequest, session: ModelSession, now: number, out: Decision[]): number {
-    if (this.#lastToken >= this.#ceiling) {
-      this.#ceiling = this.#lastToken + this.#o.tokenBlockSize;
-      out.push({ type: 'reserve-tokens', ceiling: this.#ceiling });
-    }
+  #grant(req: AcquireRequest, session: ModelSession, now: number): number {
     const token = ++this.#lastToken;
     this.holds.push({
       lock: req.lock,
@@ -453,14 +449,14 @@ export function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'perm
   return holds.every((h) => h.mode === 'shared');
 }
 
-function reply(to: string, body: ReplyBody): Decision {
-  return { type: 'reply', to, body };
+function reply(to: string, body: ReplyBody, metrics: { readonly waitedMs?: number; readonly heldMs?: number } = {}): Decision {
+  return { type: 'reply', to, body, ...metrics };
 }
 
 /** A `lost` event, with how long the hold lasted (for metrics, never on the wire). */
 function lost(h: ModelHold, to: string, reason: 'LEASE_EXPIRED' | 'NO_SESSION', now: number): Decision {
   const body: ReplyBody = { type: 'lost', re: h.acquire, lock: h.lock, token: h.token, reason };
-  return { ...reply(to, body), heldMs: now - h.grantedAt };
+  return reply(to, body, { heldMs: now - h.grantedAt });
 }
 
 function error(re: string, code: ErrorCode, field?: string): ReplyBody {

@@ -1,0 +1,127 @@
+import { RANGES, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
+import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '../admin/server.js';
+
+/** A mistake in how the CLI was called: reported with the help hint, exit code 2. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+/** `lockq coordinator` flags as parseArgs returns them (all strings). */
+export interface CoordinatorFlags {
+  readonly transport?: string | undefined;
+  readonly store?: string | undefined;
+  readonly partitions?: string | undefined;
+  readonly own?: string | undefined;
+  readonly 'admin-host'?: string | undefined;
+  readonly 'admin-port'?: string | undefined;
+  readonly prefix?: string | undefined;
+  readonly prefetch?: string | undefined;
+  readonly 'log-level'?: string | undefined;
+}
+
+/** Where each flag falls back to when it is not given. Flags win over the environment. */
+export const COORDINATOR_ENV = {
+  transport: 'LOCKQ_TRANSPORT',
+  store: 'LOCKQ_STORE',
+  partitions: 'LOCKQ_PARTITIONS',
+  own: 'LOCKQ_OWN_PARTITIONS',
+  'admin-host': 'LOCKQ_ADMIN_HOST',
+  'admin-port': 'LOCKQ_ADMIN_PORT',
+  prefix: 'LOCKQ_PREFIX',
+  prefetch: 'LOCKQ_PREFETCH',
+  'log-level': 'LOCKQ_LOG_LEVEL',
+} as const satisfies Record<keyof CoordinatorFlags, string>;
+
+export interface CoordinatorSettings {
+  /** `amqp://…`, `amqps://…` or `memory:[name]`. */
+  readonly transport: string;
+  readonly store: string | undefined;
+  readonly partitions: number;
+  /** Undefined = all partitions. */
+  readonly ownPartitions: readonly number[] | undefined;
+  readonly adminHost: string;
+  readonly adminPort: number;
+  readonly prefix: string;
+  /** Undefined = the transport's default. */
+  readonly prefetch: number | undefined;
+  readonly logLevel: string;
+}
+
+export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+const TRANSPORT_SCHEMES = ['amqp:', 'amqps:', 'memory:'] as const;
+/** Topology names are built from the prefix; keep it to what every broker accepts in a name. */
+const PREFIX_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/;
+
+/** Flags over environment over defaults; every bad value is named by its flag. */
+export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.ProcessEnv): CoordinatorSettings {
+  const pick = (name: keyof CoordinatorFlags): string | undefined => {
+    const flag = flags[name];
+    if (flag !== undefined) return flag;
+    const fromEnv = env[COORDINATOR_ENV[name]];
+    return fromEnv === '' ? undefined : fromEnv;
+  };
+  const where = (name: keyof CoordinatorFlags) =>
+    flags[name] !== undefined ? `--${name}` : `${COORDINATOR_ENV[name]} (--${name})`;
+
+  const transport = pick('transport');
+  if (transport === undefined) {
+    throw new UsageError(`--transport is required (or set ${COORDINATOR_ENV.transport}), e.g. amqp://localhost`);
+  }
+  const scheme = transport.slice(0, transport.indexOf(':') + 1).toLowerCase();
+  if (!(TRANSPORT_SCHEMES as readonly string[]).includes(scheme)) {
+    throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps:// or memory:)`);
+  }
+
+  const partitions = integer(where('partitions'), pick('partitions'), 1, RANGES.partitions.min, RANGES.partitions.max);
+  const ownText = pick('own');
+  let ownPartitions: number[] | undefined;
+  if (ownText !== undefined) {
+    ownPartitions = ownText.split(',').map((part) => integer(where('own'), part.trim(), 0, 0, partitions - 1));
+  }
+
+  const adminHost = pick('admin-host') ?? DEFAULT_ADMIN_HOST;
+  const adminPort = integer(where('admin-port'), pick('admin-port'), DEFAULT_ADMIN_PORT, 0, 65_535);
+  const prefix = pick('prefix') ?? TOPOLOGY_PREFIX;
+  if (!PREFIX_PATTERN.test(prefix)) {
+    throw new UsageError(`${where('prefix')}: expected 1-64 letters, digits, '_', '-' or '.', got ${JSON.stringify(prefix)}`);
+  }
+  const prefetchText = pick('prefetch');
+  // AMQP's prefetch count is a 16-bit field.
+  const prefetch = prefetchText === undefined ? undefined : integer(where('prefetch'), prefetchText, 0, 1, 65_535);
+  const logLevel = pick('log-level') ?? 'info';
+  if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+    throw new UsageError(`${where('log-level')}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+  }
+  return Object.freeze({
+    transport,
+    store: pick('store'),
+    partitions,
+    ownPartitions: ownPartitions === undefined ? undefined : Object.freeze(ownPartitions),
+    adminHost,
+    adminPort,
+    prefix,
+    prefetch,
+    logLevel,
+  });
+}
+
+/** A URL fit for a log line: the password, if any, replaced. */
+export function redactUrl(url: string): string {
+  try {
+    const parsed = new URL(url);
+    if (parsed.password === '') return url;
+    parsed.password = '***';
+    return parsed.toString();
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//***@');
+  }
+}
+
+function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+  if (text === undefined) return fallback;
+  const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new UsageError(`${name}: expected an integer from ${min} to ${max}, got ${JSON.stringify(text)}`);
+  }
+  return n;
+}
