@@ -1,2 +1,3 @@
 export * from './memory-store.js';
+export * from './redis-store.js';
 export * from './types.js';
