@@ -4,6 +4,7 @@ import { DEFAULT_CORE_LIMITS, type Decision, LockCore } from '@lockq/coordinator
 const SESSIONS = 64;
 
 function newCore(): { core: LockCore; out: Decision[] } {
+  seqs.fill(0);
   const core = new LockCore({
     partition: 0,
     partitions: 1,
@@ -19,11 +20,21 @@ function newCore(): { core: LockCore; out: Decision[] } {
   return { core, out };
 }
 
+/**
+ * Requests are numbered per session with the watermark the SDK sends: each session has its
+ * earlier answers by the time it sends the next request, so `settled` is one behind `seq`.
+ */
+const seqs = new Array<number>(SESSIONS).fill(0);
+function numbered(s: number): { seq: number; settled: number } {
+  const seq = ++(seqs[s] as number);
+  return { seq, settled: seq - 1 };
+}
+
 function acquire(id: number, s: number, lock: string): AcquireRequest {
-  return { v: 1, op: 'acquire', id: `a${id}`, worker: `w${s}`, session: `s${s}`, replyTo: `r${s}`, lock, kind: 'mutex', mode: 'exclusive', limit: 1, permits: 1, ttlMs: 600_000, waitMs: 600_000 };
+  return { v: 1, op: 'acquire', id: `a${id}`, worker: `w${s}`, session: `s${s}`, replyTo: `r${s}`, ...numbered(s), lock, kind: 'mutex', mode: 'exclusive', limit: 1, permits: 1, ttlMs: 600_000, waitMs: 600_000 };
 }
 function release(id: number, s: number, lock: string, token: number): ReleaseRequest {
-  return { v: 1, op: 'release', id: `r${id}`, worker: `w${s}`, session: `s${s}`, replyTo: `r${s}`, lock, token };
+  return { v: 1, op: 'release', id: `r${id}`, worker: `w${s}`, session: `s${s}`, replyTo: `r${s}`, ...numbered(s), lock, token };
 }
 
 /**

@@ -3,3 +3,5 @@ export * from './runtime/index.js';
 export * from './store/index.js';
 export { MemoryServerTransport } from './transport/memory.js';
 export type { Outbound, ServerTransport } from './transport/types.js';
+export * from './admin/metrics.js';
+export * from './admin/server.js';

@@ -183,8 +183,7 @@ class Run {
     const out: Decision[] = [];
     if (request === undefined) this.core.tick(this.#clock, out);
     else this.core.handle(request, this.#clock, out);
-    const drainOrder = [...new Set(out.flatMap((d) => (d.type === 'reply' && d.body.type === 'granted' ? [d.body.lock] : [])))];
-    const expected = request === undefined ? this.model.tick(this.#clock, drainOrder) : this.model.handle(request, this.#clock, drainOrder);
+    const expected = request === undefined ? this.model.tick(this.#clock) : this.model.handle(request, this.#clock);
     const where = () => `step ${this.#step} at ${this.#now} (clock ${this.#clock}): ${JSON.stringify(cmd)}\nrequest: ${JSON.stringify(request)}`;
     compare(out, expected, where);
     for (const d of out) seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
@@ -193,7 +192,7 @@ class Run {
     seen.add('steps');
     const own = out.at(-1);
     if (request !== undefined && own?.type === "reply" && own.body.type === "error") seen.add(`E-${own.body.code}-${request.op}-${cmd.t}`);
-    if (expected.expired.length > 1) seen.add('expiry-batch');
+    if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('batch');
     this.checker.observe(request, out, expected.replayed, this.#now, where);
     this.#checkState(request, where);
     if (request !== undefined) this.#sent.push(request);
@@ -339,21 +338,12 @@ function changed(r: Request): Request {
   }
 }
 
-/**
- * The core's decisions must equal the model's: expiry answers as a multiset (their order within a
- * step is unspecified), everything after them in order. Token reservations are the checker's.
- */
+/** The core's decisions must equal the model's, in order (token reservations are the checker's). */
 function compare(all: readonly Decision[], expected: ModelStep, where: () => string): void {
-  const out = all.filter((d) => d.type !== 'reserve-tokens');
-  const n = expected.expired.length;
-  const gotExpired = out.slice(0, n).map(canon).sort();
-  const wantExpired = expected.expired.map(canon).sort();
-  const gotRest = out.slice(n).map(canon);
-  const wantRest = expected.rest.map(canon);
-  if (gotExpired.join('\n') !== wantExpired.join('\n') || gotRest.join('\n') !== wantRest.join('\n')) {
-    throw new Error(
-      `core and model disagree\n${where()}\ncore:\n  ${out.map(canon).join('\n  ')}\nmodel (expiry, any order):\n  ${wantExpired.join('\n  ')}\nmodel (then, in order):\n  ${wantRest.join('\n  ')}`,
-    );
+  const got = all.filter((d) => d.type !== 'reserve-tokens').map(canon);
+  const want = expected.decisions.map(canon);
+  if (got.join('\n') !== want.join('\n')) {
+    throw new Error(`core and model disagree\n${where()}\ncore:\n  ${got.join('\n  ')}\nmodel:\n  ${want.join('\n  ')}`);
   }
 }
 

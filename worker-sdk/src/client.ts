@@ -79,9 +79,31 @@ interface PartitionSession {
   /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
   epoch: number;
   readonly leases: Set<Lease>;
+  /** The watermark: sequence numbers sent on this session whose answer is still needed, in order. */
+  readonly unsettled: number[];
+  unsettledHead: number;
+  readonly settledEarly: Set<number>;
+  lastSeq: number;
 }
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
+
+/** Everything sent on the session up to the first request whose answer is still needed. */
+function watermark(s: PartitionSession): number {
+  const first = s.unsettled[s.unsettledHead];
+  return first === undefined ? s.lastSeq : first - 1;
+}
+
+function settle(s: PartitionSession, seq: number): void {
+  s.settledEarly.add(seq);
+  while (s.unsettledHead < s.unsettled.length && s.settledEarly.delete(s.unsettled[s.unsettledHead] as number)) {
+    s.unsettledHead++;
+  }
+  if (s.unsettledHead > 1024 && s.unsettledHead * 2 > s.unsettled.length) {
+    s.unsettled.splice(0, s.unsettledHead);
+    s.unsettledHead = 0;
+  }
+}
 
 /**
  * A worker's connection to lockq. One client carries any number of concurrent requests; share
@@ -302,6 +324,10 @@ export class LockClient implements LeaseOwner {
         lastSentAt: 0,
         epoch: 0,
         leases: new Set(),
+        unsettled: [],
+        unsettledHead: 0,
+        settledEarly: new Set(),
+        lastSeq: 0,
       };
       this.#sessions.set(partition, s);
     }
@@ -384,8 +410,11 @@ export class LockClient implements LeaseOwner {
     if (signal?.aborted === true) return Promise.reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
     const seq = ++this.#seq;
     const id = `${this.#instance}-${seq.toString(36)}`;
+    const settled = watermark(s);
+    s.unsettled.push(seq);
+    s.lastSeq = seq;
     // The envelope is spliced in rather than spread: this runs for every request.
-    const body = Buffer.from(`${s.envelope}${id}",${JSON.stringify(fields).slice(1)}`, 'utf8');
+    const body = Buffer.from(`${s.envelope}${id}","seq":${seq},"settled":${settled},${JSON.stringify(fields).slice(1)}`, 'utf8');
     const waitMs = fields.op === 'acquire' ? fields.waitMs : 0;
     return new Promise<Reply>((resolve, reject) => {
       const pending: Pending = {
@@ -402,6 +431,7 @@ export class LockClient implements LeaseOwner {
       if (signal !== undefined) {
         const onAbort = (): void => {
           if (!this.#pending.delete(id)) return;
+          settle(s, seq);
           reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
           if (fields.op === 'acquire') this.#cancel(s.partition, fields.lock, id);
         };
@@ -460,6 +490,9 @@ export class LockClient implements LeaseOwner {
       }
       return;
     }
+    // From its first answer on, a request's answer is no longer needed from the coordinator's
+    // memory: a queued acquire re-sent later is answered from the queue itself.
+    settle(this.#session(pending.partition), pending.seq);
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
@@ -478,6 +511,7 @@ export class LockClient implements LeaseOwner {
     for (const p of this.#pending.values()) {
       if (p.dueAt > now) continue;
       this.#pending.delete(p.id);
+      settle(this.#session(p.partition), p.seq);
       p.reject(new LockqTimeoutError(`no answer to request ${p.id} within its deadline`));
       if (p.lock !== undefined && p.waitMs > 0) this.#cancel(p.partition, p.lock, p.id);
     }

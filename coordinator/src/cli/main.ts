@@ -1,11 +1,48 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
+import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '../admin/server.js';
+import { runCoordinatorCommand } from './coordinator-command.js';
 import { runDemo } from './demo.js';
+import { DEFAULT_ADMIN_URL, runInspect } from './inspect-command.js';
+import { COORDINATOR_ENV, coordinatorSettings, UsageError } from './settings.js';
 
 const HELP = `lockq — FIFO locks, leases and fencing tokens behind a message queue
 
 Usage:
+  lockq coordinator --transport URL [options]
+      Runs a coordinator for the partitions it owns, with an HTTP admin listener
+      (/healthz, /readyz, /metrics, /v1/locks, /v1/locks/NAME). Logs JSON to stdout.
+      SIGTERM or SIGINT drains: consuming stops, the batch in progress is decided and
+      answered, then it exits 0; a second signal exits 1 at once.
+        --transport URL    broker: amqp://user:pass@host:5672/vhost, amqps://…, or
+                           memory: (in-process; only workers in this process can reach it)
+                                                     env ${COORDINATOR_ENV.transport} (required)
+        --partitions N     partitions in the deployment; workers must use the same N
+                                                     env ${COORDINATOR_ENV.partitions} (default 1)
+        --own LIST         partitions this process consumes, e.g. 0,2,5
+                                                     env ${COORDINATOR_ENV.own} (default all)
+        --admin-host H     admin listener interface  env ${COORDINATOR_ENV['admin-host']} (default ${DEFAULT_ADMIN_HOST})
+        --admin-port P     admin listener port; 0 picks a free one
+                                                     env ${COORDINATOR_ENV['admin-port']} (default ${DEFAULT_ADMIN_PORT})
+        --prefix P         prefix of every queue and exchange name
+                                                     env ${COORDINATOR_ENV.prefix} (default lockq)
+        --prefetch N       requests the broker may deliver ahead of acks
+                                                     env ${COORDINATOR_ENV.prefetch} (default: the transport's)
+        --log-level L      fatal, error, warn, info, debug, trace or silent
+                                                     env ${COORDINATOR_ENV['log-level']} (default info)
+        --store URL        durable state store (redis://…); reserved, not supported yet
+                                                     env ${COORDINATOR_ENV.store}
+      Flags win over environment variables.
+
+  lockq inspect [NAME] [--admin URL] [--json]
+      Shows holders (worker, token, lease left, mode, permits) and waiters (position,
+      worker, wait left) of every lock, or of lock NAME, from a running coordinator.
+      Exits 1 when the coordinator cannot be reached or NAME is neither held nor awaited.
+        --admin URL        the coordinator's admin listener
+                                                     env LOCKQ_ADMIN_URL (default ${DEFAULT_ADMIN_URL})
+        --json             print the raw JSON instead of tables
+
   lockq demo [--workers N] [--locks N] [--seconds N] [--permits N]
       Runs an embedded coordinator and a fleet of simulated workers on the in-process
       memory transport (no broker needed), printing a line per second and a summary.
@@ -13,23 +50,84 @@ Usage:
         --locks     distinct task locks they claim            (default 100)
         --seconds   how long to run                           (default 10)
         --permits   permits of the shared "render" semaphore  (default 4)
+      Logs go to stderr at env ${COORDINATOR_ENV['log-level']} (default warn).
+
   lockq help
       Shows this text.
 
-Environment:
-  LOCKQ_LOG_LEVEL   pino log level for the coordinator (default warn)
+Exit codes: 0 success, 1 failure, 2 usage error.
 `;
 
 function positive(name: string, value: string | undefined, fallback: number): number {
   if (value === undefined) return fallback;
   const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new RangeError(`--${name}: expected a positive integer, got ${value}`);
+  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${name}: expected a positive integer, got ${value}`);
   return n;
 }
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
+    case 'coordinator': {
+      const { values } = parseArgs({
+        args: [...rest],
+        options: {
+          transport: { type: 'string' },
+          store: { type: 'string' },
+          partitions: { type: 'string' },
+          own: { type: 'string' },
+          'admin-host': { type: 'string' },
+          'admin-port': { type: 'string' },
+          prefix: { type: 'string' },
+          prefetch: { type: 'string' },
+          'log-level': { type: 'string' },
+        },
+        strict: true,
+      });
+      const settings = coordinatorSettings(values, process.env);
+      // Synchronous writes: a handful of lines over the process's life (never one per message at
+      // info), and none is lost when the process exits right after the last one.
+      const logger = pino({ name: 'lockq', level: settings.logLevel }, pino.destination({ fd: 1, sync: true }));
+      process.on('uncaughtException', (err) => {
+        logger.fatal({ err }, 'uncaught exception');
+        process.exit(1);
+      });
+      process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
+      const stopRequested = new Promise<string>((resolve) => {
+        let signalled = false;
+        const onSignal = (signal: NodeJS.Signals) => {
+          if (signalled) {
+            logger.warn({ signal }, 'second signal: exiting without finishing the drain');
+            process.exit(1);
+          }
+          signalled = true;
+          resolve(signal);
+        };
+        process.on('SIGTERM', onSignal);
+        process.on('SIGINT', onSignal);
+      });
+      const code = await runCoordinatorCommand({ settings, logger, stopRequested });
+      // Broker sockets or retry timers left by a failed start must not keep the process alive.
+      process.exit(code);
+    }
+    case 'inspect': {
+      const { values, positionals } = parseArgs({
+        args: [...rest],
+        options: { admin: { type: 'string' }, json: { type: 'boolean', default: false } },
+        allowPositionals: true,
+        strict: true,
+      });
+      if (positionals.length > 1) throw new UsageError('inspect takes at most one lock name');
+      const fromEnv = process.env.LOCKQ_ADMIN_URL;
+      return runInspect({
+        admin: values.admin ?? (fromEnv === undefined || fromEnv === '' ? DEFAULT_ADMIN_URL : fromEnv),
+        lock: positionals[0],
+        json: values.json,
+        timeoutMs: 5000,
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
+      });
+    }
     case 'demo': {
       const { values } = parseArgs({
         args: [...rest],
@@ -64,12 +162,25 @@ async function main(argv: readonly string[]): Promise<number> {
   }
 }
 
+/** parseArgs reports unknown or malformed options as TypeErrors with an ERR_PARSE_ARGS_* code. */
+function isUsageError(err: unknown): boolean {
+  if (err instanceof UsageError) return true;
+  const code = (err as { code?: unknown } | null)?.code;
+  return typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS_');
+}
+
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (err: unknown) => {
-    process.stderr.write(`lockq: ${err instanceof Error ? err.message : String(err)}\n`);
-    process.exitCode = 2;
+    const message = err instanceof Error ? err.message : String(err);
+    if (isUsageError(err)) {
+      process.stderr.write(`lockq: ${message}\nRun "lockq help" for usage.\n`);
+      process.exitCode = 2;
+    } else {
+      process.stderr.write(`lockq: ${message}\n`);
+      process.exitCode = 1;
+    }
   },
 );

@@ -52,8 +52,12 @@ interface Session {
   readonly holds: Map<number, Hold>;
   /** By request id. */
   readonly waits: Map<string, Waiter>;
-  /** Remembered answers by request id (idempotency); aged out through the core's memo queue. */
+  /** Remembered answers by request id (idempotency). */
   readonly memos: Map<string, Memo>;
+  /** Memos of numbered requests, in arrival order: forgotten as the worker's watermark passes them. */
+  readonly numbered: FifoQueue<Memo>;
+  /** The worker's watermark: it needs no answer to a request numbered at or below this. */
+  settled: number;
   live: boolean;
 }
 
@@ -160,6 +164,13 @@ export class LockCore {
     }
     const session = this.#sessions.get(request.session);
     const known = session !== undefined && session.worker === request.worker ? session : undefined;
+    if (known !== undefined) {
+      if (request.settled !== undefined && request.settled > known.settled) this.#settle(known, request.settled);
+      if (request.seq !== undefined && request.seq <= known.settled) {
+        this.#stale(known, request, now, out);
+        return;
+      }
+    }
     const memo = known?.memos.get(request.id);
     if (memo !== undefined) {
       this.#replay(memo, request, now, out);
@@ -291,7 +302,8 @@ export class LockCore {
       });
     }
     const memos: MemoSnapshot[] = [];
-    for (const m of this.#memoQueue.items()) {
+    const numbered = [...this.#sessions.values()].flatMap((s) => [...s.numbered.items()]);
+    for (const m of [...this.#memoQueue.items(), ...numbered]) {
       if (!m.session.live || m.session.memos.get(m.request.id) !== m) continue;
       const o = m.outcome;
       const outcome: MemoSnapshot['outcome'] =
@@ -320,6 +332,7 @@ export class LockCore {
         ttlMs: s.ttlMs,
         deadline: s.deadline,
         lastRequest: s.lastRequest,
+        settled: s.settled,
       })),
       locks,
       memos,
@@ -343,7 +356,15 @@ export class LockCore {
     this.#lastToken = snap.lastToken;
     this.#tokenCeiling = snap.tokenCeiling;
     for (const s of snap.sessions) {
-      const session: Session = { kind: 'session', ...s, holds: new Map(), waits: new Map(), memos: new Map(), live: true };
+      const session: Session = {
+        kind: 'session',
+        ...s,
+        holds: new Map(),
+        waits: new Map(),
+        memos: new Map(),
+        numbered: new FifoQueue(),
+        live: true,
+      };
       this.#sessions.set(s.id, session);
       this.#heap.push(session.deadline, session);
     }
@@ -483,6 +504,8 @@ export class LockCore {
         holds: new Map(),
         waits: new Map(),
         memos: new Map(),
+        numbered: new FifoQueue(),
+        settled: 0,
         live: true,
       };
       this.#sessions.set(session.id, session);
@@ -581,9 +604,44 @@ export class LockCore {
   }
 
   #addMemo(memo: Memo): void {
-    memo.session.memos.set(memo.request.id, memo);
-    this.#memoQueue.push(memo);
-    this.#memoCount++;
+    const session = memo.session;
+    session.memos.set(memo.request.id, memo);
+    if (memo.request.seq === undefined) {
+      this.#memoQueue.push(memo);
+      this.#memoCount++;
+      return;
+    }
+    // A worker that numbers its requests but never settles them is held to a cap.
+    session.numbered.push(memo);
+    if (session.numbered.length > this.#limits.maxUnsettledPerSession) this.#forget(session.numbered.shift());
+  }
+
+  #forget(memo: Memo | undefined): void {
+    if (memo !== undefined && memo.session.memos.get(memo.request.id) === memo) memo.session.memos.delete(memo.request.id);
+  }
+
+  /** The worker has the answers up to `settled`: forget them. */
+  #settle(session: Session, settled: number): void {
+    session.settled = settled;
+    for (let m = session.numbered.peek(); m !== undefined && (m.request.seq as number) <= settled; m = session.numbered.peek()) {
+      this.#forget(session.numbered.shift());
+    }
+  }
+
+  /**
+   * A request at or below the watermark is a duplicate whose answer the worker already has,
+   * except a re-sent acquire that still waits or was granted meanwhile: it gets its current state.
+   */
+  #stale(session: Session, request: Request, now: number, out: Decision[]): void {
+    if (request.op !== 'acquire') return;
+    const waiter = session.waits.get(request.id);
+    let body: ReplyBody | undefined;
+    if (waiter !== undefined) {
+      body = { type: 'queued', re: request.id, lock: waiter.lock.name, position: positionOf(waiter) };
+    } else {
+      for (const h of session.holds.values()) if (h.request === request.id) body = granted(request.id, h, now, request.id);
+    }
+    if (body !== undefined) out.push({ type: 'reply', to: request.replyTo, body });
   }
 
   #holdOf(body: ReplyBody & { type: 'granted' }): Hold | ReplyBody {
@@ -708,7 +766,8 @@ export class LockCore {
   #endSession(session: Session, code: 'CANCELLED' | 'NO_SESSION', now: number, out: Decision[], touched: Set<LockState>): void {
     session.live = false;
     this.#sessions.delete(session.id);
-    this.#memoCount -= session.memos.size; // their queue entries are skipped when they come up
+    // Their entries in the memo queue are skipped when they come up.
+    for (const m of session.memos.values()) if (m.request.seq === undefined) this.#memoCount--;
     const waits = [...session.waits.values()].sort((a, b) => compare(a.request.id, b.request.id));
     for (const w of waits) {
       this.#dropWaiter(w, code, out);

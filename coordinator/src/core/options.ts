@@ -10,8 +10,13 @@ export interface CoreLimits {
   readonly maxSessions: number;
   /** How long an answer is remembered for idempotent replay (longer while its hold or wait is live). */
   readonly dedupeWindowMs: number;
-  /** Hard cap on remembered answers; the oldest are forgotten first. */
+  /** Hard cap on remembered answers of unnumbered requests; the oldest are forgotten first. */
   readonly maxDedupeEntries: number;
+  /**
+   * Remembered answers of numbered requests per session not yet settled by the worker's
+   * watermark (see the `settled` request field); the oldest are forgotten first.
+   */
+  readonly maxUnsettledPerSession: number;
 }
 
 export interface CoreOptions {
@@ -33,6 +38,7 @@ export const DEFAULT_CORE_LIMITS: CoreLimits = Object.freeze({
   maxSessions: 100_000,
   dedupeWindowMs: 60_000,
   maxDedupeEntries: 200_000,
+  maxUnsettledPerSession: 10_000,
 });
 
 export const DEFAULT_TOKEN_BLOCK_SIZE = 10_000;

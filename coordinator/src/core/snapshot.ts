@@ -26,6 +26,7 @@ export interface SessionSnapshot {
   readonly ttlMs: number;
   readonly deadline: number;
   readonly lastRequest: string;
+  readonly settled: number;
 }
 
 export interface LockSnapshot {

@@ -8,11 +8,10 @@
  * Token reservations (`reserve-tokens`) are not modelled: when the core reserves is its own
  * business, as long as no token is issued above a reservation (the property test checks that).
  *
- * One thing the semantics leave open: when several things expire in one step, the order of the
- * expiry answers (`lost`, `WAIT_TIMEOUT`, `NO_SESSION`) among themselves and the order in which the
- * affected locks are then drained. The model reports expiry answers separately (compare them as a
- * multiset) and drains in the order the caller passes (the test passes the core's), so every lock
- * is still checked grant by grant, token by token.
+ * When several things end in one step the order is canonical, never the history of a data
+ * structure: expired sessions by (deadline, id), then expired holds by (deadline, token), then
+ * expired waiters by (deadline, session, request id); an ending session's waiters by request id,
+ * then its holds by token; the locks this frees are then drained in name order.
  *
  * Answers are remembered for as long as the session that sent them lives (the core also ages
  * them out): runs using the model must stay well inside the core's `dedupeWindowMs` and
@@ -39,12 +38,10 @@ export interface ModelOptions {
   readonly limits: Pick<CoreLimits, 'maxWaitersPerLock' | 'maxHoldsPerSession' | 'maxWaitsPerSession' | 'maxSessions'>;
 }
 
-/** What one step decided, split where the core's order is unspecified (see the file comment). */
+/** What one step decided. */
 export interface ModelStep {
-  /** Expiry answers of this step, in no particular order. */
-  readonly expired: Decision[];
-  /** Everything after them, in order: grants of the drains caused by expiry, then the request's own decisions. */
-  readonly rest: Decision[];
+  /** Every decision but token reservations, in order. */
+  readonly decisions: Decision[];
   /** True when the request was answered from memory (a duplicate) rather than decided. */
   readonly replayed: boolean;
 }
@@ -110,29 +107,27 @@ export class ReferenceModel {
     this.#lastToken = options.tokenFloor;
   }
 
-  /** `drainOrder`: lock names in the order locks emptied by expiry should be drained (others go last). */
-  handle(request: Request, now: number, drainOrder: readonly string[] = []): ModelStep {
+  handle(request: Request, now: number): ModelStep {
     now = Math.max(now, this.#now);
     this.#now = now;
-    const expired: Decision[] = [];
-    const rest: Decision[] = [];
-    this.#expire(now, expired, rest, drainOrder);
+    const out: Decision[] = [];
+    this.#expire(now, out);
     if (request.op === 'inspect') {
       const body: ReplyBody =
         request.lock === undefined
           ? { type: 'inspected', re: request.id, counts: this.counts() }
           : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now), counts: this.counts() };
-      rest.push(reply(request.replyTo, body));
-      return { expired, rest, replayed: false };
+      out.push(reply(request.replyTo, body));
+      return { decisions: out, replayed: false };
     }
     const memo = this.#sessionOf(request)?.memos.get(request.id);
     if (memo !== undefined) {
-      rest.push(reply(request.replyTo, this.#replay(memo, request, now)));
-      return { expired, rest, replayed: true };
+      out.push(reply(request.replyTo, this.#replay(memo, request, now)));
+      return { decisions: out, replayed: true };
     }
-    const body = this.#decide(request, now, rest);
+    const body = this.#decide(request, now, out);
     const released = body.type === 'released' ? this.#released.find((h) => h.token === body.token) : undefined;
-    rest.push(released === undefined ? reply(request.replyTo, body) : reply(request.replyTo, body, { heldMs: now - released.grantedAt }));
+    out.push(released === undefined ? reply(request.replyTo, body) : reply(request.replyTo, body, { heldMs: now - released.grantedAt }));
     // Remembered by the session that sent it, if it (still) has one; it ends with the session.
     const owner = this.#sessionOf(request);
     if (owner !== undefined && request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
@@ -144,16 +139,15 @@ export class ReferenceModel {
             : { kind: 'answer', body };
       owner.memos.set(request.id, { request, outcome });
     }
-    return { expired, rest, replayed: false };
+    return { decisions: out, replayed: false };
   }
 
-  tick(now: number, drainOrder: readonly string[] = []): ModelStep {
+  tick(now: number): ModelStep {
     now = Math.max(now, this.#now);
     this.#now = now;
-    const expired: Decision[] = [];
-    const rest: Decision[] = [];
-    this.#expire(now, expired, rest, drainOrder);
-    return { expired, rest, replayed: false };
+    const out: Decision[] = [];
+    this.#expire(now, out);
+    return { decisions: out, replayed: false };
   }
 
   counts(): PartitionCounts {
@@ -219,36 +213,51 @@ export class ReferenceModel {
    * first (their waiters answered NO_SESSION, their holds lost with NO_SESSION), then holds whose
    * lease ran out, then waiters whose wait ran out. Only then are the touched locks drained.
    */
-  #expire(now: number, expired: Decision[], grants: Decision[], drainOrder: readonly string[]): void {
+  #expire(now: number, out: Decision[]): void {
     const touched: string[] = [];
-    for (const s of this.sessions.filter((x) => x.deadline <= now)) {
-      for (const w of this.waiters.filter((x) => x.request.session === s.id)) {
-        this.#answerWaiter(w, 'NO_SESSION', s.replyTo, expired);
-        touched.push(w.request.lock);
-      }
-      for (const h of this.holds.filter((x) => x.session === s.id)) {
-        this.holds = this.holds.filter((x) => x !== h);
-        expired.push(lost(h, s.replyTo, 'NO_SESSION', now));
-        touched.push(h.lock);
-      }
-      this.sessions = this.sessions.filter((x) => x !== s);
-    }
-    for (const h of this.holds.filter((x) => x.deadline <= now)) {
+    const sessions = this.sessions.filter((x) => x.deadline <= now).sort((a, b) => a.deadline - b.deadline || cmp(a.id, b.id));
+    for (const s of sessions) touched.push(...this.#endSession(s, 'NO_SESSION', now, out));
+    const holds = this.holds.filter((x) => x.deadline <= now).sort((a, b) => a.deadline - b.deadline || a.token - b.token);
+    for (const h of holds) {
       this.holds = this.holds.filter((x) => x !== h);
       this.#expired.push({ token: h.token, session: h.session });
-      expired.push(lost(h, this.#session(h.session).replyTo, 'LEASE_EXPIRED', now));
+      out.push(lost(h, this.#session(h.session).replyTo, 'LEASE_EXPIRED', now));
       touched.push(h.lock);
     }
-    for (const w of this.waiters.filter((x) => x.deadline <= now)) {
-      this.#answerWaiter(w, 'WAIT_TIMEOUT', this.#session(w.request.session).replyTo, expired);
+    const waiters = this.waiters
+      .filter((x) => x.deadline <= now)
+      .sort((a, b) => a.deadline - b.deadline || cmp(a.request.session, b.request.session) || cmp(a.request.id, b.request.id));
+    for (const w of waiters) {
+      this.#answerWaiter(w, 'WAIT_TIMEOUT', this.#session(w.request.session).replyTo, out);
       touched.push(w.request.lock);
     }
-    const rank = (lock: string) => {
-      const i = drainOrder.indexOf(lock);
-      return i < 0 ? Number.POSITIVE_INFINITY : i;
-    };
-    const locks = [...new Set(touched)].sort((a, b) => rank(a) - rank(b));
-    for (const lock of locks) this.#drain(lock, now, grants);
+    this.#drainAll(touched, now, out);
+  }
+
+  /**
+   * Ends a session: its waiters are answered `code`, in
+   * request id order; its holds go, in token order, with a `lost` event only when it expired.
+   * Returns the locks touched, for the caller to drain.
+   */
+  #endSession(s: ModelSession, code: 'NO_SESSION' | 'CANCELLED', now: number, out: Decision[]): string[] {
+    const touched: string[] = [];
+    const waiters = this.waiters.filter((x) => x.request.session === s.id).sort((a, b) => cmp(a.request.id, b.request.id));
+    for (const w of waiters) {
+      this.#answerWaiter(w, code, s.replyTo, out);
+      touched.push(w.request.lock);
+    }
+    const holds = this.holds.filter((x) => x.session === s.id).sort((a, b) => a.token - b.token);
+    for (const h of holds) {
+      this.holds = this.holds.filter((x) => x !== h);
+      if (code === 'NO_SESSION') out.push(lost(h, s.replyTo, 'NO_SESSION', now));
+      touched.push(h.lock);
+    }
+    this.sessions = this.sessions.filter((x) => x !== s);
+    return touched;
+  }
+
+  #drainAll(locks: readonly string[], now: number, out: Decision[]): void {
+    for (const lock of [...new Set(locks)].sort(cmp)) this.#drain(lock, now, out);
   }
 
   // ---- requests -----------------------------------------------------------------------------------
@@ -315,15 +324,7 @@ export class ReferenceModel {
 
   /** Waiters answered CANCELLED, holds dropped without a `lost` (the worker asked), queues drained. */
   #close(session: ModelSession, id: string, now: number, out: Decision[]): ReplyBody {
-    const touched: string[] = [];
-    for (const w of this.waiters.filter((x) => x.request.session === session.id)) {
-      this.#answerWaiter(w, 'CANCELLED', session.replyTo, out);
-      touched.push(w.request.lock);
-    }
-    for (const h of this.holds.filter((x) => x.session === session.id)) touched.push(h.lock);
-    this.holds = this.holds.filter((h) => h.session !== session.id);
-    this.sessions = this.sessions.filter((s) => s !== session);
-    for (const lock of new Set(touched)) this.#drain(lock, now, out);
+    this.#drainAll(this.#endSession(session, 'CANCELLED', now, out), now, out);
     return { type: 'ok', re: id };
   }
 
@@ -447,6 +448,10 @@ export function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'perm
   if (req.kind === 'semaphore') return holds.reduce((sum, h) => sum + h.permits, 0) + req.permits <= req.limit;
   if (req.mode === 'exclusive') return holds.length === 0;
   return holds.every((h) => h.mode === 'shared');
+}
+
+function cmp(a: string, b: string): number {
+  return a < b ? -1 : a > b ? 1 : 0;
 }
 
 function reply(to: string, body: ReplyBody, metrics: { readonly waitedMs?: number; readonly heldMs?: number } = {}): Decision {

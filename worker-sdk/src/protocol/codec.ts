@@ -43,6 +43,11 @@ const oneOf =
   (v) =>
     typeof v === 'string' && allowed.includes(v) ? null : 'INVALID_FIELD';
 
+const isSeq: Check = (v) => (Number.isSafeInteger(v) && (v as number) > 0 ? null : 'INVALID_FIELD');
+const isSettled: Check = (v) => (Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'INVALID_FIELD');
+/** Optional on every request. */
+const SEQUENCING: Readonly<Record<string, Check>> = { seq: isSeq, settled: isSettled };
+
 interface Shape {
   readonly required: Readonly<Record<string, Check>>;
   readonly optional: Readonly<Record<string, Check>>;
@@ -62,10 +67,10 @@ const SHAPES: Readonly<Record<Op, Shape>> = {
       sessionTtlMs: intIn(RANGES.sessionTtlMs, 'SESSION_TTL_OUT_OF_RANGE'),
       partitions: intIn(RANGES.partitions, 'INVALID_FIELD'),
     },
-    optional: {},
+    optional: SEQUENCING,
   },
-  heartbeat: { required: BASE, optional: {} },
-  close: { required: BASE, optional: {} },
+  heartbeat: { required: BASE, optional: SEQUENCING },
+  close: { required: BASE, optional: SEQUENCING },
   acquire: {
     required: {
       ...BASE,
@@ -74,19 +79,20 @@ const SHAPES: Readonly<Record<Op, Shape>> = {
       waitMs: intIn(RANGES.waitMs, 'WAIT_OUT_OF_RANGE'),
     },
     optional: {
+      ...SEQUENCING,
       kind: oneOf('mutex', 'rwlock', 'semaphore'),
       mode: oneOf('exclusive', 'shared'),
       limit: intIn(RANGES.limit, 'LIMIT_OUT_OF_RANGE'),
       permits: intIn(RANGES.limit, 'PERMITS_OUT_OF_RANGE'),
     },
   },
-  release: { required: { ...BASE, lock: isLockName, token: isToken }, optional: {} },
+  release: { required: { ...BASE, lock: isLockName, token: isToken }, optional: SEQUENCING },
   extend: {
     required: { ...BASE, lock: isLockName, token: isToken, ttlMs: intIn(RANGES.ttlMs, 'TTL_OUT_OF_RANGE') },
-    optional: {},
+    optional: SEQUENCING,
   },
-  cancel: { required: { ...BASE, lock: isLockName, target: isId }, optional: {} },
-  inspect: { required: BASE, optional: { lock: isLockName } },
+  cancel: { required: { ...BASE, lock: isLockName, target: isId }, optional: SEQUENCING },
+  inspect: { required: BASE, optional: { ...SEQUENCING, lock: isLockName } },
 };
 
 function fail(code: ErrorCode, field: string | undefined, raw: Record<string, unknown> | null): DecodeFailure {
@@ -154,7 +160,7 @@ function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
     permits = 1;
   }
   // Built field by field, not spread: this runs for every acquire.
-  const request: AcquireRequest = {
+  const request: { -readonly [K in keyof AcquireRequest]: AcquireRequest[K] } = {
     v: 1,
     op: 'acquire',
     id: msg.id as string,
@@ -169,6 +175,8 @@ function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
     ttlMs: msg.ttlMs as number,
     waitMs: msg.waitMs as number,
   };
+  if (msg.seq !== undefined) request.seq = msg.seq as number;
+  if (msg.settled !== undefined) request.settled = msg.settled as number;
   return { ok: true, request };
 }
 

@@ -13,6 +13,18 @@ export interface RequestBase {
   readonly session: string;
   /** Where answers and events for this session go (a topology name from the transport). */
   readonly replyTo: string;
+  /**
+   * Optional: this request's number in the session, increasing in send order (a re-send keeps
+   * its number). With `settled`, it lets the coordinator forget answers the worker has.
+   */
+  readonly seq?: number;
+  /**
+   * Optional: the worker has the final answer to every request of this session numbered up to
+   * here (or no longer needs it), except acquires still waiting in a queue. The coordinator then
+   * forgets those answers, and drops a request numbered at or below it as a stale duplicate
+   * (a waiting or granted acquire is still answered with its current state).
+   */
+  readonly settled?: number;
 }
 
 export interface OpenRequest extends RequestBase {

@@ -1,0 +1,90 @@
+import type { Logger } from 'pino';
+import { CoordinatorMetrics } from '../admin/metrics.js';
+import { AdminServer } from '../admin/server.js';
+import { Coordinator } from '../runtime/index.js';
+import { openStateStore } from './open-store.js';
+import { openServerTransport } from './open-transport.js';
+import { type CoordinatorSettings, redactUrl } from './settings.js';
+
+export interface CoordinatorCommandOptions {
+  readonly settings: CoordinatorSettings;
+  readonly logger: Logger;
+  /** Resolves with the name of the signal that asks for a graceful stop. */
+  readonly stopRequested: Promise<string>;
+}
+
+/**
+ * `lockq coordinator`: admin listener first (so `/healthz` answers while the broker is still being
+ * reached), then the coordinator; on the stop signal, drain: `/readyz` turns 503, consuming stops,
+ * the batch in progress is decided and answered, then the listener closes. Resolves with the exit code.
+ */
+export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promise<number> {
+  const s = o.settings;
+  const log = o.logger.child({ component: 'cli' });
+  log.info(
+    {
+      transport: redactUrl(s.transport),
+      store: s.store === undefined ? undefined : redactUrl(s.store),
+      partitions: s.partitions,
+      own: s.ownPartitions ?? 'all',
+      prefix: s.prefix,
+    },
+    'coordinator starting',
+  );
+  // Before anything is opened, so a reserved or unknown option fails without side effects.
+  const openStore = await openStateStore(s, o.logger);
+
+  const metrics = new CoordinatorMetrics({ processMetrics: true });
+  let admin: AdminServer;
+  try {
+    admin = await AdminServer.listen({ host: s.adminHost, port: s.adminPort, metrics, logger: o.logger });
+  } catch (err) {
+    log.error({ err, host: s.adminHost, port: s.adminPort }, 'cannot bind the admin listener');
+    return 1;
+  }
+
+  let coordinator: Coordinator;
+  try {
+    const transport = await openServerTransport(s, o.logger, { reconnected: () => metrics.reconnected() });
+    const store = await openStore();
+    const starting = Coordinator.start({
+      transport,
+      ...(store === undefined ? {} : { store }),
+      partitions: s.partitions,
+      ...(s.ownPartitions === undefined ? {} : { ownPartitions: s.ownPartitions }),
+      logger: o.logger,
+      observer: metrics,
+    });
+    const first = await Promise.race([starting, o.stopRequested]);
+    if (typeof first === 'string') {
+      log.info({ signal: first }, 'stop requested before the coordinator was ready');
+      // Whatever start did, stop undoes once it completes; do not wait on a broker that is not there.
+      void starting.then((c) => c.stop()).catch(() => {});
+      await admin.close();
+      return 0;
+    }
+    coordinator = first;
+  } catch (err) {
+    log.error({ err }, 'coordinator failed to start');
+    await admin.close();
+    return 1;
+  }
+
+  metrics.attach(coordinator);
+  admin.serve(coordinator);
+  log.info({ admin: admin.url, partitions: coordinator.options.ownPartitions }, 'coordinator ready');
+
+  const signal = await o.stopRequested;
+  log.info({ signal }, 'draining: no new requests are taken; answering the batch in progress');
+  admin.drain();
+  let code = 0;
+  try {
+    await coordinator.stop();
+  } catch (err) {
+    log.error({ err }, 'coordinator did not stop cleanly');
+    code = 1;
+  }
+  await admin.close();
+  log.info({ code }, 'stopped');
+  return code;
+}

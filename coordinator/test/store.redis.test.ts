@@ -1,0 +1,205 @@
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer, type AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { afterAll, describe, expect, it } from 'vitest';
+import { type JournalEntry, partitionKeys, RedisStore, StaleEpochError } from '../src/store/index.js';
+import { defineStoreContract, redisReachable, requests, requireRedisOrSkip, snapshotOf } from './store.contract.js';
+
+const REDIS_URL = process.env.LOCKQ_REDIS_URL ?? 'redis://127.0.0.1:6379';
+const redisUp = await requireRedisOrSkip(REDIS_URL, 'RedisStore contract');
+/** Every key this run writes on the shared Redis starts with `{<runPrefix>`; deleted in afterAll. */
+const runPrefix = `lockq-test-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
+let stores = 0;
+
+afterAll(async () => {
+  if (!redisUp) return;
+  const redis = new Redis(REDIS_URL);
+  let cursor = '0';
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `{${runPrefix}*`, 'COUNT', 1000);
+    if (keys.length > 0) await redis.del(...keys);
+    cursor = next;
+  } while (cursor !== '0');
+  await redis.quit();
+});
+
+describe.skipIf(!redisUp)('RedisStore on the shared Redis', () => {
+  defineStoreContract('RedisStore', () => new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-${stores++}` }));
+
+  it('keeps a partition in four keys under one hash tag', async () => {
+    const keyPrefix = `${runPrefix}-layout`;
+    const store = new RedisStore({ url: REDIS_URL, keyPrefix });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const { epoch } = await store.claim(3);
+      await store.snapshot(3, epoch, snapshotOf(3, 1));
+      await store.append(3, epoch, { now: 1, requests: requests(1, 2), tokenCeiling: 10_000 });
+      const k = partitionKeys(keyPrefix, 3);
+      expect(k).toEqual({
+        epoch: `{${keyPrefix}:p3}:epoch`,
+        ceiling: `{${keyPrefix}:p3}:ceiling`,
+        snapshot: `{${keyPrefix}:p3}:snapshot`,
+        journal: `{${keyPrefix}:p3}:journal`,
+      });
+      expect(await Promise.all([k.epoch, k.ceiling, k.snapshot, k.journal].map((key) => redis.type(key)))).toEqual(['string', 'string', 'string', 'list']);
+      expect(await redis.get(k.epoch)).toBe('1');
+      expect(await redis.get(k.ceiling)).toBe('10000');
+    } finally {
+      await store.close();
+      await redis.quit();
+    }
+  });
+
+  it('loads its scripts again after Redis forgets them (NOSCRIPT)', async () => {
+    const store = new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-noscript` });
+    const redis = new Redis(REDIS_URL);
+    try {
+      const { epoch } = await store.claim(0);
+      await redis.script('FLUSH');
+      await store.append(0, epoch, { now: 1, requests: [] });
+      await redis.script('FLUSH');
+      await expect(store.append(0, epoch + 1, { now: 2, requests: [] })).rejects.toBeInstanceOf(StaleEpochError);
+      expect((await store.claim(0)).journal).toEqual([{ now: 1, requests: [] }]);
+    } finally {
+      await store.close();
+      await redis.quit();
+    }
+  });
+
+  it('fails at once after close', async () => {
+    const store = new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-closed` });
+    await store.claim(0);
+    await store.close();
+    await store.close();
+    await expect(store.claim(0)).rejects.toThrow(/closed/);
+  });
+});
+
+// ---- against a redis-server of our own, to crash and restart it -------------------------------
+
+const haveRedisServer = spawnSync('redis-server', ['--version']).status === 0;
+if (!haveRedisServer) {
+  if (process.env.CI === 'true') throw new Error('redis-server is not on PATH; the Redis durability tests need it under CI');
+  console.warn('\n*** SKIPPING Redis durability tests: redis-server is not on PATH ***\n');
+}
+
+/** A redis-server child with the settings lockq needs: every acknowledged write fsynced to the AOF. */
+class RedisChild {
+  readonly dir = mkdtempSync(join(tmpdir(), 'lockq-redis-'));
+  port = 0;
+  #child: ChildProcess | undefined;
+
+  get url(): string {
+    return `redis://127.0.0.1:${this.port}`;
+  }
+
+  async start(): Promise<void> {
+    if (this.port === 0) this.port = await freePort();
+    const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''];
+    const child = spawn('redis-server', args, { stdio: 'ignore' });
+    this.#child = child;
+    const deadline = performance.now() + 10_000;
+    while (!(await redisReachable(this.url, 200))) {
+      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+      if (performance.now() > deadline) throw new Error('redis-server did not come up within 10 s');
+      await sleep(20);
+    }
+  }
+
+  /** A crash: SIGKILL, no shutdown, no final fsync. */
+  async kill9(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((resolve) => child.once('exit', resolve));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  async destroy(): Promise<void> {
+    await this.kill9();
+    rmSync(this.dir, { recursive: true, force: true });
+  }
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+describe.skipIf(!haveRedisServer)('RedisStore against a redis-server that crashes', () => {
+  const server = new RedisChild();
+  const open: RedisStore[] = [];
+  const store = (): RedisStore => {
+    const s = new RedisStore({ url: server.url, keyPrefix: 'crash' });
+    open.push(s);
+    return s;
+  };
+  afterAll(async () => {
+    await Promise.all(open.map((s) => s.close()));
+    await server.destroy();
+  });
+
+  it('keeps every acknowledged write across kill -9 and a restart on the same directory', async () => {
+    await server.start();
+    const before = store();
+    const { epoch } = await before.claim(0);
+    const entries: JournalEntry[] = [];
+    for (let i = 0; i < 20; i++) {
+      const e: JournalEntry = i % 7 === 0 ? { now: i + 0.5, requests: requests(i, 10), tokenCeiling: (i + 1) * 10_000 } : { now: i + 0.5, requests: requests(i, 10) };
+      await before.append(0, epoch, e);
+      if (i === 9) {
+        await before.snapshot(0, epoch, snapshotOf(0, 5));
+        entries.length = 0;
+      } else {
+        entries.push(e);
+      }
+    }
+    const other = await before.claim(1);
+    await server.kill9();
+    await server.start();
+    const after = store();
+    expect(await after.claim(0)).toStrictEqual({ epoch: epoch + 1, tokenCeiling: 150_000, snapshot: snapshotOf(0, 5), journal: entries });
+    expect((await after.claim(1)).epoch).toBe(other.epoch + 1);
+  });
+
+  it('a write while Redis is down fails within bounded time; the same store works once it is back', async () => {
+    const s = store();
+    const { epoch } = await s.claim(2);
+    await s.append(2, epoch, { now: 1, requests: requests(1, 1) });
+    await server.kill9();
+
+    // Neither hangs nor is queued: each fails within connectTimeoutMs (default 2 s) of being issued.
+    for (const op of [() => s.append(2, epoch, { now: 2, requests: requests(2, 1) }), () => s.claim(2)]) {
+      const started = performance.now();
+      await expect(op()).rejects.toThrow(/unavailable/);
+      expect(performance.now() - started).toBeLessThan(3000);
+    }
+
+    await server.start();
+    // The same instance reconnects in the background; its next operation succeeds.
+    const back = performance.now();
+    let appended = false;
+    while (!appended && performance.now() - back < 5000) {
+      appended = await s.append(2, epoch, { now: 4, requests: [] }).then(
+        () => true,
+        () => sleep(50).then(() => false),
+      );
+    }
+    expect(appended).toBe(true);
+    // Nothing the failed writes carried reached Redis later (no offline queue, no re-send).
+    await sleep(200);
+    expect((await s.claim(2)).journal).toStrictEqual([{ now: 1, requests: requests(1, 1) }, { now: 4, requests: [] }]);
+  });
+});

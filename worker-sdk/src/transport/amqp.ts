@@ -1,0 +1,417 @@
+import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
+import type { Logger } from 'pino';
+import { replyDestination, requestDestination, TOPOLOGY_PREFIX } from '../protocol/topology.js';
+import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions } from './types.js';
+
+// amqplib is imported lazily (types only up here) so that importing this package's transports
+// never loads a broker driver an application does not use.
+
+// ---------------------------------------------------------------------------------------------
+// Shared by the client and the server adapters (the coordinator imports these from here).
+// ---------------------------------------------------------------------------------------------
+
+/** How an adapter retries after losing its broker connection: exponential backoff with jitter. */
+export interface ReconnectPolicy {
+  /** Delay before the first retry. @defaultValue 100 */
+  readonly initialDelayMs: number;
+  /** Upper bound of any delay. @defaultValue 5000 */
+  readonly maxDelayMs: number;
+  /** Growth of the delay per attempt. @defaultValue 2 */
+  readonly factor: number;
+  /** Fraction of each delay taken off at random (0 to 1), so a fleet does not retry in step. @defaultValue 0.5 */
+  readonly jitter: number;
+  /** Attempts before giving up and reporting the failure; `Infinity` keeps trying. @defaultValue Infinity */
+  readonly maxAttempts: number;
+}
+
+export const DEFAULT_RECONNECT_POLICY: ReconnectPolicy = Object.freeze({
+  initialDelayMs: 100,
+  maxDelayMs: 5000,
+  factor: 2,
+  jitter: 0.5,
+  maxAttempts: Number.POSITIVE_INFINITY,
+});
+
+/** Fills in and validates a reconnect policy, naming the bad field. */
+export function resolveReconnectPolicy(policy: Partial<ReconnectPolicy> = {}): ReconnectPolicy {
+  const p = { ...DEFAULT_RECONNECT_POLICY, ...policy };
+  const check = (field: keyof ReconnectPolicy, ok: boolean) => {
+    if (!ok) throw new RangeError(`reconnect.${field}: out of range (${String(p[field])})`);
+  };
+  check('initialDelayMs', Number.isFinite(p.initialDelayMs) && p.initialDelayMs >= 0);
+  check('maxDelayMs', Number.isFinite(p.maxDelayMs) && p.maxDelayMs >= p.initialDelayMs);
+  check('factor', Number.isFinite(p.factor) && p.factor >= 1);
+  check('jitter', p.jitter >= 0 && p.jitter <= 1);
+  check('maxAttempts', p.maxAttempts >= 1);
+  return Object.freeze(p);
+}
+
+/**
+ * The delay before retry number `attempt` (1-based): `initialDelayMs * factor^(attempt-1)`,
+ * capped at `maxDelayMs`, minus up to `jitter` of it at random (so it never exceeds the cap).
+ */
+export function backoffDelayMs(policy: ReconnectPolicy, attempt: number, random: () => number = Math.random): number {
+  const base = Math.min(policy.maxDelayMs, policy.initialDelayMs * policy.factor ** Math.max(0, attempt - 1));
+  return Math.round(base * (1 - policy.jitter * random()));
+}
+
+/**
+ * A broker operation failed: not connected (reconnecting), the connection dropped with the
+ * operation in flight, or the broker refused a message. Retriable; carries the wire code
+ * `TRANSPORT_ERROR` so it maps like any other lockq error.
+ */
+export class AmqpTransportError extends Error {
+  readonly code = 'TRANSPORT_ERROR';
+  readonly retriable = true;
+  constructor(message: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = 'AmqpTransportError';
+  }
+}
+
+/** Adds the heartbeat to an `amqp://` / `amqps://` URL unless the URL already sets one. */
+export function amqpUrlWithHeartbeat(url: string, heartbeatMs: number): string {
+  let u: URL;
+  try {
+    u = new URL(url);
+  } catch (cause) {
+    throw new RangeError('url: not a valid URL', { cause });
+  }
+  if (u.protocol !== 'amqp:' && u.protocol !== 'amqps:') {
+    throw new RangeError(`url: expected amqp:// or amqps://, got ${JSON.stringify(u.protocol)}`);
+  }
+  if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(Math.ceil(heartbeatMs / 1000)));
+  return u.toString();
+}
+
+/** The URL without credentials, for logs. */
+export function amqpUrlForLogs(url: string): string {
+  const u = new URL(url);
+  return `${u.protocol}//${u.host}${u.pathname}`;
+}
+
+/** A view of a message body as a Buffer without copying it. */
+function asBuffer(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
+}
+
+function nonNegativeInteger(field: string, value: number, min = 0): number {
+  if (!Number.isSafeInteger(value) || value < min) throw new RangeError(`${field}: expected an integer >= ${min}, got ${value}`);
+  return value;
+}
+
+// ---------------------------------------------------------------------------------------------
+// The worker side.
+// ---------------------------------------------------------------------------------------------
+
+/** Options of {@link AmqpClientTransport}. */
+export interface AmqpClientTransportOptions extends ClientTransportOptions {
+  /** The broker, e.g. `amqp://user:pass@rabbit:5672/vhost`. */
+  readonly url: string;
+  /** Heartbeat negotiated with the broker (whole seconds on the wire; 0 turns it off). @defaultValue 10000 */
+  readonly heartbeatMs?: number;
+  /** Bound on establishing the TCP connection. @defaultValue 10000 */
+  readonly connectTimeoutMs?: number;
+  /** Replies the broker may push before they are acknowledged. @defaultValue 256 */
+  readonly prefetch?: number;
+  /**
+   * How long the reply queue outlives its last consumer (`x-expires`): replies published while
+   * the worker reconnects wait for it this long. @defaultValue 60000
+   */
+  readonly replyExpiresMs?: number;
+  /** Retry policy after a lost connection. @defaultValue {@link DEFAULT_RECONNECT_POLICY} */
+  readonly reconnect?: Partial<ReconnectPolicy>;
+  /** The connection's name in the broker's management tools. @defaultValue `lockq worker <workerId>/<instance>` */
+  readonly connectionName?: string;
+  /** @defaultValue no logging */
+  readonly logger?: Logger;
+}
+
+interface ResolvedClientOptions {
+  readonly connectUrl: string;
+  readonly logUrl: string;
+  readonly prefix: string;
+  readonly connectTimeoutMs: number;
+  readonly prefetch: number;
+  readonly replyExpiresMs: number;
+  readonly reconnect: ReconnectPolicy;
+  readonly connectionName: string;
+}
+
+function resolveClientOptions(o: AmqpClientTransportOptions): ResolvedClientOptions {
+  if (o.workerId === '' || o.instance === '') throw new RangeError('workerId and instance must not be empty');
+  return Object.freeze({
+    connectUrl: amqpUrlWithHeartbeat(o.url, nonNegativeInteger('heartbeatMs', o.heartbeatMs ?? 10_000)),
+    logUrl: amqpUrlForLogs(o.url),
+    prefix: o.prefix ?? TOPOLOGY_PREFIX,
+    connectTimeoutMs: nonNegativeInteger('connectTimeoutMs', o.connectTimeoutMs ?? 10_000, 1),
+    prefetch: nonNegativeInteger('prefetch', o.prefetch ?? 256, 1),
+    replyExpiresMs: nonNegativeInteger('replyExpiresMs', o.replyExpiresMs ?? 60_000, 1),
+    reconnect: resolveReconnectPolicy(o.reconnect),
+    connectionName: o.connectionName ?? `lockq worker ${o.workerId}/${o.instance}`,
+  });
+}
+
+/** One connection and its channel; replaced wholesale when either is lost. */
+interface ClientLink {
+  readonly conn: ChannelModel;
+  readonly ch: ConfirmChannel;
+  lost: boolean;
+  /** Message ids the broker returned as unroutable; looked up when their confirm arrives. */
+  readonly returned: Set<string>;
+  /** The latest reply handed to `onReply` and not yet acknowledged. */
+  unacked: ConsumeMessage | null;
+  ackScheduled: boolean;
+}
+
+type ClientState = 'new' | 'opening' | 'open' | 'reconnecting' | 'failed' | 'closed';
+
+/**
+ * The worker side of RabbitMQ. One connection with one confirm channel: requests go to the
+ * partition's request queue through the default exchange as persistent, mandatory messages and
+ * `send` resolves on the broker's confirm; replies come from this worker's own queue.
+ *
+ * The reply queue is neither exclusive nor auto-delete: it expires `replyExpiresMs` after its
+ * last consumer left, so replies published while the worker reconnects wait for it. After a
+ * reconnect (backoff with jitter, forever by default) the queue is declared again, consuming
+ * resumes and `onReconnect` is called; requests in flight at the loss may be lost (their `send`
+ * rejects) and replies may arrive twice, so the caller re-sends and ignores duplicates.
+ *
+ * @example
+ * ```ts
+ * const transport = new AmqpClientTransport({ url: 'amqp://localhost', workerId: 'billing-7', instance: randomUUID() });
+ * await transport.open({ onReply: (body) => handle(body), onReconnect: () => resendPending() });
+ * await transport.send(partitionOf('invoice:42', 4), encodedRequest);
+ * ```
+ */
+export class AmqpClientTransport implements ClientTransport {
+  readonly replyAddress: string;
+  readonly #o: ResolvedClientOptions;
+  readonly #log: Logger | undefined;
+  #state: ClientState = 'new';
+  #handlers: ClientTransportHandlers | null = null;
+  #link: ClientLink | null = null;
+  /** The connection attempt in flight, so `close` can wait for it and close what it opens. */
+  #attempt: Promise<unknown> | null = null;
+  #timer: NodeJS.Timeout | null = null;
+  #closing: Promise<void> | null = null;
+  #seq = 0;
+
+  constructor(options: AmqpClientTransportOptions) {
+    this.#o = resolveClientOptions(options);
+    this.replyAddress = replyDestination(options.workerId, options.instance, this.#o.prefix);
+    this.#log = options.logger?.child({ component: 'amqp-client-transport', replyAddress: this.replyAddress });
+  }
+
+  /** Connects; rejects (and may be called again) when the first connection cannot be made. */
+  async open(handlers: ClientTransportHandlers): Promise<void> {
+    if (this.#state !== 'new') throw new Error(`AmqpClientTransport.open: transport is ${this.#state}`);
+    this.#handlers = handlers;
+    this.#state = 'opening';
+    const attempt = this.#establish();
+    this.#attempt = attempt;
+    try {
+      await attempt;
+    } catch (err) {
+      if (this.#state === 'opening') this.#state = 'new';
+      throw err instanceof AmqpTransportError ? err : new AmqpTransportError(`cannot connect to ${this.#o.logUrl}`, { cause: err });
+    } finally {
+      if (this.#attempt === attempt) this.#attempt = null;
+    }
+    this.#log?.info({ url: this.#o.logUrl }, 'connected');
+  }
+
+  send(partition: number, body: Uint8Array): Promise<void> {
+    const link = this.#link;
+    if (link === null) {
+      const why = this.#state === 'closed' ? 'transport is closed' : `not connected to the broker (${this.#state})`;
+      return Promise.reject(new AmqpTransportError(why));
+    }
+    if (!Number.isSafeInteger(partition) || partition < 0) {
+      return Promise.reject(new RangeError(`partition: expected an integer >= 0, got ${partition}`));
+    }
+    const queue = requestDestination(partition, this.#o.prefix);
+    const messageId = String(++this.#seq);
+    return new Promise<void>((resolve, reject) => {
+      const confirmed = (err: unknown) => {
+        if (err != null) reject(new AmqpTransportError(`the broker did not accept a request for ${queue}`, { cause: err }));
+        else if (link.returned.delete(messageId)) {
+          reject(new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`));
+        } else resolve();
+      };
+      try {
+        // mandatory: a request nobody can ever consume comes back (basic.return, before the
+        // confirm) instead of vanishing, so the caller learns at once rather than by timeout.
+        link.ch.sendToQueue(queue, asBuffer(body), { persistent: true, mandatory: true, messageId }, confirmed);
+      } catch (err) {
+        reject(new AmqpTransportError('publishing the request failed', { cause: err }));
+      }
+    });
+  }
+
+  /** Closes the connection and stops reconnecting. The reply queue stays until it expires. */
+  close(): Promise<void> {
+    this.#closing ??= this.#close();
+    return this.#closing;
+  }
+
+  async #close(): Promise<void> {
+    this.#state = 'closed';
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    await this.#attempt?.catch(() => {});
+    const link = this.#link;
+    this.#link = null;
+    if (link !== null) {
+      // Acknowledge what was handed over, so a reopened transport does not get it again.
+      this.#flushAck(link);
+      link.lost = true;
+      await link.conn.close().catch(() => {});
+    }
+  }
+
+  /** Connects and makes the link current, unless the transport was closed meanwhile. */
+  async #establish(): Promise<void> {
+    const link = await this.#connect();
+    if (this.#state === 'closed' || link.lost) {
+      link.lost = true;
+      await link.conn.close().catch(() => {});
+      throw new AmqpTransportError(this.#state === 'closed' ? 'transport closed while connecting' : 'connection lost while connecting');
+    }
+    this.#link = link;
+    this.#state = 'open';
+  }
+
+  async #connect(): Promise<ClientLink> {
+    const o = this.#o;
+    const amqp = await import('amqplib');
+    const conn = await amqp.connect(o.connectUrl, {
+      noDelay: true,
+      timeout: o.connectTimeoutMs,
+      clientProperties: { connection_name: o.connectionName },
+    });
+    let link: ClientLink | undefined;
+    let lostEarly = false;
+    // An 'error' event without a listener would crash the process; 'close' always follows it.
+    conn.on('error', (err: Error) => this.#log?.warn({ err }, 'broker connection error'));
+    conn.on('close', (err?: Error) => {
+      if (link === undefined) lostEarly = true;
+      else this.#lost(link, err ?? new Error('connection closed'));
+    });
+    try {
+      const ch = await conn.createConfirmChannel();
+      const l: ClientLink = { conn, ch, lost: lostEarly, returned: new Set(), unacked: null, ackScheduled: false };
+      link = l;
+      ch.on('error', (err: Error) => this.#log?.warn({ err }, 'channel error'));
+      ch.on('close', () => this.#lost(l, new Error('channel closed')));
+      ch.on('return', (msg: Message) => {
+        if (typeof msg.properties.messageId === 'string') l.returned.add(msg.properties.messageId);
+      });
+      await ch.assertQueue(this.replyAddress, {
+        durable: false,
+        exclusive: false,
+        autoDelete: false,
+        arguments: { 'x-expires': o.replyExpiresMs },
+      });
+      await ch.prefetch(o.prefetch);
+      // Manual acks, not noAck: with noAck the broker forgets a reply the moment it is written
+      // to the socket, so the replies in flight when the connection drops would be lost; with
+      // acks they go back to the (surviving) reply queue and are delivered after the reconnect.
+      await ch.consume(this.replyAddress, (msg) => this.#onReply(l, msg), { noAck: false });
+      return l;
+    } catch (err) {
+      if (link !== undefined) link.lost = true;
+      await conn.close().catch(() => {});
+      throw err;
+    }
+  }
+
+  #onReply(link: ClientLink, msg: ConsumeMessage | null): void {
+    if (msg === null) {
+      // The broker cancelled the consumer (the queue was deleted): reconnecting declares it again.
+      this.#lost(link, new Error('reply consumer cancelled by the broker'));
+      return;
+    }
+    // Not handed over on a dead link: the broker requeues it and it comes on the next one.
+    if (link.lost) return;
+    try {
+      this.#handlers?.onReply(msg.content);
+    } catch (err) {
+      this.#log?.error({ err }, 'onReply threw; the reply is dropped');
+    }
+    // One cumulative ack per macrotask instead of one frame per reply.
+    link.unacked = msg;
+    if (!link.ackScheduled) {
+      link.ackScheduled = true;
+      setImmediate(() => this.#flushAck(link));
+    }
+  }
+
+  #flushAck(link: ClientLink): void {
+    link.ackScheduled = false;
+    const msg = link.unacked;
+    link.unacked = null;
+    if (msg === null || link.lost) return;
+    try {
+      link.ch.ack(msg, true);
+    } catch (err) {
+      this.#log?.debug({ err }, 'ack failed; the replies will be redelivered');
+    }
+  }
+
+  /** A method, so the check is not narrowed away across awaits. */
+  get #closed(): boolean {
+    return this.#state === 'closed';
+  }
+
+  #lost(link: ClientLink, err: Error): void {
+    if (link.lost) return;
+    link.lost = true;
+    if (this.#link !== link) return;
+    this.#link = null;
+    if (this.#state === 'closed') return;
+    this.#state = 'reconnecting';
+    this.#log?.warn({ err }, 'lost the broker connection; reconnecting');
+    // After a channel-only loss the connection is still up: drop it, one path rebuilds all.
+    link.conn.close().catch(() => {});
+    this.#scheduleReconnect(1);
+  }
+
+  #scheduleReconnect(attempt: number): void {
+    if (this.#state === 'closed') return;
+    const policy = this.#o.reconnect;
+    if (attempt > policy.maxAttempts) {
+      this.#state = 'failed';
+      const err = new AmqpTransportError(`gave up reconnecting to ${this.#o.logUrl} after ${attempt - 1} attempts`);
+      this.#log?.error({ err }, 'gave up reconnecting');
+      this.#handlers?.onError?.(err);
+      return;
+    }
+    this.#timer = setTimeout(() => {
+      this.#timer = null;
+      void this.#reconnect(attempt);
+    }, backoffDelayMs(policy, attempt));
+  }
+
+  async #reconnect(attempt: number): Promise<void> {
+    if (this.#closed) return;
+    const pending = this.#establish();
+    this.#attempt = pending;
+    try {
+      await pending;
+    } catch (err) {
+      if (this.#closed) return;
+      this.#log?.warn({ err, attempt }, 'reconnect attempt failed');
+      this.#scheduleReconnect(attempt + 1);
+      return;
+    } finally {
+      if (this.#attempt === pending) this.#attempt = null;
+    }
+    this.#log?.info({ attempt }, 'reconnected');
+    try {
+      this.#handlers?.onReconnect?.();
+    } catch (err) {
+      this.#log?.error({ err }, 'onReconnect threw');
+    }
+  }
+}
