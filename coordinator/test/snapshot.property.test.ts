@@ -74,9 +74,16 @@ class Driver {
     for (const st of steps) this.#apply(st);
   }
 
+  readonly #seq = new Map<number, number>();
+
+  /** s0 sends unnumbered requests (time-window memory); s1 and s2 number theirs, settling with a lag. */
   #base(s: number) {
     const session = SESSIONS[s] as string;
-    return { v: 1 as const, id: `q${++this.#id}`, worker: `w${session}`, session, replyTo: `to.${session}` };
+    const base = { v: 1 as const, id: `q${++this.#id}`, worker: `w${session}`, session, replyTo: `to.${session}` };
+    if (s === 0) return base;
+    const seq = (this.#seq.get(s) ?? 0) + 1;
+    this.#seq.set(s, seq);
+    return { ...base, seq, settled: Math.max(0, seq - 1 - s) };
   }
 
   #open(s: number, ttl: number): Request {

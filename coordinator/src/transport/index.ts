@@ -1,0 +1,3 @@
+export * from './amqp.js';
+export * from './memory.js';
+export * from './types.js';

@@ -1,0 +1,226 @@
+import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, MemoryServerTransport } from '@lockq/coordinator';
+import { type Lease, LockClient } from '@lockq/worker-sdk';
+import type { LockView } from '@lockq/worker-sdk/protocol';
+import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+
+let broker: MemoryBroker;
+let coordinator: Coordinator;
+let metrics: CoordinatorMetrics;
+let admin: AdminServer;
+const clients: LockClient[] = [];
+
+async function client(workerId: string): Promise<LockClient> {
+  const transport = new MemoryClientTransport(broker, { workerId, instance: 'x' });
+  const c = await LockClient.connect('memory:', { workerId, transport });
+  clients.push(c);
+  return c;
+}
+
+function get(path: string, init?: RequestInit): Promise<Response> {
+  return fetch(`${admin.url}${path}`, init);
+}
+
+async function json<T>(path: string): Promise<T> {
+  const res = await get(path);
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^application\/json/);
+  return (await res.json()) as T;
+}
+
+/** The value of one sample in Prometheus text, e.g. sample(text, 'lockq_grants_total', 'partition="0"'). */
+function sample(text: string, name: string, labels: string): number | undefined {
+  const prefix = `${name}{${labels}} `;
+  const line = text.split('\n').find((l) => l.startsWith(prefix));
+  return line === undefined ? undefined : Number(line.slice(prefix.length));
+}
+
+async function scrape(): Promise<string> {
+  const res = await get('/metrics');
+  expect(res.status).toBe(200);
+  expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
+  return res.text();
+}
+
+async function until(check: () => Promise<boolean>, timeoutMs = 2000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!(await check())) {
+    if (performance.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((r) => setTimeout(r, 5));
+  }
+}
+
+const waitersOf = async (lock: string): Promise<number> => {
+  const res = await get(`/v1/locks/${encodeURIComponent(lock)}`);
+  return res.status === 200 ? ((await res.json()) as LockView).waiterCount : 0;
+};
+
+beforeEach(async () => {
+  broker = new MemoryBroker();
+  metrics = new CoordinatorMetrics();
+  coordinator = await Coordinator.start({ transport: new MemoryServerTransport(broker), observer: metrics });
+  metrics.attach(coordinator);
+  admin = await AdminServer.listen({ port: 0, coordinator, metrics });
+});
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+  await coordinator.stop();
+  await admin.close();
+});
+
+describe('admin server: health', () => {
+  it('binds an ephemeral port on 127.0.0.1 and says where', () => {
+    expect(admin.host).toBe('127.0.0.1');
+    expect(admin.port).toBeGreaterThan(0);
+    expect(admin.url).toBe(`http://127.0.0.1:${admin.port}`);
+  });
+
+  it('is live at once, ready only once serving, and not ready while the coordinator stops', async () => {
+    const early = await AdminServer.listen({ port: 0 });
+    try {
+      expect((await fetch(`${early.url}/healthz`)).status).toBe(200);
+      const starting = await fetch(`${early.url}/readyz`);
+      expect(starting.status).toBe(503);
+      expect(await starting.json()).toEqual({ status: 'starting' });
+      expect((await fetch(`${early.url}/v1/locks`)).status).toBe(503);
+      early.serve(coordinator);
+      expect((await fetch(`${early.url}/readyz`)).status).toBe(200);
+    } finally {
+      await early.close();
+    }
+
+    expect((await get('/healthz')).status).toBe(200);
+    expect((await get('/readyz')).status).toBe(200);
+    admin.drain();
+    const stopping = coordinator.stop();
+    const res = await get('/readyz');
+    expect(res.status).toBe(503);
+    expect(await res.json()).toEqual({ status: 'draining' });
+    expect((await get('/healthz')).status).toBe(200); // draining is not dead
+    await stopping;
+    await admin.close();
+    await expect(get('/healthz')).rejects.toThrow(); // no longer listening
+  });
+});
+
+describe('admin server: metrics', () => {
+  it('counts grants, waits, queue depth, releases and denials by code', async () => {
+    const a = await client('a');
+    const b = await client('b');
+    const leases: Lease[] = [];
+    for (const name of ['m:1', 'm:2', 'm:3']) leases.push(await a.acquire(name, { ttlMs: 5000 }));
+    let text = await scrape();
+    expect(sample(text, 'lockq_grants_total', 'partition="0"')).toBe(3);
+    // Immediate grants observe a wait of 0.
+    expect(sample(text, 'lockq_wait_seconds_bucket', 'le="0.001",partition="0"')).toBe(3);
+    expect(sample(text, 'lockq_holds', 'partition="0"')).toBe(3);
+    expect(sample(text, 'lockq_last_token', 'partition="0"')).toBe(3);
+    expect(sample(text, 'lockq_sessions', 'partition="0"')).toBe(1);
+
+    // A try-lock on a held lock is denied with LOCK_BUSY.
+    expect(await b.tryAcquire('m:1')).toBeNull();
+    text = await scrape();
+    expect(sample(text, 'lockq_errors_total', 'partition="0",code="LOCK_BUSY"')).toBe(1);
+
+    // A waiter shows in the queue-depth gauge, then as a grant that waited.
+    const waited = b.acquire('m:1', { ttlMs: 5000, waitMs: 5000 });
+    await until(async () => (await waitersOf('m:1')) === 1);
+    text = await scrape();
+    expect(sample(text, 'lockq_waiters', 'partition="0"')).toBe(1);
+    expect(sample(text, 'lockq_queued_total', 'partition="0"')).toBe(1);
+    await new Promise((r) => setTimeout(r, 30));
+    await leases[0]!.release();
+    const second = await waited;
+    text = await scrape();
+    expect(sample(text, 'lockq_grants_total', 'partition="0"')).toBe(4);
+    expect(sample(text, 'lockq_waiters', 'partition="0"')).toBe(0);
+    expect(sample(text, 'lockq_wait_seconds_count', 'partition="0"')).toBe(4);
+    expect(sample(text, 'lockq_wait_seconds_bucket', 'le="0.001",partition="0"')).toBe(3);
+    expect(sample(text, 'lockq_wait_seconds_bucket', 'le="+Inf",partition="0"')).toBe(4);
+    expect(sample(text, 'lockq_wait_seconds_sum', 'partition="0"')).toBeGreaterThanOrEqual(0.025);
+    expect(sample(text, 'lockq_releases_total', 'partition="0"')).toBe(1);
+    expect(sample(text, 'lockq_hold_seconds_count', 'partition="0"')).toBe(1);
+    expect(sample(text, 'lockq_requests_total', 'partition="0"')).toBeGreaterThanOrEqual(7);
+    expect(sample(text, 'lockq_batches_total', 'partition="0"')).toBeGreaterThan(0);
+    await second.release();
+
+    // Totals from coordinator.stats and the reconnect counter are there from the start.
+    expect(text).toMatch(/^lockq_dead_lettered_total 0$/m);
+    expect(text).toMatch(/^lockq_rejected_total 0$/m);
+    expect(text).toMatch(/^lockq_transport_reconnects_total 0$/m);
+    metrics.reconnected();
+    expect(await scrape()).toMatch(/^lockq_transport_reconnects_total 1$/m);
+  });
+
+  it('keeps each coordinator in its own registry', async () => {
+    const other = new CoordinatorMetrics();
+    other.batch(0, 1, []);
+    expect(sample(await other.metrics(), 'lockq_requests_total', 'partition="0"')).toBe(1);
+    expect(sample(await scrape(), 'lockq_requests_total', 'partition="0"')).toBe(0);
+  });
+});
+
+describe('admin server: locks', () => {
+  it('lists holders with tokens and waiters with positions', async () => {
+    const holder = await client('holder');
+    const lease = await holder.acquire('job/1?x', { ttlMs: 5000 });
+    const w1 = await client('w1');
+    const w2 = await client('w2');
+    const first = w1.acquire('job/1?x', { ttlMs: 5000, waitMs: 5000 });
+    await until(async () => (await waitersOf('job/1?x')) === 1);
+    const second = w2.acquire('job/1?x', { ttlMs: 5000, waitMs: 5000 });
+    await until(async () => (await waitersOf('job/1?x')) === 2);
+
+    const all = await json<LocksResponse>('/v1/locks');
+    expect(all.truncated).toBe(false);
+    expect(all.partitions['0']).toMatchObject({ locks: 1, holds: 1, waiters: 2, sessions: 3 });
+    expect(all.locks.map((l) => l.lock)).toEqual(['job/1?x']);
+
+    const view = await json<LockView>(`/v1/locks/${encodeURIComponent('job/1?x')}`);
+    expect(view).toMatchObject({ lock: 'job/1?x', kind: 'mutex', limit: 1, holderCount: 1, waiterCount: 2 });
+    expect(view.holders).toEqual([expect.objectContaining({ worker: 'holder', token: lease.token, mode: 'exclusive', permits: 1 })]);
+    expect(view.holders[0]!.ttlMs).toBeGreaterThan(4000);
+    expect(view.waiters.map((w) => [w.position, w.worker])).toEqual([
+      [1, 'w1'],
+      [2, 'w2'],
+    ]);
+    expect(view.waiters[0]!.waitMs).toBeGreaterThan(4000);
+
+    await lease.release();
+    await (await first).release();
+    await (await second).release();
+    const gone = await get(`/v1/locks/${encodeURIComponent('job/1?x')}`);
+    expect(gone.status).toBe(404);
+    expect(await gone.json()).toEqual({ error: 'NOT_FOUND', lock: 'job/1?x' });
+  });
+
+  it('caps the list and says it did', async () => {
+    const small = await AdminServer.listen({ port: 0, coordinator, maxLocks: 2 });
+    try {
+      const c = await client('c');
+      for (const name of ['a', 'b', 'c']) await c.acquire(name, { ttlMs: 5000 });
+      const res = await fetch(`${small.url}/v1/locks`);
+      const body = (await res.json()) as LocksResponse;
+      expect(body.truncated).toBe(true);
+      expect(body.locks).toHaveLength(2);
+      expect(body.partitions['0']?.locks).toBe(3);
+    } finally {
+      await small.close();
+    }
+  });
+
+  it('answers unknown routes with 404, other methods with 405, bad escapes with 400', async () => {
+    const unknown = await get('/nope');
+    expect(unknown.status).toBe(404);
+    expect(await unknown.json()).toEqual({ error: 'NOT_FOUND' });
+    expect((await get('/v1/locks/never-held')).status).toBe(404);
+    const post = await get('/v1/locks', { method: 'POST', body: '{}' });
+    expect(post.status).toBe(405);
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+    expect(await post.json()).toEqual({ error: 'METHOD_NOT_ALLOWED' });
+    expect((await get('/metrics', { method: 'DELETE' })).status).toBe(405);
+    expect((await get('/v1/locks/%E0%A4%A')).status).toBe(400);
+    expect((await get('/healthz')).status).toBe(200); // and still up
+  });
+});
