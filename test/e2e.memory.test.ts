@@ -173,6 +173,19 @@ describe('end to end over the memory transport', () => {
     expect(coordinator.counts().get(0)).toMatchObject({ holds: 1, waiters: 0 });
   });
 
+  it('a coordinator without a durable store tells holders and waiters when it stops', async () => {
+    const a = await client('a', { requestTimeoutMs: 200 });
+    const b = await client('b', { requestTimeoutMs: 200 });
+    const lease = await a.acquire('going', { ttlMs: 60_000 });
+    const signal = lease.signal;
+    const waiting = b.acquire('going', { waitMs: 60_000 });
+    await sleep(20);
+    await coordinator.stop();
+    await expect(waiting).rejects.toMatchObject({ code: 'SHUTTING_DOWN', retriable: true });
+    expect(signal.aborted).toBe(true);
+    expect(lease.lostReason?.reason).toBe('SHUTTING_DOWN');
+  });
+
   it('raises typed errors with stable codes', async () => {
     const a = await client('a');
     await a.acquire('kind');

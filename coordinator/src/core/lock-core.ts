@@ -10,6 +10,7 @@ import {
   type LockKind,
   type LockMode,
   type LockView,
+  type LostEvent,
   type OpenRequest,
   type PartitionCounts,
   partitionOf,
@@ -261,6 +262,28 @@ export class LockCore {
   /** Names of every lock with a holder or a waiter. */
   lockNames(): IterableIterator<string> {
     return this.#locks.keys();
+  }
+
+  /**
+   * Ends everything: each waiting acquire is answered SHUTTING_DOWN and each holder told its
+   * hold is lost. For a coordinator whose state dies with it (no durable store): whoever runs the
+   * partition next starts empty, so no lease from this one can be trusted past this point.
+   */
+  shutdown(now: number, out: Decision[]): void {
+    now = this.#advance(now, out);
+    const sessions = [...this.#sessions.values()].sort((a, b) => compare(a.id, b.id));
+    for (const session of sessions) {
+      session.live = false;
+      const waits = [...session.waits.values()].sort((a, b) => compare(a.request.id, b.request.id));
+      for (const w of waits) this.#dropWaiter(w, 'SHUTTING_DOWN', out);
+      const holds = [...session.holds.values()].sort((a, b) => a.token - b.token);
+      for (const h of holds) {
+        this.#dropHold(h);
+        out.push(lost(h, 'SHUTTING_DOWN', now));
+      }
+    }
+    this.#sessions.clear();
+    this.#locks.clear();
   }
 
   /** The core's clock: the latest `now` it was given. */
@@ -910,7 +933,7 @@ function granted(re: string, hold: Hold, now: number, basis: string): ReplyBody 
   };
 }
 
-function lost(h: Hold, reason: 'LEASE_EXPIRED' | 'NO_SESSION', now: number): Decision {
+function lost(h: Hold, reason: LostEvent['reason'], now: number): Decision {
   const body: ReplyBody = { type: 'lost', re: h.request, lock: h.lock.name, token: h.token, reason };
   return { type: 'reply', to: h.session.replyTo, body, heldMs: now - h.grantedAt };
 }

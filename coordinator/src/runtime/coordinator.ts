@@ -216,10 +216,19 @@ class PartitionRunner {
     this.#timerAt = Number.POSITIVE_INFINITY;
   }
 
-  /** Waits for the work in progress, then stops the timer. */
+  /**
+   * Waits for the work in progress, then stops the timer. Without a durable store the state dies
+   * here, so waiters are answered SHUTTING_DOWN and holders told their hold is lost first.
+   */
   async stop(): Promise<void> {
     this.#stopped = true;
-    await this.#chain;
+    await this.#serial(async () => {
+      const core = this.#core;
+      if (core === undefined || this.#opts.store.durable) return;
+      const out: Decision[] = [];
+      core.shutdown(this.#now(), out);
+      if (out.length > 0) await this.#commit(core, core.now, [], out, 0);
+    }).catch((err: unknown) => this.#log.warn({ err }, 'could not tell clients about the shutdown'));
     this.#clearTimer();
   }
 }

@@ -156,12 +156,15 @@ export interface ErrorReply extends ReplyBase {
   /** For input errors: the offending field. */
   readonly field?: string;
 }
-/** Unsolicited: a hold this session had is gone (its lease or its session expired). */
+/**
+ * Unsolicited: a hold this session had is gone: its lease or its session expired, or the
+ * coordinator shut down without a durable store (its successor starts empty).
+ */
 export interface LostEvent extends ReplyBase {
   readonly type: 'lost';
   readonly lock: string;
   readonly token: number;
-  readonly reason: 'LEASE_EXPIRED' | 'NO_SESSION';
+  readonly reason: 'LEASE_EXPIRED' | 'NO_SESSION' | 'SHUTTING_DOWN';
 }
 
 export interface HolderView {

@@ -14,6 +14,11 @@ export async function openTransport(
   switch (scheme) {
     case 'memory:':
       return new MemoryClientTransport(memoryBroker(memoryBrokerName(url)), options);
+    case 'amqp:':
+    case 'amqps:': {
+      const { AmqpClientTransport } = await import('./amqp.js');
+      return new AmqpClientTransport({ ...options, url });
+    }
     default:
       throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory: or amqp://)`);
   }

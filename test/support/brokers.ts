@@ -1,0 +1,64 @@
+import { Socket } from 'node:net';
+
+/** The RabbitMQ the suites use. @defaultValue amqp://guest:guest@127.0.0.1:5672 */
+export const AMQP_URL = process.env.LOCKQ_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
+/** The Redis the suites use. @defaultValue redis://127.0.0.1:6379 */
+export const REDIS_URL = process.env.LOCKQ_REDIS_URL ?? 'redis://127.0.0.1:6379';
+
+const CHECK_TIMEOUT_MS = 1500;
+
+/**
+ * Opens a TCP connection, writes `hello` and resolves true when the first bytes of the answer
+ * satisfy `ok`; false on any error or after the timeout.
+ */
+function answers(host: string, port: number, hello: Uint8Array, ok: (reply: Buffer) => boolean): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = new Socket();
+    const done = (result: boolean) => {
+      socket.destroy();
+      resolve(result);
+    };
+    socket.setTimeout(CHECK_TIMEOUT_MS, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('data', (reply) => done(ok(reply)));
+    socket.connect(port, host, () => socket.write(hello));
+  });
+}
+
+function hostAndPort(url: string, defaultPort: number): { host: string; port: number } {
+  const u = new URL(url);
+  return { host: u.hostname.replace(/^\[|\]$/g, '') || '127.0.0.1', port: u.port === '' ? defaultPort : Number(u.port) };
+}
+
+async function requireServer(name: string, url: string, check: () => Promise<boolean>): Promise<boolean> {
+  if (await check()) return true;
+  const where = url.replace(/\/\/[^@/]*@/, '//');
+  if (process.env.CI === 'true') {
+    throw new Error(`${name} is not answering at ${where} and CI=true: run .ci/services.sh first`);
+  }
+  console.warn(
+    `\n\n*** ${name.toUpperCase()} IS NOT ANSWERING at ${where}: its suites are SKIPPED. ` +
+      'Run .ci/services.sh (or set LOCKQ_AMQP_URL / LOCKQ_REDIS_URL) to run them. ***\n\n',
+  );
+  return false;
+}
+
+/**
+ * True when RabbitMQ answers the AMQP 0-9-1 handshake at {@link AMQP_URL}. When it does not:
+ * throws under `CI=true` (a CI run must not pass by skipping), otherwise warns loudly and
+ * returns false, for `describe.skipIf(!rabbit)`.
+ */
+export function requireRabbit(): Promise<boolean> {
+  const { host, port } = hostAndPort(AMQP_URL, 5672);
+  const protocolHeader = new Uint8Array([0x41, 0x4d, 0x51, 0x50, 0, 0, 9, 1]); // "AMQP" 0-9-1
+  // A broker answers with a connection.start method frame (frame type 1).
+  return requireServer('RabbitMQ', AMQP_URL, () => answers(host, port, protocolHeader, (reply) => reply[0] === 1));
+}
+
+/** True when Redis answers PING at {@link REDIS_URL}; otherwise as {@link requireRabbit}. */
+export function requireRedis(): Promise<boolean> {
+  const { host, port } = hostAndPort(REDIS_URL, 6379);
+  const ping = new TextEncoder().encode('PING\r\n');
+  // +PONG, or -NOAUTH from a server that wants a password: either way Redis is there.
+  return requireServer('Redis', REDIS_URL, () => answers(host, port, ping, (reply) => reply[0] === 0x2b || reply[0] === 0x2d));
+}
