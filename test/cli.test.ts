@@ -157,11 +157,13 @@ describe('lockq CLI', () => {
 
     const table = await run(['inspect', '--admin', String(url)]);
     expect(table.code).toBe(0);
-    expect(table.stdout).toMatch(/^PARTITION\s+LOCKS\s+HOLDS\s+WAITERS\s+SESSIONS\s+LAST TOKEN$/m);
-    expect(table.stdout).toMatch(/^0\s+0\s+0\s+0\s+0\s+0$/m);
+    expect(table.stdout).toMatch(/^PARTITION\s+STATE\s+LOCKS\s+HOLDS\s+WAITERS\s+SESSIONS\s+LAST TOKEN$/m);
+    // No worker can reach an in-process broker from outside, so the partition is never claimed.
+    expect(table.stdout).toMatch(/^0\s+standby\s+-\s+-\s+-\s+-\s+-$/m);
+    expect(table.stdout).toContain('no lock is held or awaited');
     const raw = await run(['inspect', '--admin', String(url), '--json']);
     expect(raw.code).toBe(0);
-    expect(JSON.parse(raw.stdout)).toMatchObject({ partitions: { 0: { locks: 0 } }, locks: [], truncated: false });
+    expect(JSON.parse(raw.stdout)).toEqual({ owned: [0], partitions: {}, locks: [], truncated: false });
     const missing = await run(['inspect', 'no-such-lock', '--admin', String(url)]);
     expect(missing.code).toBe(1);
     expect(missing.stderr).toContain('"no-such-lock" has no holder or waiter');

@@ -32,10 +32,11 @@ describe('end to end over the memory transport', () => {
     const holder = await client('w0');
     const first = await holder.acquire('job:1', { ttlMs: 5000 });
     const order: string[] = [];
+    const positions: number[] = [];
     const waiters = await Promise.all(['w1', 'w2', 'w3'].map((id) => client(id)));
     const acquired = waiters.map(async (c, i) => {
       await sleep(i * 5); // enqueue in a known order
-      const lease = await c.acquire('job:1', { ttlMs: 5000 });
+      const lease = await c.acquire('job:1', { ttlMs: 5000, onQueued: (p) => positions.push(p) });
       order.push(c.options.workerId);
       expect(lease.token).toBeGreaterThan(first.token);
       await lease.release();
@@ -43,6 +44,7 @@ describe('end to end over the memory transport', () => {
     await sleep(40);
     const view = await holder.inspect('job:1');
     expect(view.lock?.waiters.map((w) => [w.worker, w.position])).toEqual([['w1', 1], ['w2', 2], ['w3', 3]]);
+    expect(positions).toEqual([1, 2, 3]);
     await first.release();
     await Promise.all(acquired);
     expect(order).toEqual(['w1', 'w2', 'w3']);

@@ -2,6 +2,7 @@ import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, Memor
 import { type Lease, LockClient } from '@lockq/worker-sdk';
 import type { LockView } from '@lockq/worker-sdk/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
+import { runInspect } from '../src/cli/inspect-command.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 let broker: MemoryBroker;
@@ -174,6 +175,7 @@ describe('admin server: locks', () => {
 
     const all = await json<LocksResponse>('/v1/locks');
     expect(all.truncated).toBe(false);
+    expect(all.owned).toEqual([0]);
     expect(all.partitions['0']).toMatchObject({ locks: 1, holds: 1, waiters: 2, sessions: 3 });
     expect(all.locks.map((l) => l.lock)).toEqual(['job/1?x']);
 
@@ -186,6 +188,22 @@ describe('admin server: locks', () => {
       [2, 'w2'],
     ]);
     expect(view.waiters[0]!.waitMs).toBeGreaterThan(4000);
+
+    // `lockq inspect` renders the same view as tables.
+    let out = '';
+    const code = await runInspect({ admin: admin.url, lock: 'job/1?x', json: false, timeoutMs: 2000, out: (t) => (out += t), err: (t) => (out += t) });
+    expect(code).toBe(0);
+    const lines = out.split('\n');
+    expect(lines[0]).toBe('job/1?x  (mutex; 1 holding, 2 waiting)');
+    expect(lines[1]).toMatch(/^ {2}HOLDER\s+TOKEN\s+TTL LEFT\s+MODE\s+PERMITS$/);
+    expect(lines[2]).toMatch(new RegExp(`^ {2}holder\\s+${lease.token}\\s+[\\d.]+s\\s+exclusive\\s+1$`));
+    expect(lines[3]).toMatch(/^ {2}POS\s+WAITER\s+WAIT LEFT\s+MODE\s+PERMITS$/);
+    expect(lines[4]).toMatch(/^ {2}1\s+w1\s+[\d.]+s\s+exclusive\s+1$/);
+    expect(lines[5]).toMatch(/^ {2}2\s+w2\s+[\d.]+s\s+exclusive\s+1$/);
+    out = '';
+    expect(await runInspect({ admin: admin.url, lock: undefined, json: false, timeoutMs: 2000, out: (t) => (out += t), err: (t) => (out += t) })).toBe(0);
+    expect(out).toMatch(/^0\s+active\s+1\s+1\s+2\s+3\s+\d+$/m);
+    expect(out).toContain('job/1?x  (mutex; 1 holding, 2 waiting)');
 
     await lease.release();
     await (await first).release();

@@ -6,7 +6,7 @@
  * Reproduce a failure with the seed fast-check prints: LOCKQ_FC_SEED=<seed> npx vitest run coordinator/test/core.property.test.ts
  */
 import fc from 'fast-check';
-import { describe, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import type { AcquireRequest, LockKind, ReplyBody, Request } from '@lockq/worker-sdk/protocol';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 import { type ModelStep, ReferenceModel } from './support/reference-model.js';
@@ -14,6 +14,9 @@ import { type ModelStep, ReferenceModel } from './support/reference-model.js';
 const SEED = process.env.LOCKQ_FC_SEED === undefined ? 0x10c4 : Number(process.env.LOCKQ_FC_SEED);
 const NUM_RUNS = 2000;
 const MAX_COMMANDS = 60;
+/** Fewer, longer runs reach deeper states: long queues, many tokens, sessions re-opened many times. */
+const LONG_RUNS = 100;
+const LONG_MAX_COMMANDS = 400;
 
 // ---- the scenario ---------------------------------------------------------------------------------
 
@@ -138,8 +141,18 @@ class Seen {
   add(key: string): void {
     this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
   }
+  toString(): string {
+    return [...this.counts].sort().map(([k, n]) => `${k}: ${n}`).join('\n');
+  }
 }
-const seen = new Seen();
+
+/** Every answer the generators must reach, and a few situations (see Run.exec). */
+const MUST_REACH = [
+  ...['granted', 'queued', 'released', 'extended', 'cancelled', 'opened', 'ok', 'lost', 'inspected', 'reserve-tokens'],
+  ...['NO_SESSION', 'KIND_MISMATCH', 'LIMIT_MISMATCH', 'LOCK_BUSY', 'QUEUE_FULL', 'WAIT_TIMEOUT', 'CANCELLED', 'NOT_WAITING'],
+  ...['NOT_HOLDER', 'LEASE_EXPIRED', 'TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION'],
+  ...['IDEMPOTENCY_CONFLICT', 'INVALID_FIELD', 'replayed', 'several-ended', 'open-ttl-changed', 'clock-back'],
+];
 
 // ---- driving the core and the model side by side ---------------------------------------------------
 
@@ -156,8 +169,11 @@ class Run {
   #step = 0;
   readonly #sent: Request[] = [];
 
-  constructor(config: Config) {
+  readonly #seen: Seen;
+
+  constructor(config: Config, seen: Seen) {
     this.#config = config;
+    this.#seen = seen;
     const limits = config.small ? SMALL_LIMITS : LIMITS;
     const { partition, partitions, tokenFloor, tokenBlockSize } = config;
     this.core = new LockCore({ partition, partitions, epoch: 1, tokenFloor, tokenBlockSize, limits });
@@ -180,19 +196,19 @@ class Run {
     this.#clock += cmd.dt;
     this.#now = Math.max(this.#now, this.#clock);
     const request = this.#resolve(cmd);
+    const ttlBefore = this.model.sessions.find((x) => x.id === request?.session && x.worker === request.worker)?.ttlMs;
     const out: Decision[] = [];
     if (request === undefined) this.core.tick(this.#clock, out);
     else this.core.handle(request, this.#clock, out);
     const expected = request === undefined ? this.model.tick(this.#clock) : this.model.handle(request, this.#clock);
     const where = () => `step ${this.#step} at ${this.#now} (clock ${this.#clock}): ${JSON.stringify(cmd)}\nrequest: ${JSON.stringify(request)}`;
     compare(out, expected, where);
+    const seen = this.#seen;
     for (const d of out) seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
-    if (request?.op === 'open' && request.sessionTtlMs !== this.model.sessions.find((x) => x.id === request.session)?.ttlMs) seen.add('open-ttl-changed');
     if (expected.replayed) seen.add('replayed');
-    seen.add('steps');
-    const own = out.at(-1);
-    if (request !== undefined && own?.type === "reply" && own.body.type === "error") seen.add(`E-${own.body.code}-${request.op}-${cmd.t}`);
-    if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('batch');
+    if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('several-ended');
+    if (request?.op === 'open' && out.at(-1)?.type === 'reply' && request.sessionTtlMs !== ttlBefore) seen.add('open-ttl-changed');
+    if (this.#clock < this.#now) seen.add('clock-back');
     this.checker.observe(request, out, expected.replayed, this.#now, where);
     this.#checkState(request, where);
     if (request !== undefined) this.#sent.push(request);
@@ -575,17 +591,28 @@ function canon(value: unknown): string {
 
 // ---- the properties ---------------------------------------------------------------------------------
 
+function check(numRuns: number, maxCommands: number): Seen {
+  const seen = new Seen();
+  fc.assert(
+    fc.property(configArb, fc.array(commandArb, { maxLength: maxCommands, size: 'max' }), (config, commands) => {
+      const run = new Run(config, seen);
+      run.prelude();
+      for (const c of commands) run.exec(c);
+      run.finish();
+    }),
+    { seed: SEED, numRuns },
+  );
+  if (process.env.LOCKQ_FC_STATS === '1') console.log(String(seen));
+  return seen;
+}
+
 describe('lock core, property-based', () => {
-  it(`agrees with the reference model and keeps every guarantee (${NUM_RUNS} runs, seed ${SEED})`, () => {
-    fc.assert(
-      fc.property(configArb, fc.array(commandArb, { maxLength: MAX_COMMANDS, size: 'max' }), (config, commands) => {
-        const run = new Run(config);
-        run.prelude();
-        for (const c of commands) run.exec(c);
-        run.finish();
-      }),
-      { seed: SEED, numRuns: NUM_RUNS },
-    );
-    if (process.env.LOCKQ_FC_STATS === '1') console.log([...seen.counts].sort().map(([k, n]) => `${k}: ${n}`).join('\n'));
+  it(`agrees with the reference model and keeps every guarantee: ${NUM_RUNS} runs of up to ${MAX_COMMANDS} commands, seed ${SEED}`, () => {
+    const seen = check(NUM_RUNS, MAX_COMMANDS);
+    expect(MUST_REACH.filter((key) => !seen.counts.has(key)), 'paths the generators never reached').toEqual([]);
+  });
+
+  it(`does so over long runs too: ${LONG_RUNS} runs of up to ${LONG_MAX_COMMANDS} commands, seed ${SEED}`, () => {
+    check(LONG_RUNS, LONG_MAX_COMMANDS);
   });
 });

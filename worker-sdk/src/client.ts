@@ -32,6 +32,8 @@ export interface AcquireOptions {
   readonly signal?: AbortSignal;
   /** Extend the lease automatically until it is released. @defaultValue false (true in withLock) */
   readonly autoRenew?: boolean;
+  /** Told the request's place in the queue (1 = next) when it has to wait. */
+  readonly onQueued?: (position: number) => void;
 }
 
 /** What kind of hold to ask for; the helpers (semaphore, rwlock) fill this in. */
@@ -65,6 +67,7 @@ interface Pending {
   readonly waitMs: number;
   /** For an acquire: its lock, so a timed-out wait can be cancelled. */
   readonly lock: string | undefined;
+  readonly onQueued: ((position: number) => void) | undefined;
   resolve: (reply: Reply) => void;
   reject: (err: LockqError) => void;
 }
@@ -251,7 +254,7 @@ export class LockClient implements LeaseOwner {
     const partition = partitionOf(name, this.options.partitions);
     let reply: Reply;
     try {
-      reply = await this.#call(partition, fields, options.signal);
+      reply = await this.#call(partition, fields, options.signal, options.onQueued);
     } catch (err) {
       if (err instanceof LockqError && err.code === 'LOCK_BUSY' && waitMs === 0) return null;
       throw err;
@@ -389,12 +392,17 @@ export class LockClient implements LeaseOwner {
   // ---- requests and replies -------------------------------------------------------------------
 
   /** Sends a request in an open session (opening one first), retrying once if the session was lost. */
-  async #call(partition: number, fields: RequestFields, signal?: AbortSignal): Promise<Reply> {
+  async #call(
+    partition: number,
+    fields: RequestFields,
+    signal?: AbortSignal,
+    onQueued?: (position: number) => void,
+  ): Promise<Reply> {
     const s = this.#session(partition);
     for (let attempt = 0; ; attempt++) {
       if (fields.op !== 'inspect') await this.#ensureSession(s);
       try {
-        return await this.#send(s, fields, signal);
+        return await this.#send(s, fields, signal, onQueued);
       } catch (err) {
         if (!(err instanceof LockqError) || err.code !== 'NO_SESSION' || attempt >= 2) throw err;
         this.#sessionLost(s);
@@ -405,7 +413,12 @@ export class LockClient implements LeaseOwner {
   }
 
   /** One request, one final answer (a waiting acquire: its grant or its error). */
-  #send(s: PartitionSession, fields: RequestFields, signal?: AbortSignal): Promise<Reply> {
+  #send(
+    s: PartitionSession,
+    fields: RequestFields,
+    signal?: AbortSignal,
+    onQueued?: (position: number) => void,
+  ): Promise<Reply> {
     if (this.#closed) return Promise.reject(new LockqError('CLIENT_CLOSED'));
     if (signal?.aborted === true) return Promise.reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
     const seq = ++this.#seq;
@@ -425,6 +438,7 @@ export class LockClient implements LeaseOwner {
         dueAt: performance.now() + this.options.requestTimeoutMs,
         waitMs,
         lock: fields.op === 'acquire' ? fields.lock : undefined,
+        onQueued,
         resolve,
         reject,
       };
@@ -496,6 +510,7 @@ export class LockClient implements LeaseOwner {
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
+      pending.onQueued?.(reply.position);
       return;
     }
     this.#pending.delete(reply.re);

@@ -10,6 +10,7 @@ export interface AdminSource {
   counts(): Map<number, PartitionCounts>;
   locks(): LockView[];
   inspect(lock: string): LockView | null;
+  readonly options: { readonly ownPartitions: readonly number[] };
 }
 
 /** Where `/metrics` comes from; a {@link CoordinatorMetrics} is one. */
@@ -45,6 +46,9 @@ export type AdminState = 'starting' | 'ready' | 'draining' | 'stopped';
 
 /** The JSON of `GET /v1/locks`. */
 export interface LocksResponse {
+  /** Partitions this coordinator owns, active or not. */
+  readonly owned: readonly number[];
+  /** Counts of the owned partitions that are active (claimed on their first delivery). */
   readonly partitions: Record<string, PartitionCounts>;
   readonly locks: readonly LockView[];
   /** True when there were more locks than listed. */
@@ -207,7 +211,7 @@ export class AdminServer {
     for (const [p, counts] of source.counts()) partitions[String(p)] = counts;
     const all = source.locks();
     const truncated = all.length > this.#maxLocks;
-    const body: LocksResponse = { partitions, locks: truncated ? all.slice(0, this.#maxLocks) : all, truncated };
+    const body: LocksResponse = { owned: source.options.ownPartitions, partitions, locks: truncated ? all.slice(0, this.#maxLocks) : all, truncated };
     respond(res, 200, body);
   }
 

@@ -43,11 +43,13 @@ export function formatLock(view: LockView): string[] {
 
 /** The whole view of `GET /v1/locks`: partition counts, then every lock listed. */
 export function formatLocks(response: LocksResponse): string[] {
-  const partitions = Object.entries(response.partitions) as [string, PartitionCounts][];
-  const lines = table(
-    ['PARTITION', 'LOCKS', 'HOLDS', 'WAITERS', 'SESSIONS', 'LAST TOKEN'],
-    partitions.map(([p, c]) => [p, String(c.locks), String(c.holds), String(c.waiters), String(c.sessions), String(c.lastToken)]),
-  );
+  const rows = response.owned.map((p) => {
+    const c: PartitionCounts | undefined = response.partitions[String(p)];
+    // A partition is claimed on its first delivery; until then (a standby) it has no state.
+    if (c === undefined) return [String(p), 'standby', '-', '-', '-', '-', '-'];
+    return [String(p), 'active', String(c.locks), String(c.holds), String(c.waiters), String(c.sessions), String(c.lastToken)];
+  });
+  const lines = table(['PARTITION', 'STATE', 'LOCKS', 'HOLDS', 'WAITERS', 'SESSIONS', 'LAST TOKEN'], rows);
   if (response.locks.length === 0) {
     lines.push('', 'no lock is held or awaited');
     return lines;

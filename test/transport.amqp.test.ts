@@ -1,0 +1,301 @@
+import { execFile } from 'node:child_process';
+import { promisify } from 'node:util';
+import { connect, type Channel, type ChannelModel } from 'amqplib';
+import { afterAll, afterEach, describe, expect, it } from 'vitest';
+import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import {
+  AmqpClientTransport,
+  type AmqpClientTransportOptions,
+  AmqpTransportError,
+  type ReconnectPolicy,
+} from '@lockq/worker-sdk/transport';
+import { AmqpServerTransport, type AmqpServerTransportOptions } from '../coordinator/src/transport/index.js';
+import { AMQP_URL, requireRabbit } from './support/brokers.js';
+import { collect, dec, defineTransportContract, enc, sleep, type TransportUnderTest, waitFor } from './transport-contract.js';
+
+const execFileP = promisify(execFile);
+const rabbit = await requireRabbit();
+
+/** Every name this run creates starts with this, so parallel runs never meet. */
+const RUN = `lockq-test-${process.pid}-${Date.now().toString(36)}`;
+/** Short delays so tests recover quickly. */
+const FAST: Partial<ReconnectPolicy> = { initialDelayMs: 20, maxDelayMs: 250 };
+
+let adminConnection: ChannelModel | undefined;
+/** A channel on a connection of the test's own, for inspecting and deleting queues. */
+async function adminChannel(): Promise<Channel> {
+  adminConnection ??= await connect(AMQP_URL);
+  return adminConnection.createChannel();
+}
+afterAll(async () => {
+  await adminConnection?.close();
+});
+
+interface AmqpTopology extends TransportUnderTest {
+  readonly prefix: string;
+  client(workerId: string, options?: Partial<AmqpClientTransportOptions>): AmqpClientTransport;
+  server(options?: Partial<AmqpServerTransportOptions>): AmqpServerTransport;
+  /** Takes every message off the dead-letter queue. */
+  drainDeadLetterQueue(): Promise<{ text: string; headers: Record<string, unknown> }[]>;
+}
+
+let topologies = 0;
+function amqpTopology(): AmqpTopology {
+  const prefix = `${RUN}.${++topologies}`;
+  const replyQueues = new Set<string>();
+  const deadLetters = deadLetterDestination(prefix);
+  const drainDeadLetterQueue = async () => {
+    const ch = await adminChannel();
+    const out: { text: string; headers: Record<string, unknown> }[] = [];
+    for (;;) {
+      const msg = await ch.get(deadLetters, { noAck: true });
+      if (msg === false) break;
+      out.push({ text: dec(msg.content), headers: { ...msg.properties.headers } });
+    }
+    await ch.close();
+    return out;
+  };
+  return {
+    prefix,
+    client(workerId, options = {}) {
+      const c = new AmqpClientTransport({
+        url: AMQP_URL,
+        workerId,
+        instance: 'i',
+        prefix,
+        reconnect: FAST,
+        connectionName: `${prefix} client ${workerId}`,
+        ...options,
+      });
+      replyQueues.add(c.replyAddress);
+      return c;
+    },
+    server(options = {}) {
+      return new AmqpServerTransport({ url: AMQP_URL, prefix, reconnect: FAST, connectionName: `${prefix} server`, ...options });
+    },
+    drainDeadLetterQueue,
+    async deadLetters() {
+      const parked = await drainDeadLetterQueue();
+      return parked.map(({ text, headers }) => ({ body: enc(text), code: String(headers['x-lockq-code']) }));
+    },
+    async cleanup() {
+      const ch = await adminChannel();
+      for (const p of [0, 1]) await ch.deleteQueue(requestDestination(p, prefix));
+      for (const q of replyQueues) await ch.deleteQueue(q);
+      await ch.deleteQueue(deadLetters);
+      await ch.deleteExchange(deadLetters);
+      await ch.close();
+    },
+  };
+}
+
+/**
+ * Has the broker close (CONNECTION_FORCED) the connections whose name contains `marker`. Only
+ * this test's connections, unlike `close_all_connections`, so suites running in parallel
+ * against the same broker are not disturbed.
+ */
+async function closeConnections(marker: string): Promise<number> {
+  const { stdout } = await execFileP('rabbitmqctl', ['-q', 'list_connections', '--no-table-headers', 'pid', 'client_properties']);
+  const pids = stdout
+    .split('\n')
+    .filter((line) => line.includes(marker))
+    .map((line) => line.split('\t')[0]?.trim() ?? '')
+    .filter((pid) => pid.startsWith('<'));
+  await Promise.all(pids.map((pid) => execFileP('rabbitmqctl', ['-q', 'close_connection', pid, 'lockq transport test'])));
+  return pids.length;
+}
+
+const rabbitmqctl =
+  rabbit &&
+  (await execFileP('rabbitmqctl', ['-q', 'list_connections', '--no-table-headers', 'pid']).then(
+    () => true,
+    () => {
+      console.warn('rabbitmqctl cannot reach the broker: the forced-disconnect test is skipped');
+      return false;
+    },
+  ));
+
+/** Retries `op` until it resolves (it rejects while a transport reconnects). */
+async function eventually<T>(op: () => Promise<T>, timeoutMs = 5000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    try {
+      return await op();
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await sleep(20);
+    }
+  }
+}
+
+defineTransportContract('amqp', amqpTopology, { skip: !rabbit });
+
+describe.skipIf(!rabbit)('amqp transport', () => {
+  let t: AmqpTopology;
+  const made: { close(): Promise<void> }[] = [];
+  const track = <T extends { close(): Promise<void> }>(x: T): T => {
+    made.push(x);
+    return x;
+  };
+  const setup = () => {
+    t = amqpTopology();
+    return t;
+  };
+  afterEach(async () => {
+    for (const x of made.splice(0).reverse()) await x.close();
+    await t.cleanup();
+  });
+
+  it.skipIf(!rabbitmqctl)('reconnects both sides after the broker closes their connections', async () => {
+    setup();
+    const s = track(t.server());
+    const c = track(t.client('w1'));
+    const replies: string[] = [];
+    let reconnects = 0;
+    const got = await collect(s, 0, async (batch) => {
+      await s.publish(batch.map((text) => ({ to: c.replyAddress, body: enc(`re:${text}`) })));
+    });
+    await c.open({ onReply: (body) => replies.push(dec(body)), onReconnect: () => reconnects++ });
+    await c.send(0, enc('before'));
+    await waitFor(() => replies.includes('re:before'), 'the first reply');
+
+    expect(await closeConnections(t.prefix)).toBe(2);
+    await waitFor(() => reconnects === 1, 'the client to reconnect');
+    await eventually(() => c.send(0, enc('after')));
+    await waitFor(() => replies.includes('re:after'), 'a reply after both reconnected');
+    expect(got.messages).toContain('after');
+    expect(reconnects).toBe(1);
+  });
+
+  it('lets the standby take over when the active server closes', async () => {
+    setup();
+    const active = track(t.server());
+    const standby = track(t.server());
+    const a = await collect(active, 0);
+    const b = await collect(standby, 0);
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    const sent = Array.from({ length: 10 }, (_, i) => `m${i}`);
+    await Promise.all(sent.slice(0, 5).map((m) => c.send(0, enc(m))));
+    await waitFor(() => a.messages.length >= 5, 'the active server');
+    expect(b.messages).toEqual([]);
+
+    await active.close();
+    await Promise.all(sent.slice(5).map((m) => c.send(0, enc(m))));
+    await waitFor(() => b.messages.length >= 5, 'the standby');
+    await sleep(20);
+    expect(a.messages).toEqual(sent.slice(0, 5));
+    expect(b.messages).toEqual(sent.slice(5));
+  });
+
+  it('dead-letters a request that keeps failing once the delivery limit is reached', async () => {
+    setup();
+    const s = track(t.server({ deliveryLimit: 1 }));
+    const seen: string[] = [];
+    await s.consume(0, async (batch) => {
+      for (const body of batch) {
+        seen.push(dec(body));
+        if (dec(body) === 'bad') throw new Error('this request always fails');
+      }
+    });
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    await c.send(0, enc('bad'));
+    let parked: { text: string; headers: Record<string, unknown> }[] = [];
+    await eventually(async () => {
+      parked = await t.drainDeadLetterQueue();
+      if (parked.length === 0) throw new Error('not parked yet');
+    });
+    expect(parked.map((p) => p.text)).toEqual(['bad']);
+    expect(parked[0]?.headers['x-first-death-reason']).toBe('delivery_limit');
+    await c.send(0, enc('good'));
+    await waitFor(() => seen.includes('good'), 'the next request');
+    expect(seen.filter((x) => x === 'bad').length).toBeGreaterThanOrEqual(2);
+  });
+
+  it('parks a dead letter with its code and partition', async () => {
+    setup();
+    const s = track(t.server());
+    await s.deadLetter(1, enc('junk'), 'MALFORMED');
+    const parked = await t.drainDeadLetterQueue();
+    expect(parked).toHaveLength(1);
+    expect(parked[0]?.text).toBe('junk');
+    expect(parked[0]?.headers).toMatchObject({ 'x-lockq-code': 'MALFORMED', 'x-lockq-partition': 1 });
+  });
+
+  it('resolves stopConsuming only after the batch in progress is done', async () => {
+    setup();
+    const s = track(t.server());
+    let release = () => {};
+    const held = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    let started = false;
+    let finished = false;
+    await s.consume(0, async () => {
+      started = true;
+      await held;
+      finished = true;
+    });
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    await c.send(0, enc('x'));
+    await waitFor(() => started, 'the batch');
+    let stopped = false;
+    const stopping = s.stopConsuming(0).then(() => {
+      stopped = true;
+    });
+    await sleep(30);
+    expect(stopped).toBe(false);
+    release();
+    await stopping;
+    expect(finished).toBe(true);
+  });
+
+  it('rejects a request for a partition nobody has declared', async () => {
+    setup();
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    const err = await c.send(0, enc('x')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AmqpTransportError);
+    expect(String((err as Error).message)).toMatch(/coordinator/);
+    await c.send(0, enc('y')).catch(() => {}); // the link survives a returned message
+    await expect(c.send(-1, enc('z'))).rejects.toThrow(RangeError);
+  });
+
+  it('confirms a reply to a queue that does not exist (the broker drops it)', async () => {
+    setup();
+    const s = track(t.server());
+    await expect(s.publish([{ to: `${t.prefix}.replies.nobody.i`, body: enc('lost') }])).resolves.toBeUndefined();
+  });
+
+  it('refuses to consume a queue declared with other settings', async () => {
+    setup();
+    const s1 = track(t.server({ deliveryLimit: 5 }));
+    await s1.consume(0, async () => {});
+    const s2 = track(t.server({ deliveryLimit: 6 }));
+    await expect(s2.consume(0, async () => {})).rejects.toThrow(AmqpTransportError);
+  });
+
+  it('closes idempotently and refuses work afterwards', async () => {
+    setup();
+    const c = track(t.client('w1'));
+    const s = track(t.server());
+    await s.consume(0, async () => {});
+    await c.open({ onReply: () => {} });
+    await Promise.all([c.close(), c.close()]);
+    await Promise.all([s.close(), s.close()]);
+    await expect(c.send(0, enc('x'))).rejects.toThrow(AmqpTransportError);
+    await expect(c.open({ onReply: () => {} })).rejects.toThrow();
+    await expect(s.publish([{ to: c.replyAddress, body: enc('x') }])).rejects.toThrow(AmqpTransportError);
+    await expect(s.consume(1, async () => {})).rejects.toThrow(AmqpTransportError);
+  });
+
+  it('fails open and consume when the broker is unreachable', async () => {
+    setup();
+    const c = track(t.client('w1', { url: 'amqp://guest:guest@127.0.0.1:1', connectTimeoutMs: 1000 }));
+    await expect(c.open({ onReply: () => {} })).rejects.toThrow(AmqpTransportError);
+    const s = track(t.server({ url: 'amqp://guest:guest@127.0.0.1:1', connectTimeoutMs: 1000 }));
+    await expect(s.consume(0, async () => {})).rejects.toThrow(AmqpTransportError);
+  });
+});
