@@ -172,7 +172,7 @@ describe('lockq CLI', () => {
     service.child.kill('SIGTERM');
     expect(await service.exited).toBe(0);
     expect(Date.now() - started).toBeLessThan(5000);
-    expect(service.lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['draining: no new requests are taken; answering the batch in progress', 'stopped']));
+    expect(service.lines.map((l) => l.msg)).toEqual(expect.arrayContaining(['draining: no new requests are taken; answering the batch in progress', 'exiting']));
     // Nothing per message at info: every line is a lifecycle line.
     expect(service.lines.length).toBeLessThan(12);
   });

@@ -151,7 +151,7 @@ const MUST_REACH = [
   ...['granted', 'queued', 'released', 'extended', 'cancelled', 'opened', 'ok', 'lost', 'inspected', 'reserve-tokens'],
   ...['NO_SESSION', 'KIND_MISMATCH', 'LIMIT_MISMATCH', 'LOCK_BUSY', 'QUEUE_FULL', 'WAIT_TIMEOUT', 'CANCELLED', 'NOT_WAITING'],
   ...['NOT_HOLDER', 'LEASE_EXPIRED', 'TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION'],
-  ...['IDEMPOTENCY_CONFLICT', 'INVALID_FIELD', 'replayed', 'several-ended', 'open-ttl-changed', 'clock-back'],
+  ...['IDEMPOTENCY_CONFLICT', 'INVALID_FIELD', 'replayed', 'several-ended', 'open-ttl-shortened', 'clock-back'],
 ];
 
 // ---- driving the core and the model side by side ---------------------------------------------------
@@ -207,7 +207,7 @@ class Run {
     for (const d of out) seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
     if (expected.replayed) seen.add('replayed');
     if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('several-ended');
-    if (request?.op === 'open' && out.at(-1)?.type === 'reply' && request.sessionTtlMs !== ttlBefore) seen.add('open-ttl-changed');
+    if (request?.op === 'open' && ttlBefore !== undefined && request.sessionTtlMs < ttlBefore) seen.add('open-ttl-shortened');
     if (this.#clock < this.#now) seen.add('clock-back');
     this.checker.observe(request, out, expected.replayed, this.#now, where);
     this.#checkState(request, where);

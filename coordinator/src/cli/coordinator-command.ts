@@ -85,6 +85,6 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
     code = 1;
   }
   await admin.close();
-  log.info({ code }, 'stopped');
+  log.info({ code }, 'exiting');
   return code;
 }
