@@ -52,12 +52,12 @@ describe('the settled watermark', () => {
     const first = acquire('a', 'x1');
     expect(send(first)).toMatchObject([{ type: 'granted', token: 1 }]);
     expect(send(first)).toMatchObject([{ type: 'granted', token: 1 }]); // not settled yet: same answer
-    const release = { ...first, id: 'x2', seq: (first.seq ?? 0) + 10, op: 'release', token: 1 } as unknown as Request;
-    // Settling everything up to the release's own number forgets both answers.
-    const settledRelease = { ...release, settled: (release.seq ?? 0) - 1 };
-    expect(send(settledRelease)).toMatchObject([{ type: 'released', token: 1 }]);
+    const seq = (first.seq ?? 0) + 10;
+    const release: Request = { v: 1, id: 'x2', worker: 'w-a', session: 'a', replyTo: 'to-a', op: 'release', lock: 'L', token: 1, seq };
+    // Settling everything below the release's own number forgets the acquire's answer.
+    expect(send({ ...release, settled: seq - 1 })).toMatchObject([{ type: 'released', token: 1 }]);
     const before = core.counts();
-    expect(send({ ...release, seq: release.seq, settled: release.seq })).toEqual([]); // stale: dropped
+    expect(send({ ...release, settled: seq })).toEqual([]); // stale: dropped
     expect(send(first)).toEqual([]); // stale acquire with no wait and no hold: dropped, not re-acquired
     expect(core.counts()).toEqual(before);
     expect(core.inspect('L', 0)).toBeNull();
