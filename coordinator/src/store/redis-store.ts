@@ -159,6 +159,7 @@ export class RedisStore implements StateStore {
   readonly #log: Logger;
   readonly #scripts = loadScripts();
   #closing: Promise<void> | undefined;
+  #reconnected: Promise<void> | undefined;
   #wasReady = false;
 
   constructor(options: RedisStoreOptions = {}) {
@@ -240,11 +241,13 @@ export class RedisStore implements StateStore {
     const redis = this.#redis;
     if (redis.status === 'ready') return redis;
     if (this.#closing !== undefined || redis.status === 'end') throw new Error('RedisStore is closed');
-    await new Promise<void>((resolve, reject) => {
+    // One wait shared by every operation that arrives while the connection is down.
+    this.#reconnected ??= new Promise<void>((resolve, reject) => {
       const done = (err?: Error): void => {
         clearTimeout(timer);
         redis.off('ready', onReady);
         redis.off('end', onEnd);
+        this.#reconnected = undefined;
         if (err === undefined) resolve();
         else reject(err);
       };
@@ -257,6 +260,7 @@ export class RedisStore implements StateStore {
       redis.on('ready', onReady);
       redis.on('end', onEnd);
     });
+    await this.#reconnected;
     return redis;
   }
 

@@ -26,8 +26,10 @@ export interface AmqpServerTransportOptions {
   /** Unacknowledged requests the broker may push per partition; also the largest batch. @defaultValue 256 */
   readonly prefetch?: number;
   /**
-   * Deliveries of one request before the broker dead-letters it (`x-delivery-limit`). Every
-   * return counts: a rejected batch, and on RabbitMQ 3.x also a lost channel. @defaultValue 20
+   * Failed deliveries of one request before the broker dead-letters it (`x-delivery-limit`): a
+   * rejected batch or a lost channel counts one for every request delivered on that channel
+   * and not yet acked, so a handler that rejects batches on a transient failure (a store
+   * outage) should back off rather than burn through this. @defaultValue 20
    */
   readonly deliveryLimit?: number;
   /** Bound on a request queue (`x-max-length`); publishes beyond it are refused. @defaultValue unbounded */
@@ -126,11 +128,14 @@ const noop = () => {};
  * Consuming: one channel per partition, manual acks, bounded prefetch. Deliveries that arrive in
  * one macrotask, or while the handler is busy, form one batch; batches of a partition run one at
  * a time. A resolved batch is acked with one cumulative ack on its last delivery tag (only this
- * partition's deliveries travel on the channel, in order). A rejected batch is nacked with
- * requeue and the channel is closed, which returns the deliveries already prefetched behind it
- * too, all in delivery order, ahead of the rest of the queue; consuming resumes after a backoff.
- * (A bare nack would let those prefetched deliveries, and any already on the wire, overtake the
- * redelivered batch.)
+ * partition's deliveries travel on the channel, in order). A rejected batch is not nacked:
+ * the partition's channel is closed instead, which makes the broker return the batch and every
+ * delivery behind it (prefetched or still on the wire) to the head of the queue in delivery
+ * order, counting one delivery attempt each; consuming resumes after a backoff, or a standby
+ * takes over in the meantime. A nack would break the order: measured on RabbitMQ 3.10, a
+ * nacked message goes to the back of a quorum queue without a delivery limit, and with one it
+ * is redelivered at once to the same consumer, behind the deliveries already prefetched; and
+ * since RabbitMQ 4.3 `basic.nack` no longer counts towards the delivery limit at all.
  *
  * Publishing: replies and dead letters go through one confirm channel; `publish` resolves when
  * the broker confirmed every reply. A reply to a queue that does not exist (a worker gone longer
@@ -486,13 +491,9 @@ export class AmqpServerTransport implements ServerTransport {
     c.dead = true;
     c.buffer = [];
     if (state.consumer === c) state.consumer = null;
-    try {
-      // The nack counts towards the delivery limit; closing the channel then returns what was
-      // prefetched behind the batch, after it, so the redelivery keeps the original order.
-      c.ch.nack(last, true, true);
-    } catch {
-      // the channel is already closing, which requeues everything anyway
-    }
+    // Closing the channel returns the batch and everything delivered behind it, in delivery
+    // order, to the head of the queue, and counts towards the delivery limit. A nack does
+    // neither reliably (see the class comment).
     await c.ch.close().catch(noop);
     this.#scheduleRestart(state);
   }

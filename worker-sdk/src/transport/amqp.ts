@@ -307,8 +307,10 @@ export class AmqpClientTransport implements ClientTransport {
       ch.on('return', (msg: Message) => {
         if (typeof msg.properties.messageId === 'string') l.returned.add(msg.properties.messageId);
       });
+      // Durable (the queue, not the replies: they are published transient) because RabbitMQ 4.3
+      // refuses non-durable queues that are not exclusive; x-expires removes it once unused.
       await ch.assertQueue(this.replyAddress, {
-        durable: false,
+        durable: true,
         exclusive: false,
         autoDelete: false,
         arguments: { 'x-expires': o.replyExpiresMs },
