@@ -160,6 +160,7 @@ export class RedisStore implements StateStore {
   readonly #scripts = loadScripts();
   #closing: Promise<void> | undefined;
   #reconnected: Promise<void> | undefined;
+  #stopWaiting: ((err: Error) => void) | undefined;
   #wasReady = false;
 
   constructor(options: RedisStoreOptions = {}) {
@@ -227,6 +228,7 @@ export class RedisStore implements StateStore {
   /** Closes the connection; operations after this fail. Idempotent. */
   close(): Promise<void> {
     this.#closing ??= (async () => {
+      this.#stopWaiting?.(new Error('RedisStore is closed'));
       if (this.#redis.status === 'ready') {
         await this.#redis.quit().catch(() => this.#redis.disconnect());
       } else {
@@ -248,6 +250,7 @@ export class RedisStore implements StateStore {
         redis.off('ready', onReady);
         redis.off('end', onEnd);
         this.#reconnected = undefined;
+        this.#stopWaiting = undefined;
         if (err === undefined) resolve();
         else reject(err);
       };
@@ -259,6 +262,7 @@ export class RedisStore implements StateStore {
       );
       redis.on('ready', onReady);
       redis.on('end', onEnd);
+      this.#stopWaiting = done;
     });
     await this.#reconnected;
     return redis;
