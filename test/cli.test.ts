@@ -1,7 +1,11 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { LockClient } from '@lockq/worker-sdk';
+import { requestDestination, deadLetterDestination } from '@lockq/worker-sdk/protocol';
+import { connect } from 'amqplib';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { AMQP_URL, requireRabbit } from './support/brokers.js';
 
 // The built CLI, as users run it: `npm test` builds first (tsc -b).
 const CLI = fileURLToPath(new URL('../coordinator/dist/cli/main.js', import.meta.url));
@@ -19,9 +23,9 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function run(args: readonly string[], timeoutMs = 20_000): Promise<Run> {
+function run(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [CLI, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -52,14 +56,26 @@ interface LogLine {
 
 /** A running `lockq coordinator`, its stdout parsed as pino JSON lines. */
 class Service {
+  static async ready(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<{ service: Service; url: string }> {
+    const service = new Service(args, env);
+    services.push(service);
+    const ready = await service.line('coordinator ready');
+    expect(ready.component).toBe('cli');
+    expect(ready.admin).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
+    return { service, url: String(ready.admin) };
+  }
+
   readonly child: ChildProcess;
   readonly lines: LogLine[] = [];
   readonly exited: Promise<number | null>;
   #buffer = '';
   #waiters: (() => void)[] = [];
 
-  constructor(args: readonly string[]) {
-    this.child = spawn(process.execPath, [CLI, 'coordinator', ...args], { env: cleanEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+  constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
+    this.child = spawn(process.execPath, [CLI, 'coordinator', ...args], {
+      env: { ...cleanEnv(), ...env },
+      stdio: ['ignore', 'pipe', 'pipe'],
+    });
     this.child.stdout?.setEncoding('utf8').on('data', (d: string) => {
       this.#buffer += d;
       let nl = this.#buffer.indexOf('\n');
@@ -131,11 +147,31 @@ describe('lockq CLI', () => {
     const own = await run(['coordinator', '--transport', 'memory:', '--partitions', '2', '--own', '0,2']);
     expect(own.code).toBe(2);
     expect(own.stderr).toContain('--own: expected an integer from 0 to 1, got "2"');
-    const store = await run(['coordinator', '--transport', 'memory:', '--store', 'redis://localhost', '--admin-port', '0']);
-    if (!existsSync(fileURLToPath(new URL('../coordinator/dist/store/redis-store.js', import.meta.url)))) {
-      expect(store.code).toBe(2);
-      expect(store.stderr).toContain('--store is not supported yet');
-    }
+    const store = await run(['coordinator', '--transport', 'memory:', '--store', 'memory:']);
+    expect(store.code).toBe(2);
+    expect(store.stderr).toContain('--store: expected a redis:// or rediss:// URL');
+    const port = await run(['coordinator', '--transport', 'memory:', '--admin-port', '70000']);
+    expect(port.code).toBe(2);
+    expect(port.stderr).toContain('--admin-port: expected an integer from 0 to 65535, got "70000"');
+  });
+
+  it('coordinator takes its settings from the environment, flags first', async () => {
+    const bad = await run(['coordinator'], { LOCKQ_TRANSPORT: 'memory:', LOCKQ_ADMIN_PORT: 'bogus' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('LOCKQ_ADMIN_PORT (--admin-port): expected an integer from 0 to 65535, got "bogus"');
+    const level = await run(['coordinator', '--transport', 'memory:'], { LOCKQ_LOG_LEVEL: 'loud' });
+    expect(level.code).toBe(2);
+    expect(level.stderr).toContain('LOCKQ_LOG_LEVEL (--log-level): expected one of fatal, error, warn, info, debug, trace, silent');
+    const { service, url } = await Service.ready(['--admin-port', '0'], {
+      LOCKQ_TRANSPORT: 'memory:',
+      LOCKQ_ADMIN_PORT: 'bogus', // the flag wins
+      LOCKQ_PARTITIONS: '3',
+      LOCKQ_OWN_PARTITIONS: '0,2',
+    });
+    expect((await service.line('coordinator ready')).partitions).toEqual([0, 2]);
+    expect(((await (await fetch(`${url}/v1/locks`)).json()) as { owned: number[] }).owned).toEqual([0, 2]);
+    service.child.kill('SIGINT');
+    expect(await service.exited).toBe(0);
   });
 
   it('demo runs a fleet and reports no stale writes', async () => {
@@ -146,12 +182,7 @@ describe('lockq CLI', () => {
   });
 
   it('coordinator serves admin and inspect, and drains on SIGTERM with exit 0', async () => {
-    const service = new Service(['--transport', 'memory:', '--admin-port', '0']);
-    services.push(service);
-    const ready = await service.line('coordinator ready');
-    const url = ready.admin;
-    expect(url).toMatch(/^http:\/\/127\.0\.0\.1:\d+$/);
-    expect(ready.component).toBe('cli');
+    const { service, url } = await Service.ready(['--transport', 'memory:', '--admin-port', '0']);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
     expect(await (await fetch(`${url}/metrics`)).text()).toContain('lockq_grants_total{partition="0"} 0');
 
@@ -181,5 +212,50 @@ describe('lockq CLI', () => {
     const r = await run(['inspect', '--admin', 'http://127.0.0.1:9']);
     expect(r.code).toBe(1);
     expect(r.stderr).toContain("cannot reach the coordinator's admin listener at http://127.0.0.1:9");
+  });
+});
+
+const rabbit = await requireRabbit();
+
+describe.skipIf(!rabbit)('lockq coordinator on RabbitMQ', () => {
+  it('serves workers over amqp:// and shows their holds and queues to inspect', async () => {
+    const prefix = `lockq-cli-${process.pid}-${Date.now().toString(36)}`;
+    const { service, url } = await Service.ready(['--transport', AMQP_URL, '--prefix', prefix, '--partitions', '2', '--admin-port', '0']);
+    // The password never reaches the log.
+    expect(JSON.stringify(service.lines)).not.toMatch(/guest:guest|:\/\/[^/]*:[^*/@]+@/);
+    const options = { prefix, partitions: 2 } as const;
+    const holder = await LockClient.connect(AMQP_URL, { ...options, workerId: 'cli-holder' });
+    const waiter = await LockClient.connect(AMQP_URL, { ...options, workerId: 'cli-waiter' });
+    try {
+      const lease = await holder.acquire('job:7', { ttlMs: 30_000 });
+      const queued = waiter.acquire('job:7', { ttlMs: 30_000, waitMs: 30_000 });
+      for (let i = 0; i < 100 && (await holder.inspect('job:7')).lock?.waiterCount !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+
+      const one = await run(['inspect', 'job:7', '--admin', url]);
+      expect(one.code).toBe(0);
+      expect(one.stdout).toContain('job:7  (mutex; 1 holding, 1 waiting)');
+      expect(one.stdout).toMatch(new RegExp(`^  cli-holder\\s+${lease.token}\\s+[\\d.]+s\\s+exclusive\\s+1$`, 'm'));
+      expect(one.stdout).toMatch(/^ {2}1\s+cli-waiter\s+[\d.]+s\s+exclusive\s+1$/m);
+      const all = await run(['inspect', '--admin', url]);
+      expect(all.code).toBe(0);
+      expect(all.stdout).toMatch(/^\d\s+active\s+1\s+1\s+1\s+2\s+\d+$/m);
+      expect(all.stdout).toMatch(/^\d\s+standby\s+-/m); // the other partition saw no request
+      const metrics = await (await fetch(`${url}/metrics`)).text();
+      expect(metrics).toMatch(/^lockq_waiters\{partition="\d"\} 1$/m);
+
+      await lease.release();
+      await (await queued).release();
+    } finally {
+      await holder.close();
+      await waiter.close();
+      service.child.kill('SIGTERM');
+      expect(await service.exited).toBe(0);
+      const conn = await connect(AMQP_URL);
+      const ch = await conn.createChannel();
+      for (const p of [0, 1]) await ch.deleteQueue(requestDestination(p, prefix));
+      await ch.deleteQueue(deadLetterDestination(prefix));
+      await ch.deleteExchange(deadLetterDestination(prefix));
+      await conn.close();
+    }
   });
 });

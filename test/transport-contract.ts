@@ -109,7 +109,9 @@ export function defineTransportContract(
       const got = await collect(server(), 0);
       const clients = await Promise.all(['a', 'b', 'c'].map((id) => opened(id)));
       const sends: Promise<void>[] = [];
-      for (let i = 0; i < 20; i++) clients.forEach((c, k) => sends.push(c.send(0, enc(`${'abc'[k]}:${i}`))));
+      for (let i = 0; i < 20; i++) {
+        for (const [k, c] of clients.entries()) sends.push(c.send(0, enc(`${'abc'[k]}:${i}`)));
+      }
       await Promise.all(sends);
       await waitFor(() => got.messages.length >= 60, 'all requests');
       expect(got.messages).toHaveLength(60);

@@ -148,7 +148,8 @@ describe.skipIf(!rabbit)('amqp transport', () => {
 
   it.skipIf(!rabbitmqctl)('reconnects both sides after the broker closes their connections', async () => {
     setup();
-    const s = track(t.server());
+    let serverReconnects = 0;
+    const s = track(t.server({ onReconnect: () => serverReconnects++ }));
     const c = track(t.client('w1'));
     const replies: string[] = [];
     let reconnects = 0;
@@ -165,6 +166,30 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await waitFor(() => replies.includes('re:after'), 'a reply after both reconnected');
     expect(got.messages).toContain('after');
     expect(reconnects).toBe(1);
+    expect(serverReconnects).toBe(1);
+  });
+
+  it('recovers when its queues are deleted under it (consumers cancelled by the broker)', async () => {
+    setup();
+    const s = track(t.server());
+    const c = track(t.client('w1'));
+    const replies: string[] = [];
+    let reconnects = 0;
+    await collect(s, 0, async (batch) => {
+      await s.publish(batch.map((text) => ({ to: c.replyAddress, body: enc(`re:${text}`) })));
+    });
+    await c.open({ onReply: (body) => replies.push(dec(body)), onReconnect: () => reconnects++ });
+    await c.send(0, enc('one'));
+    await waitFor(() => replies.includes('re:one'), 'the first reply');
+
+    const ch = await adminChannel();
+    await ch.deleteQueue(requestDestination(0, t.prefix));
+    await ch.deleteQueue(c.replyAddress);
+    await ch.close();
+    await waitFor(() => reconnects === 1, 'the client to declare its queue again');
+    // Refused (returned) until the server has declared its queue again.
+    await eventually(() => c.send(0, enc('two')));
+    await waitFor(() => replies.includes('re:two'), 'a reply after both recovered');
   });
 
   it('lets the standby take over when the active server closes', async () => {
@@ -261,6 +286,21 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     expect(String((err as Error).message)).toMatch(/coordinator/);
     await c.send(0, enc('y')).catch(() => {}); // the link survives a returned message
     await expect(c.send(-1, enc('z'))).rejects.toThrow(RangeError);
+  });
+
+  it('refuses requests once a partition’s queue is over its bound', async () => {
+    setup();
+    const s = track(t.server({ maxLength: 2 }));
+    await s.consume(0, async () => {});
+    await s.stopConsuming(0); // the queue exists and nobody drains it
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    const outcomes: string[] = [];
+    for (let i = 0; i < 6; i++) {
+      outcomes.push(await c.send(0, enc(`m${i}`)).then(() => 'ok', (e: unknown) => (e as Error).name));
+    }
+    expect(outcomes.slice(0, 2)).toEqual(['ok', 'ok']);
+    expect(outcomes.slice(-2)).toEqual(['AmqpTransportError', 'AmqpTransportError']);
   });
 
   it('confirms a reply to a queue that does not exist (the broker drops it)', async () => {

@@ -228,6 +228,33 @@ describe('admin server: locks', () => {
     }
   });
 
+  it('answers 500 when a source fails, and stays up', async () => {
+    const broken = await AdminServer.listen({
+      port: 0,
+      coordinator: {
+        counts: () => new Map(),
+        locks: () => {
+          throw new Error('boom');
+        },
+        inspect: () => null,
+        options: { ownPartitions: [0] },
+      },
+      metrics: { contentType: 'text/plain', metrics: () => Promise.reject(new Error('scrape failed')) },
+    });
+    try {
+      const locks = await fetch(`${broken.url}/v1/locks`);
+      expect(locks.status).toBe(500);
+      expect(await locks.json()).toEqual({ error: 'INTERNAL' });
+      expect((await fetch(`${broken.url}/metrics`)).status).toBe(500);
+      expect((await fetch(`${broken.url}/healthz`)).status).toBe(200);
+      const head = await fetch(`${broken.url}/healthz`, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(await head.text()).toBe('');
+    } finally {
+      await broken.close();
+    }
+  });
+
   it('answers unknown routes with 404, other methods with 405, bad escapes with 400', async () => {
     const unknown = await get('/nope');
     expect(unknown.status).toBe(404);

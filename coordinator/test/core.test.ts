@@ -232,6 +232,14 @@ describe('queues', () => {
     expect(t2).toBe(t1 + 1);
     expect(h.core.inspect('x', h.now)?.holders.map((x) => x.token)).toEqual([t1, t2]);
   });
+
+  it('queues a session\'s exclusive acquire behind its own hold (no reentrancy, no error)', () => {
+    const h = new Harness();
+    h.open('a');
+    const t = h.hold('a', 'x');
+    const again = h.queue('a', 'x');
+    expect(brief(h.send(h.releaseReq('a', 'x', t)))[0]).toBe(`granted ${again.id} #${t + 1}`);
+  });
 });
 
 // ---- deadlines, cancellation, leases -------------------------------------------------------------------

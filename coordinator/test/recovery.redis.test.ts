@@ -4,10 +4,9 @@ import { encode } from '@lockq/worker-sdk/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { requireRedisOrSkip } from './store.contract.js';
+import { REDIS_URL, requireRedis } from '../../test/support/brokers.js';
 
-const REDIS_URL = process.env.LOCKQ_REDIS_URL ?? 'redis://127.0.0.1:6379';
-const redisUp = await requireRedisOrSkip(REDIS_URL, 'coordinator recovery on Redis');
+const redisUp = await requireRedis();
 const keyPrefix = `lockq-recovery-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
 /** The memory transport, plus a record of what this coordinator published and its batch handlers. */

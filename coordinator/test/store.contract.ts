@@ -1,4 +1,3 @@
-import { connect } from 'node:net';
 import type { AcquireRequest, Request } from '@lockq/worker-sdk/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type CoreSnapshot, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
@@ -177,32 +176,3 @@ export function snapshotOf(partition: number, grants: number): CoreSnapshot {
   return core.snapshot();
 }
 
-// ---- Redis availability (until test/support/brokers.ts offers requireRedis()) -----------------
-
-/** True when a Redis at `url` answers PING within `timeoutMs`. */
-export function redisReachable(url: string, timeoutMs = 1000): Promise<boolean> {
-  const { hostname, port } = new URL(url);
-  return new Promise((resolve) => {
-    const socket = connect({ host: hostname, port: Number(port || 6379) });
-    const done = (ok: boolean): void => {
-      clearTimeout(timer);
-      socket.destroy();
-      resolve(ok);
-    };
-    const timer = setTimeout(() => done(false), timeoutMs);
-    socket.once('error', () => done(false));
-    socket.once('connect', () => socket.write('PING\r\n'));
-    socket.once('data', (data) => done(data.toString().startsWith('+PONG')));
-  });
-}
-
-/**
- * Whether the Redis suites can run: under `CI=true` a missing Redis fails the run; elsewhere the
- * suite is skipped, loudly.
- */
-export async function requireRedisOrSkip(url: string, suite: string): Promise<boolean> {
-  if (await redisReachable(url)) return true;
-  if (process.env.CI === 'true') throw new Error(`${suite}: no Redis at ${url}, and CI=true requires it`);
-  console.warn(`\n*** SKIPPING ${suite}: no Redis at ${url} (start one, or set LOCKQ_REDIS_URL) ***\n`);
-  return false;
-}

@@ -1,7 +1,8 @@
 import type { PartitionCounts } from '@lockq/worker-sdk/protocol';
-import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Decision } from '../core/index.js';
 import type { CoordinatorObserver } from '../runtime/options.js';
+import { CountedHistogram, type HistogramSeries } from './counted-histogram.js';
 
 /** What the scrape-time gauges read; a {@link Coordinator} is one. */
 export interface MetricsSource {
@@ -28,25 +29,35 @@ export const DEFAULT_WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 export const DEFAULT_HOLD_BUCKETS_S = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600] as const;
 const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] as const;
 
-type Inc = { inc(value?: number): void };
-type Observe = { observe(value: number): void };
-
-/** prom-client children bound to one partition's label, so the hot path does not build label objects. */
-interface PartitionMetrics {
+/**
+ * One partition's running totals. The observer only bumps these plain fields and typed arrays;
+ * prom-client sees them when scraped (prom-client's inc/observe hash labels and allocate on every
+ * call, which the hot path cannot afford).
+ */
+class PartitionTotals {
   readonly label: string;
-  readonly requests: Inc;
-  readonly batches: Inc;
-  readonly batchSize: Observe;
-  readonly grants: Inc;
-  readonly queued: Inc;
-  readonly releases: Inc;
-  readonly leaseExpiries: Inc;
-  readonly sessionExpiries: Inc;
-  readonly waitS: Observe;
-  readonly holdS: Observe;
-  /** By error code, created on first use (codes are a closed set, so this stays small). */
-  readonly errors: Map<string, Inc>;
+  requests = 0;
+  batches = 0;
+  grants = 0;
+  queued = 0;
+  releases = 0;
+  leaseExpiries = 0;
+  sessionExpiries = 0;
+  /** By error code; codes are a closed set, so this stays small. */
+  readonly errors = new Map<string, number>();
+  readonly batchSize: HistogramSeries;
+  readonly waitS: HistogramSeries;
+  readonly holdS: HistogramSeries;
+
+  constructor(label: string, batchSize: HistogramSeries, waitS: HistogramSeries, holdS: HistogramSeries) {
+    this.label = label;
+    this.batchSize = batchSize;
+    this.waitS = waitS;
+    this.holdS = holdS;
+  }
 }
+
+type TotalName = 'requests' | 'batches' | 'grants' | 'queued' | 'releases' | 'leaseExpiries' | 'sessionExpiries';
 
 /**
  * Prometheus metrics of one coordinator, in a registry of its own (so several coordinators in
@@ -61,61 +72,68 @@ interface PartitionMetrics {
  */
 export class CoordinatorMetrics implements CoordinatorObserver {
   readonly registry = new Registry();
-  readonly #byPartition: (PartitionMetrics | undefined)[] = [];
+  /** Indexed by partition number (sparse): the hot path's lookup is one array read. */
+  readonly #byPartition: (PartitionTotals | undefined)[] = [];
+  /** The same totals, in partition order, for scrapes. */
+  readonly #partitions: PartitionTotals[] = [];
+  readonly #batchSize: CountedHistogram<'partition'>;
+  readonly #waitS: CountedHistogram<'partition'>;
+  readonly #holdS: CountedHistogram<'partition'>;
+  readonly #reconnects: Counter;
   #source: MetricsSource | undefined;
 
-  readonly #requests: Counter<'partition'>;
-  readonly #batches: Counter<'partition'>;
-  readonly #batchSize: Histogram<'partition'>;
-  readonly #grants: Counter<'partition'>;
-  readonly #queued: Counter<'partition'>;
-  readonly #releases: Counter<'partition'>;
-  readonly #errors: Counter<'partition' | 'code'>;
-  readonly #leaseExpiries: Counter<'partition'>;
-  readonly #sessionExpiries: Counter<'partition'>;
-  readonly #waitS: Histogram<'partition'>;
-  readonly #holdS: Histogram<'partition'>;
-  readonly #reconnects: Counter;
-
   constructor(options: CoordinatorMetricsOptions = {}) {
-    const registers = [this.registry];
-    const counter = (name: string, help: string) => new Counter({ name, help, labelNames: ['partition'], registers });
-    this.#requests = counter('lockq_requests_total', 'Requests consumed, including ones refused as malformed.');
-    this.#batches = counter('lockq_batches_total', 'Request batches decided (expiry ticks are not batches).');
-    this.#batchSize = new Histogram({
+    const registry = this.registry;
+    const registers = [registry];
+    const partitions = (): readonly PartitionTotals[] => this.#partitions;
+    const total = (name: string, help: string, field: TotalName) =>
+      new Counter({
+        name,
+        help,
+        labelNames: ['partition'],
+        registers,
+        collect() {
+          this.reset();
+          for (const t of partitions()) this.inc({ partition: t.label }, t[field]);
+        },
+      });
+    total('lockq_requests_total', 'Requests consumed, including ones refused as malformed.', 'requests');
+    total('lockq_batches_total', 'Request batches decided (expiry ticks are not batches).', 'batches');
+    this.#batchSize = new CountedHistogram({
       name: 'lockq_batch_size',
       help: 'Requests per batch.',
-      labelNames: ['partition'],
-      buckets: [...BATCH_SIZE_BUCKETS],
-      registers,
+      label: 'partition',
+      buckets: BATCH_SIZE_BUCKETS,
+      registry,
     });
-    this.#grants = counter('lockq_grants_total', 'Holds granted, at once or from the queue.');
-    this.#queued = counter('lockq_queued_total', 'Acquires that joined a queue.');
-    this.#releases = counter('lockq_releases_total', 'Holds released by their holder.');
-    this.#errors = new Counter({
+    total('lockq_grants_total', 'Holds granted, at once or from the queue.', 'grants');
+    total('lockq_queued_total', 'Acquires that joined a queue.', 'queued');
+    total('lockq_releases_total', 'Holds released by their holder.', 'releases');
+    new Counter({
       name: 'lockq_errors_total',
       help: 'Error answers by code: denials (LOCK_BUSY, QUEUE_FULL, WAIT_TIMEOUT, ...) and input errors.',
       labelNames: ['partition', 'code'],
       registers,
+      collect() {
+        this.reset();
+        for (const t of partitions()) for (const [code, n] of t.errors) this.inc({ partition: t.label, code }, n);
+      },
     });
-    this.#leaseExpiries = counter('lockq_lease_expiries_total', 'Holds lost because their lease ran out.');
-    this.#sessionExpiries = counter(
-      'lockq_session_expiries_total',
-      "Holds lost because their owner's session expired (one per hold).",
-    );
-    this.#waitS = new Histogram({
+    total('lockq_lease_expiries_total', 'Holds lost because their lease ran out.', 'leaseExpiries');
+    total('lockq_session_expiries_total', "Holds lost because their owner's session expired (one per hold).", 'sessionExpiries');
+    this.#waitS = new CountedHistogram({
       name: 'lockq_wait_seconds',
       help: 'Time from acquire to grant; immediate grants observe 0.',
-      labelNames: ['partition'],
-      buckets: [...(options.waitBucketsS ?? DEFAULT_WAIT_BUCKETS_S)],
-      registers,
+      label: 'partition',
+      buckets: options.waitBucketsS ?? DEFAULT_WAIT_BUCKETS_S,
+      registry,
     });
-    this.#holdS = new Histogram({
+    this.#holdS = new CountedHistogram({
       name: 'lockq_hold_seconds',
       help: 'Time from grant to release or loss of a hold.',
-      labelNames: ['partition'],
-      buckets: [...(options.holdBucketsS ?? DEFAULT_HOLD_BUCKETS_S)],
-      registers,
+      label: 'partition',
+      buckets: options.holdBucketsS ?? DEFAULT_HOLD_BUCKETS_S,
+      registry,
     });
     this.#reconnects = new Counter({
       name: 'lockq_transport_reconnects_total',
@@ -123,7 +141,7 @@ export class CoordinatorMetrics implements CoordinatorObserver {
       registers,
     });
 
-    // Gauges and totals the coordinator already keeps are read at scrape time, not on the hot path.
+    // Gauges and totals the coordinator already keeps are read at scrape time.
     const source = (): MetricsSource | undefined => this.#source;
     const gauge = (name: string, help: string, pick: (c: PartitionCounts) => number) =>
       new Gauge({
@@ -132,6 +150,7 @@ export class CoordinatorMetrics implements CoordinatorObserver {
         labelNames: ['partition'],
         registers,
         collect() {
+          this.reset();
           for (const [p, c] of source()?.counts() ?? []) this.set({ partition: String(p) }, pick(c));
         },
       });
@@ -140,25 +159,20 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     gauge('lockq_waiters', 'Requests waiting in queues (queue depth).', (c) => c.waiters);
     gauge('lockq_sessions', 'Open worker sessions.', (c) => c.sessions);
     gauge('lockq_last_token', 'Highest fencing token issued.', (c) => c.lastToken);
-    const total = (name: string, help: string, read: (s: MetricsSource['stats']) => number) => {
-      let seen = 0;
-      return new Counter({
+    const stat = (name: string, help: string, read: (s: MetricsSource['stats']) => number) =>
+      new Counter({
         name,
         help,
         registers,
         collect() {
-          const from = source();
-          if (from === undefined) return;
-          const now = read(from.stats);
-          if (now > seen) this.inc(now - seen);
-          seen = now;
+          this.reset();
+          this.inc(read(source()?.stats ?? { deadLettered: 0, rejected: 0 }));
         },
       });
-    };
-    total('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', (s) => s.deadLettered);
-    total('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', (s) => s.rejected);
+    stat('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', (s) => s.deadLettered);
+    stat('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', (s) => s.rejected);
 
-    if (options.processMetrics === true) collectDefaultMetrics({ register: this.registry });
+    if (options.processMetrics === true) collectDefaultMetrics({ register: registry });
   }
 
   /** Lets scrapes read the coordinator's counts and totals; also zero-fills its partitions' series. */
@@ -181,85 +195,50 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     return this.registry.contentType;
   }
 
-  /** {@link CoordinatorObserver}: one pass over the decisions; counters are bumped once per batch. */
+  /** {@link CoordinatorObserver}: one pass over the decisions, plain increments only. */
   batch(partition: number, requests: number, decisions: readonly Decision[]): void {
-    const m = this.#byPartition[partition] ?? this.#partition(partition);
-    let grants = 0;
-    let queued = 0;
-    let releases = 0;
-    let leaseExpiries = 0;
-    let sessionExpiries = 0;
+    const t = this.#byPartition[partition] ?? this.#partition(partition);
+    if (requests > 0) {
+      t.requests += requests;
+      t.batches++;
+      t.batchSize.observe(requests);
+    }
     for (const d of decisions) {
       if (d.type !== 'reply') continue;
       const body = d.body;
       switch (body.type) {
         case 'granted':
-          grants++;
-          m.waitS.observe((d.waitedMs ?? 0) / 1000);
+          t.grants++;
+          t.waitS.observe((d.waitedMs ?? 0) / 1000);
           break;
         case 'queued':
-          queued++;
+          t.queued++;
           break;
         case 'released':
-          releases++;
-          if (d.heldMs !== undefined) m.holdS.observe(d.heldMs / 1000);
+          t.releases++;
+          if (d.heldMs !== undefined) t.holdS.observe(d.heldMs / 1000);
           break;
         case 'lost':
-          if (body.reason === 'LEASE_EXPIRED') leaseExpiries++;
-          else sessionExpiries++;
-          if (d.heldMs !== undefined) m.holdS.observe(d.heldMs / 1000);
+          if (body.reason === 'LEASE_EXPIRED') t.leaseExpiries++;
+          else t.sessionExpiries++;
+          if (d.heldMs !== undefined) t.holdS.observe(d.heldMs / 1000);
           break;
         case 'error':
-          this.#error(m, body.code).inc();
+          t.errors.set(body.code, (t.errors.get(body.code) ?? 0) + 1);
           break;
         default:
       }
     }
-    if (requests > 0) {
-      m.requests.inc(requests);
-      m.batches.inc();
-      m.batchSize.observe(requests);
-    }
-    if (grants > 0) m.grants.inc(grants);
-    if (queued > 0) m.queued.inc(queued);
-    if (releases > 0) m.releases.inc(releases);
-    if (leaseExpiries > 0) m.leaseExpiries.inc(leaseExpiries);
-    if (sessionExpiries > 0) m.sessionExpiries.inc(sessionExpiries);
   }
 
-  #partition(partition: number): PartitionMetrics {
+  #partition(partition: number): PartitionTotals {
     const existing = this.#byPartition[partition];
     if (existing !== undefined) return existing;
     const label = String(partition);
-    const m: PartitionMetrics = {
-      label,
-      requests: this.#requests.labels(label),
-      batches: this.#batches.labels(label),
-      batchSize: this.#batchSize.labels(label),
-      grants: this.#grants.labels(label),
-      queued: this.#queued.labels(label),
-      releases: this.#releases.labels(label),
-      leaseExpiries: this.#leaseExpiries.labels(label),
-      sessionExpiries: this.#sessionExpiries.labels(label),
-      waitS: this.#waitS.labels(label),
-      holdS: this.#holdS.labels(label),
-      errors: new Map(),
-    };
-    // Series exist from the start, so rate() has a zero to begin from.
-    for (const c of [m.requests, m.batches, m.grants, m.queued, m.releases, m.leaseExpiries, m.sessionExpiries]) c.inc(0);
-    this.#waitS.zero({ partition: label });
-    this.#holdS.zero({ partition: label });
-    this.#batchSize.zero({ partition: label });
-    this.#byPartition[partition] = m;
-    return m;
-  }
-
-  #error(m: PartitionMetrics, code: string): Inc {
-    let c = m.errors.get(code);
-    if (c === undefined) {
-      c = this.#errors.labels(m.label, code);
-      m.errors.set(code, c);
-    }
-    return c;
+    const t = new PartitionTotals(label, this.#batchSize.series(label), this.#waitS.series(label), this.#holdS.series(label));
+    this.#byPartition[partition] = t;
+    this.#partitions.push(t);
+    this.#partitions.sort((a, b) => Number(a.label) - Number(b.label));
+    return t;
   }
 }

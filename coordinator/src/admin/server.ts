@@ -106,8 +106,8 @@ export class AdminServer {
     const log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'admin' });
     let admin: AdminServer | undefined;
     const server = createServer((req, res) => {
-      if (admin === undefined) return respond(res, 503, { error: 'NOT_READY' });
-      admin.#handle(req, res);
+      if (admin === undefined) send(res, json(503, { error: 'NOT_READY' }));
+      else admin.#handle(req, res);
     });
     // Keep-alive sockets of a scraper must not hold close() open for the default 5 s.
     server.keepAliveTimeout = 2000;
@@ -162,89 +162,98 @@ export class AdminServer {
   }
 
   #handle(req: IncomingMessage, res: ServerResponse): void {
+    let answer: Answer | Promise<Answer>;
     try {
-      if (req.method !== 'GET' && req.method !== 'HEAD') {
-        res.setHeader('allow', 'GET, HEAD');
-        return respond(res, 405, { error: 'METHOD_NOT_ALLOWED' });
-      }
-      const raw = req.url ?? '/';
-      const q = raw.indexOf('?');
-      // Not `new URL()`: it would resolve `..` and `//` inside lock names, which may contain both.
-      const path = q < 0 ? raw : raw.slice(0, q);
-      switch (path) {
-        case '/healthz':
-          return this.#state === 'stopped'
-            ? respond(res, 503, { status: 'stopped' })
-            : respond(res, 200, { status: 'ok' });
-        case '/readyz':
-          return respond(res, this.#state === 'ready' ? 200 : 503, { status: this.#state });
-        case '/metrics':
-          return this.#serveMetrics(res);
-        case '/v1/locks':
-        case '/v1/locks/':
-          return this.#serveLocks(res);
-        default:
-          if (path.startsWith(LOCK_PATH)) return this.#serveLock(res, path.slice(LOCK_PATH.length));
-          return respond(res, 404, { error: 'NOT_FOUND' });
-      }
+      answer = this.#route(req, res);
     } catch (err) {
-      this.#fail(res, err);
+      answer = Promise.reject(err);
     }
-  }
-
-  #serveMetrics(res: ServerResponse): void {
-    const metrics = this.#metrics;
-    if (metrics === undefined) return respond(res, 404, { error: 'NOT_FOUND' });
-    metrics.metrics().then(
-      (text) => {
-        res.writeHead(200, { 'content-type': metrics.contentType, 'cache-control': 'no-store' });
-        res.end(text);
+    if (!(answer instanceof Promise)) {
+      send(res, answer);
+      return;
+    }
+    answer.then(
+      (a) => send(res, a),
+      (err: unknown) => {
+        this.#log.error({ err, url: req.url }, 'admin request failed');
+        if (res.headersSent) res.destroy();
+        else send(res, json(500, { error: 'INTERNAL' }));
       },
-      (err: unknown) => this.#fail(res, err),
     );
   }
 
-  #serveLocks(res: ServerResponse): void {
+  #route(req: IncomingMessage, res: ServerResponse): Answer | Promise<Answer> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      res.setHeader('allow', 'GET, HEAD');
+      return json(405, { error: 'METHOD_NOT_ALLOWED' });
+    }
+    const raw = req.url ?? '/';
+    const q = raw.indexOf('?');
+    // Not `new URL()`: it would resolve `..` and `//` inside lock names, which may contain both.
+    const path = q < 0 ? raw : raw.slice(0, q);
+    switch (path) {
+      case '/healthz':
+        return this.#state === 'stopped' ? json(503, { status: 'stopped' }) : json(200, { status: 'ok' });
+      case '/readyz':
+        return json(this.#state === 'ready' ? 200 : 503, { status: this.#state });
+      case '/metrics':
+        return this.#metricsAnswer();
+      case '/v1/locks':
+      case '/v1/locks/':
+        return this.#locksAnswer();
+      default:
+        return path.startsWith(LOCK_PATH) ? this.#lockAnswer(path.slice(LOCK_PATH.length)) : json(404, { error: 'NOT_FOUND' });
+    }
+  }
+
+  async #metricsAnswer(): Promise<Answer> {
+    const metrics = this.#metrics;
+    if (metrics === undefined) return json(404, { error: 'NOT_FOUND' });
+    return { status: 200, contentType: metrics.contentType, body: await metrics.metrics() };
+  }
+
+  #locksAnswer(): Answer {
     const source = this.#source;
-    if (source === undefined) return respond(res, 503, { error: 'NOT_READY' });
+    if (source === undefined) return json(503, { error: 'NOT_READY' });
     const partitions: Record<string, PartitionCounts> = {};
     for (const [p, counts] of source.counts()) partitions[String(p)] = counts;
     const all = source.locks();
     const truncated = all.length > this.#maxLocks;
-    const body: LocksResponse = { owned: source.options.ownPartitions, partitions, locks: truncated ? all.slice(0, this.#maxLocks) : all, truncated };
-    respond(res, 200, body);
+    const locks = truncated ? all.slice(0, this.#maxLocks) : all;
+    const body: LocksResponse = { owned: source.options.ownPartitions, partitions, locks, truncated };
+    return json(200, body);
   }
 
-  #serveLock(res: ServerResponse, encoded: string): void {
+  #lockAnswer(encoded: string): Answer {
     const source = this.#source;
-    if (source === undefined) return respond(res, 503, { error: 'NOT_READY' });
+    if (source === undefined) return json(503, { error: 'NOT_READY' });
     let name: string;
     try {
       name = decodeURIComponent(encoded);
     } catch {
-      return respond(res, 400, { error: 'BAD_REQUEST', message: 'lock name is not valid percent-encoding' });
+      return json(400, { error: 'BAD_REQUEST', message: 'lock name is not valid percent-encoding' });
     }
     const view = name === '' ? null : source.inspect(name);
-    if (view === null) return respond(res, 404, { error: 'NOT_FOUND', lock: name });
-    respond(res, 200, view);
-  }
-
-  #fail(res: ServerResponse, err: unknown): void {
-    this.#log.error({ err }, 'admin request failed');
-    if (res.headersSent) {
-      res.destroy();
-      return;
-    }
-    respond(res, 500, { error: 'INTERNAL' });
+    return view === null ? json(404, { error: 'NOT_FOUND', lock: name }) : json(200, view);
   }
 }
 
-function respond(res: ServerResponse, status: number, body: unknown): void {
-  const text = JSON.stringify(body);
-  res.writeHead(status, {
-    'content-type': JSON_TYPE,
-    'content-length': Buffer.byteLength(text),
+/** What a route answers; written by one function, so every answer gets the same headers. */
+interface Answer {
+  readonly status: number;
+  readonly contentType: string;
+  readonly body: string;
+}
+
+function json(status: number, body: unknown): Answer {
+  return { status, contentType: JSON_TYPE, body: JSON.stringify(body) };
+}
+
+function send(res: ServerResponse, a: Answer): void {
+  res.writeHead(a.status, {
+    'content-type': a.contentType,
+    'content-length': Buffer.byteLength(a.body),
     'cache-control': 'no-store',
   });
-  res.end(text);
+  res.end(a.body);
 }

@@ -2,7 +2,7 @@ import type { Logger } from 'pino';
 import { CoordinatorMetrics } from '../admin/metrics.js';
 import { AdminServer } from '../admin/server.js';
 import { Coordinator } from '../runtime/index.js';
-import { openStateStore } from './open-store.js';
+import { storeOpener } from './open-store.js';
 import { openServerTransport } from './open-transport.js';
 import { type CoordinatorSettings, redactUrl } from './settings.js';
 
@@ -21,6 +21,8 @@ export interface CoordinatorCommandOptions {
 export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promise<number> {
   const s = o.settings;
   const log = o.logger.child({ component: 'cli' });
+  // Before anything is opened or logged, so a bad store URL fails without side effects.
+  const openStore = storeOpener(s, o.logger);
   log.info(
     {
       transport: redactUrl(s.transport),
@@ -31,8 +33,6 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
     },
     'coordinator starting',
   );
-  // Before anything is opened, so a reserved or unknown option fails without side effects.
-  const openStore = await openStateStore(s, o.logger);
 
   const metrics = new CoordinatorMetrics({ processMetrics: true });
   let admin: AdminServer;
@@ -43,9 +43,16 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
     return 1;
   }
 
+  let transportFailed!: (err: Error) => void;
+  const failure = new Promise<Error>((resolve) => {
+    transportFailed = resolve;
+  });
   let coordinator: Coordinator;
   try {
-    const transport = await openServerTransport(s, o.logger, { reconnected: () => metrics.reconnected() });
+    const transport = await openServerTransport(s, o.logger, {
+      reconnected: () => metrics.reconnected(),
+      failed: (err) => transportFailed(err),
+    });
     const store = await openStore();
     const starting = Coordinator.start({
       transport,
@@ -58,8 +65,9 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
     const first = await Promise.race([starting, o.stopRequested]);
     if (typeof first === 'string') {
       log.info({ signal: first }, 'stop requested before the coordinator was ready');
-      // Whatever start did, stop undoes once it completes; do not wait on a broker that is not there.
-      void starting.then((c) => c.stop()).catch(() => {});
+      // Not waiting for a broker that may not be there: exiting drops whatever start opened, as
+      // a crash would, and requests not yet acknowledged go back to the broker.
+      starting.catch(() => {});
       await admin.close();
       return 0;
     }
@@ -74,10 +82,16 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
   admin.serve(coordinator);
   log.info({ admin: admin.url, partitions: coordinator.options.ownPartitions }, 'coordinator ready');
 
-  const signal = await o.stopRequested;
-  log.info({ signal }, 'draining: no new requests are taken; answering the batch in progress');
-  admin.drain();
+  const reason = await Promise.race([o.stopRequested, failure]);
   let code = 0;
+  if (typeof reason === 'string') {
+    log.info({ signal: reason }, 'draining: no new requests are taken; answering the batch in progress');
+  } else {
+    // Exit non-zero so a supervisor restarts it; the broker hands the partitions to a standby.
+    log.error({ err: reason }, 'the transport gave up; stopping');
+    code = 1;
+  }
+  admin.drain();
   try {
     await coordinator.stop();
   } catch (err) {

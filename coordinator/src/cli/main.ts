@@ -28,11 +28,14 @@ Usage:
         --prefix P         prefix of every queue and exchange name
                                                      env ${COORDINATOR_ENV.prefix} (default lockq)
         --prefetch N       requests the broker may deliver ahead of acks
-                                                     env ${COORDINATOR_ENV.prefetch} (default: the transport's)
+                                                     env ${COORDINATOR_ENV.prefetch} (default 256 on RabbitMQ;
+                                                     also the largest batch)
         --log-level L      fatal, error, warn, info, debug, trace or silent
                                                      env ${COORDINATOR_ENV['log-level']} (default info)
-        --store URL        durable state store (redis://…); reserved, not supported yet
-                                                     env ${COORDINATOR_ENV.store}
+        --store URL        durable state store: redis://[user:pass@]host:6379[/db] or
+                           rediss://…; keys start with the prefix
+                                                     env ${COORDINATOR_ENV.store} (default: none;
+                                                     state lives only in this process)
       Flags win over environment variables.
 
   lockq inspect [NAME] [--admin URL] [--json]
@@ -88,11 +91,14 @@ async function main(argv: readonly string[]): Promise<number> {
       // Synchronous writes: a handful of lines over the process's life (never one per message at
       // info), and none is lost when the process exits right after the last one.
       const logger = pino({ name: 'lockq', level: settings.logLevel }, pino.destination({ fd: 1, sync: true }));
-      process.on('uncaughtException', (err) => {
-        logger.fatal({ err }, 'uncaught exception');
+      // Node's own behaviour (exit 1), but with the error in the structured log: after a failure
+      // nobody handled, the state is unknown, and the broker redelivers what was not acknowledged.
+      const fatal = (err: unknown) => {
+        logger.fatal({ err }, 'unhandled error; exiting');
         process.exit(1);
-      });
-      process.on('unhandledRejection', (err) => logger.error({ err }, 'unhandled rejection'));
+      };
+      process.on('uncaughtException', fatal);
+      process.on('unhandledRejection', fatal);
       const stopRequested = new Promise<string>((resolve) => {
         let signalled = false;
         const onSignal = (signal: NodeJS.Signals) => {
@@ -106,9 +112,8 @@ async function main(argv: readonly string[]): Promise<number> {
         process.on('SIGTERM', onSignal);
         process.on('SIGINT', onSignal);
       });
-      const code = await runCoordinatorCommand({ settings, logger, stopRequested });
       // Broker sockets or retry timers left by a failed start must not keep the process alive.
-      process.exit(code);
+      return exit(await runCoordinatorCommand({ settings, logger, stopRequested }));
     }
     case 'inspect': {
       const { values, positionals } = parseArgs({
@@ -160,6 +165,10 @@ async function main(argv: readonly string[]): Promise<number> {
       process.stderr.write(`lockq: unknown command ${JSON.stringify(command)}\n\n${HELP}`);
       return 2;
   }
+}
+
+function exit(code: number): never {
+  process.exit(code);
 }
 
 /** parseArgs reports unknown or malformed options as TypeErrors with an ERR_PARSE_ARGS_* code. */

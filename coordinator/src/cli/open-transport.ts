@@ -1,17 +1,21 @@
+import { hostname } from 'node:os';
 import { memoryBroker, memoryBrokerName } from '@lockq/worker-sdk/transport';
 import type { Logger } from 'pino';
 import { MemoryServerTransport } from '../transport/memory.js';
 import type { ServerTransport } from '../transport/types.js';
 import type { CoordinatorSettings } from './settings.js';
 
-/** Transport events the service counts in its metrics. */
+/** Transport events the service acts on. */
 export interface TransportHooks {
+  /** The broker connection was re-established and consuming resumed (counted in metrics). */
   reconnected(): void;
+  /** The transport gave up reconnecting: this process can no longer answer anyone. */
+  failed(err: Error): void;
 }
 
 /**
- * The server transport `--transport` names. amqplib is loaded only for `amqp://` and `amqps://`,
- * so `memory:` users never load a broker driver.
+ * The server transport `--transport` names. The RabbitMQ adapter is imported only for `amqp://`
+ * and `amqps://`, so `memory:` users never load amqplib.
  */
 export async function openServerTransport(
   s: CoordinatorSettings,
@@ -24,16 +28,15 @@ export async function openServerTransport(
     // inside this process can reach it.
     return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)));
   }
-  const spec = '../transport/amqp.js';
-  const { AmqpServerTransport } = (await import(spec)) as {
-    AmqpServerTransport: new (options: Record<string, unknown>) => ServerTransport;
-  };
-  void hooks;
+  const { AmqpServerTransport } = await import('../transport/amqp.js');
   return new AmqpServerTransport({
     url: s.transport,
     prefix: s.prefix,
-    partitions: s.partitions,
     ...(s.prefetch === undefined ? {} : { prefetch: s.prefetch }),
-    logger: logger.child({ component: 'transport' }),
+    // Names this process in the broker's management UI, next to the partitions it consumes.
+    connectionName: `lockq coordinator ${hostname()} pid ${process.pid}`,
+    logger,
+    onReconnect: () => hooks.reconnected(),
+    onError: (err) => hooks.failed(err),
   });
 }

@@ -162,6 +162,7 @@ export class RedisStore implements StateStore {
   #reconnected: Promise<void> | undefined;
   #stopWaiting: ((err: Error) => void) | undefined;
   #wasReady = false;
+  #connected = false;
 
   constructor(options: RedisStoreOptions = {}) {
     this.options = resolveRedisStoreOptions(options);
@@ -179,6 +180,7 @@ export class RedisStore implements StateStore {
       if (this.#wasReady) this.#log.info('reconnected to Redis');
       else void this.#checkServer();
       this.#wasReady = true;
+      this.#connected = true;
     });
     this.#redis.on('error', (err: Error) => {
       // ioredis reports every failed reconnect; one line per outage is enough at warn.
@@ -189,7 +191,9 @@ export class RedisStore implements StateStore {
       }
     });
     this.#redis.on('close', () => {
-      if (this.#closing === undefined && this.#wasReady) this.#log.warn('lost the connection to Redis; reconnecting');
+      // Once per lost connection, not once per failed reconnect.
+      if (this.#connected && this.#closing === undefined) this.#log.warn('lost the connection to Redis; reconnecting');
+      this.#connected = false;
     });
   }
 

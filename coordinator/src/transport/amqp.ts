@@ -32,7 +32,11 @@ export interface AmqpServerTransportOptions {
    * outage) should back off rather than burn through this. @defaultValue 20
    */
   readonly deliveryLimit?: number;
-  /** Bound on a request queue (`x-max-length`); publishes beyond it are refused. @defaultValue unbounded */
+  /**
+   * Bound on a request queue (`x-max-length`). Once a queue is over it, publishes are refused
+   * and the worker's `send` rejects (a quorum queue may take one or a few more than the bound
+   * before it starts refusing). @defaultValue unbounded
+   */
   readonly maxLength?: number;
   /** Retry policy after a lost connection or channel. @defaultValue `DEFAULT_RECONNECT_POLICY` */
   readonly reconnect?: Partial<ReconnectPolicy>;
@@ -40,6 +44,10 @@ export interface AmqpServerTransportOptions {
   readonly connectionName?: string;
   /** @defaultValue no logging */
   readonly logger?: Logger;
+  /** Called after a lost connection was re-established and consuming resumed (for metrics). */
+  readonly onReconnect?: () => void;
+  /** Called when reconnecting gave up (`reconnect.maxAttempts`); publishing fails from then on. */
+  readonly onError?: (error: Error) => void;
 }
 
 interface ResolvedServerOptions {
@@ -156,6 +164,8 @@ const noop = () => {};
 export class AmqpServerTransport implements ServerTransport {
   readonly #o: ResolvedServerOptions;
   readonly #log: Logger | undefined;
+  readonly #onReconnect: (() => void) | undefined;
+  readonly #onError: ((error: Error) => void) | undefined;
   readonly #partitions = new Map<number, Partition>();
   #link: ServerLink | null = null;
   #everConnected = false;
@@ -169,6 +179,8 @@ export class AmqpServerTransport implements ServerTransport {
   constructor(options: AmqpServerTransportOptions) {
     this.#o = resolveServerOptions(options);
     this.#log = options.logger?.child({ component: 'amqp-server-transport' });
+    this.#onReconnect = options.onReconnect;
+    this.#onError = options.onError;
   }
 
   async consume(partition: number, onBatch: BatchHandler): Promise<void> {
@@ -230,7 +242,7 @@ export class AmqpServerTransport implements ServerTransport {
         }
       };
       try {
-        // Reply queues are not durable, so the messages are not persistent either.
+        // Transient: a reply outliving a broker restart is of no use; the worker re-sends.
         for (const r of replies) link.pub.publish('', r.to, asBuffer(r.body), {}, confirmed);
       } catch (err) {
         confirmed(err ?? new Error('publish failed'));
@@ -315,7 +327,11 @@ export class AmqpServerTransport implements ServerTransport {
   async #ready(): Promise<ServerLink> {
     if (this.#link !== null) return this.#link;
     if (this.#state === 'closed') throw new AmqpTransportError('transport is closed');
-    if (this.#connecting !== null) return this.#connecting;
+    if (this.#connecting !== null) {
+      return this.#connecting.catch((err: unknown) => {
+        throw new AmqpTransportError(`cannot connect to ${this.#o.logUrl}`, { cause: err });
+      });
+    }
     if (this.#everConnected) throw new AmqpTransportError(`not connected to ${this.#o.logUrl} (reconnecting)`);
     const connecting = this.#establish();
     this.#connecting = connecting;
@@ -355,6 +371,9 @@ export class AmqpServerTransport implements ServerTransport {
     let lostEarly = false;
     // An 'error' event without a listener would crash the process; 'close' always follows it.
     conn.on('error', (err: Error) => this.#log?.warn({ err }, 'broker connection error'));
+    // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
+    conn.on('blocked', (reason: string) => this.#log?.warn({ reason }, 'the broker blocked this connection'));
+    conn.on('unblocked', () => this.#log?.info('the broker unblocked this connection'));
     conn.on('close', (err?: Error) => {
       if (link === undefined) lostEarly = true;
       else this.#linkLost(link, err ?? new Error('connection closed'));
@@ -524,7 +543,9 @@ export class AmqpServerTransport implements ServerTransport {
     if (!this.#isOpen) return;
     const policy = this.#o.reconnect;
     if (attempt > policy.maxAttempts) {
-      this.#log?.error({ attempts: attempt - 1 }, 'gave up reconnecting; publish and deadLetter will fail');
+      const err = new AmqpTransportError(`gave up reconnecting to ${this.#o.logUrl} after ${attempt - 1} attempts`);
+      this.#log?.error({ err }, 'gave up reconnecting; publish and deadLetter will fail');
+      this.#onError?.(err);
       return;
     }
     this.#reconnectTimer = setTimeout(() => {
@@ -537,9 +558,8 @@ export class AmqpServerTransport implements ServerTransport {
     if (!this.#isOpen) return;
     const connecting = this.#establish();
     this.#connecting = connecting;
-    let link: ServerLink;
     try {
-      link = await connecting;
+      await connecting;
     } catch (err) {
       this.#log?.warn({ err, attempt }, 'reconnect attempt failed');
       this.#scheduleReconnect(attempt + 1);
@@ -551,6 +571,11 @@ export class AmqpServerTransport implements ServerTransport {
     for (const state of this.#partitions.values()) {
       state.failures = 0;
       this.#restart(state);
+    }
+    try {
+      this.#onReconnect?.();
+    } catch (err) {
+      this.#log?.error({ err }, 'onReconnect threw');
     }
   }
 }

@@ -274,7 +274,7 @@ export class ReferenceModel {
     if (!this.#owned(request.lock)) return error(request.id, 'WRONG_PARTITION', 'lock');
     switch (request.op) {
       case 'acquire':
-        return this.#acquire(session, request, now, out);
+        return this.#acquire(session, request, now);
       case 'release': {
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
@@ -328,7 +328,7 @@ export class ReferenceModel {
     return { type: 'ok', re: id };
   }
 
-  #acquire(session: ModelSession, req: AcquireRequest, now: number, out: Decision[]): ReplyBody {
+  #acquire(session: ModelSession, req: AcquireRequest, now: number): ReplyBody {
     const holds = this.holds.filter((h) => h.lock === req.lock);
     const queue = this.waiters.filter((w) => w.request.lock === req.lock);
     const inUse = holds[0] ?? queue[0]?.request;

@@ -294,6 +294,9 @@ export class AmqpClientTransport implements ClientTransport {
     let lostEarly = false;
     // An 'error' event without a listener would crash the process; 'close' always follows it.
     conn.on('error', (err: Error) => this.#log?.warn({ err }, 'broker connection error'));
+    // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
+    conn.on('blocked', (reason: string) => this.#log?.warn({ reason }, 'the broker blocked this connection'));
+    conn.on('unblocked', () => this.#log?.info('the broker unblocked this connection'));
     conn.on('close', (err?: Error) => {
       if (link === undefined) lostEarly = true;
       else this.#lost(link, err ?? new Error('connection closed'));
