@@ -3,12 +3,8 @@ import { promisify } from 'node:util';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
-import {
-  AmqpClientTransport,
-  type AmqpClientTransportOptions,
-  AmqpTransportError,
-  type ReconnectPolicy,
-} from '@lockq/worker-sdk/transport';
+import type { RetryPolicy } from '@lockq/worker-sdk';
+import { AmqpClientTransport, type AmqpClientTransportOptions, AmqpTransportError } from '@lockq/worker-sdk/transport';
 import { AmqpServerTransport, type AmqpServerTransportOptions } from '../coordinator/src/transport/index.js';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { collect, dec, defineTransportContract, enc, sleep, type TransportUnderTest, waitFor } from './transport-contract.js';
@@ -19,7 +15,7 @@ const rabbit = await requireRabbit();
 /** Every name this run creates starts with this, so parallel runs never meet. */
 const RUN = `lockq-test-${process.pid}-${Date.now().toString(36)}`;
 /** Short delays so tests recover quickly. */
-const FAST: Partial<ReconnectPolicy> = { initialDelayMs: 20, maxDelayMs: 250 };
+const FAST: Partial<RetryPolicy> = { initialMs: 20, maxMs: 250 };
 
 let adminConnection: ChannelModel | undefined;
 /** A channel on a connection of the test's own, for inspecting and deleting queues. */

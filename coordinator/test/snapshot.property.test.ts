@@ -102,28 +102,34 @@ class Driver {
         return;
       }
       case 'open':
-        return this.#send(this.#open(st.s, st.ttl));
+        this.#send(this.#open(st.s, st.ttl));
+        return;
       case 'acquire': {
         const l = LOCKS[st.l] as (typeof LOCKS)[number];
         const permits = l.kind === 'semaphore' ? st.permits : 1;
-        return this.#send({ ...this.#base(st.s), op: 'acquire', ...l, permits, ttlMs: st.ttl, waitMs: st.wait });
+        this.#send({ ...this.#base(st.s), op: 'acquire', ...l, permits, ttlMs: st.ttl, waitMs: st.wait });
+        return;
       }
       case 'release':
       case 'extend': {
         const held = this.#tokens.get(st.s) ?? [];
         const h = held[st.pick % Math.max(1, held.length)] ?? { lock: 'm', token: 999 };
         const req = st.t === 'release' ? { op: 'release' as const } : { op: 'extend' as const, ttlMs: st.ttl };
-        return this.#send({ ...this.#base(st.s), ...req, lock: h.lock, token: h.token } as Request);
+        this.#send({ ...this.#base(st.s), ...req, lock: h.lock, token: h.token } as Request);
+        return;
       }
       case 'cancel': {
         const waits = this.#acquires.get(st.s) ?? [];
         const w = waits[st.pick % Math.max(1, waits.length)] ?? { lock: 'm', id: 'nope' };
-        return this.#send({ ...this.#base(st.s), op: 'cancel', lock: w.lock, target: w.id });
+        this.#send({ ...this.#base(st.s), op: 'cancel', lock: w.lock, target: w.id });
+        return;
       }
       case 'heartbeat':
-        return this.#send({ ...this.#base(st.s), op: 'heartbeat' });
+        this.#send({ ...this.#base(st.s), op: 'heartbeat' });
+        return;
       case 'close':
-        return this.#send({ ...this.#base(st.s), op: 'close' });
+        this.#send({ ...this.#base(st.s), op: 'close' });
+        return;
       case 'dup': {
         const r = this.#sent[st.pick % Math.max(1, this.#sent.length)];
         if (r !== undefined) this.#send(r);

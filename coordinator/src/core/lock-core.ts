@@ -154,7 +154,6 @@ export class LockCore {
   /** Applies one decoded request at time `now` (ms, non-decreasing), appending decisions to `out`. */
   handle(request: Request, now: number, out: Decision[]): void {
     now = this.#advance(now, out);
-    this.#pruneMemos(now);
     if (request.op === 'inspect') {
       const body: ReplyBody =
         request.lock === undefined
@@ -163,6 +162,9 @@ export class LockCore {
       out.push({ type: 'reply', to: request.replyTo, body });
       return;
     }
+    // Not for inspect: a read changes nothing but what its own time expired, so a runtime may
+    // leave it out of the journal.
+    this.#pruneMemos(now);
     const session = this.#sessions.get(request.session);
     const known = session !== undefined && session.worker === request.worker ? session : undefined;
     if (known !== undefined) {

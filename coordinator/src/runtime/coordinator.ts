@@ -94,7 +94,9 @@ class PartitionRunner {
     const core = this.#core ?? (await this.#claimOrBackOff());
     const now = this.#now();
     const out: Decision[] = [];
-    const journal: Request[] | undefined = this.#opts.store.journals ? [] : undefined;
+    /** What reached the core and may have changed it: the journal entry's requests. */
+    const fed: Request[] = [];
+    const poison: { body: Uint8Array; code: string }[] = [];
     const debug = this.#log.isLevelEnabled('debug');
     this.#stats.batches++;
     this.#stats.requests += batch.length;
@@ -107,24 +109,30 @@ class PartitionRunner {
           const reply = { type: 'error', re: decoded.id ?? '', code, message } as const;
           out.push({ type: 'reply', to: decoded.replyTo, body: field === undefined ? reply : { ...reply, field } });
         } else {
-          this.#stats.deadLettered++;
-          await this.#opts.transport.deadLetter(this.partition, body, decoded.code);
+          poison.push({ body, code: decoded.code });
         }
         if (debug) this.#log.debug({ code: decoded.code, field: decoded.field }, 'request refused');
         continue;
       }
+      const before = out.length;
       try {
         core.handle(decoded.request, now, out);
-        if (journal !== undefined && decoded.request.op !== 'inspect') journal.push(decoded.request);
       } catch (err) {
         // A bug, not bad input (the core answers all input): park the request rather than
         // let its redelivery wedge the partition.
         this.#log.error({ err, op: decoded.request.op }, 'core failed on a request; dead-lettering it');
-        this.#stats.deadLettered++;
-        await this.#opts.transport.deadLetter(this.partition, body, 'INTERNAL');
+        poison.push({ body, code: 'INTERNAL' });
+        continue;
       }
+      // An inspect that expired nothing changed nothing: it need not cost a journal write.
+      if (decoded.request.op !== 'inspect' || out.length - before > 1) fed.push(decoded.request);
     }
-    await this.#commit(core, now, journal ?? [], out, batch.length);
+    await this.#commit(core, now, fed.length > 0 ? { now, requests: fed } : undefined, out, batch.length);
+    // Only once the batch is committed, so a batch that fails and comes back parks nothing twice.
+    for (const p of poison) {
+      this.#stats.deadLettered++;
+      await this.#opts.transport.deadLetter(this.partition, p.body, p.code);
+    }
   }
 
   async #claimOrBackOff(): Promise<LockCore> {
@@ -144,16 +152,16 @@ class PartitionRunner {
     const now = this.#now();
     const out: Decision[] = [];
     core.tick(now, out);
-    if (out.length > 0) await this.#commit(core, now, [], out, 0);
+    if (out.length > 0) await this.#commit(core, now, { now, requests: [] }, out, 0);
     else this.#schedule();
   }
 
   /**
-   * Makes the batch durable (its requests, or the expiry tick, and any token reservation), then
-   * publishes its replies: nothing is answered before it is durable. On any failure the
-   * in-memory state is dropped and the next delivery reloads it from the store.
+   * Makes the batch durable (`entry`: what reached the core, or an expiry tick; plus any token
+   * reservation), then publishes its replies: nothing is answered before it is durable. On any
+   * failure the in-memory state is dropped and the next delivery reloads it from the store.
    */
-  async #commit(core: LockCore, now: number, requests: readonly Request[], out: readonly Decision[], count: number): Promise<void> {
+  async #commit(core: LockCore, now: number, entry: JournalEntry | undefined, out: readonly Decision[], count: number): Promise<void> {
     const store = this.#opts.store;
     const replies: Outbound[] = [];
     let ceiling = 0;
@@ -162,12 +170,13 @@ class PartitionRunner {
       else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
     }
     try {
-      if (store.journals ? requests.length > 0 || out.length > 0 : ceiling > 0) {
-        const entry: JournalEntry = ceiling > 0 ? { now, requests, tokenCeiling: ceiling } : { now, requests };
-        await store.append(this.partition, core.epoch, entry);
+      if (store.journals ? entry !== undefined : ceiling > 0) {
+        const requests = store.journals && entry !== undefined ? entry.requests : [];
+        await store.append(this.partition, core.epoch, ceiling > 0 ? { now, requests, tokenCeiling: ceiling } : { now, requests });
         if (store.journals && ++this.#sinceSnapshot >= this.#opts.snapshotEvery) {
-          await store.snapshot(this.partition, core.epoch, core.snapshot());
           this.#sinceSnapshot = 0;
+          // Next on the chain, after this batch is answered: ordered with the appends around it.
+          this.#serial(() => this.#snapshot(core)).catch(() => {});
         }
       }
       if (replies.length > 0) await this.#opts.transport.publish(replies);
@@ -180,15 +189,46 @@ class PartitionRunner {
     this.#schedule();
   }
 
+  /** A failed snapshot costs nothing but a longer replay: the journal still has everything. */
+  async #snapshot(core: LockCore): Promise<void> {
+    if (this.#core !== core) return; // dropped or replaced meanwhile
+    try {
+      await this.#opts.store.snapshot(this.partition, core.epoch, core.snapshot());
+    } catch (err) {
+      if (err instanceof StaleEpochError) this.#reset(err);
+      else this.#log.warn({ err }, 'snapshot failed; the journal keeps growing until the next one');
+    }
+  }
+
   #reset(err: unknown): void {
     if (this.#core === undefined) return;
     const stale = err instanceof StaleEpochError;
     this.#log[stale ? 'warn' : 'error'](
       { err, epoch: this.#core.epoch },
-      stale ? 'another coordinator took this partition over; dropping state' : 'commit failed; dropping state to reload it',
+      stale ? 'another coordinator took this partition over; standing by' : 'commit failed; dropping state to reload it',
     );
     this.#core = undefined;
     this.#clearTimer();
+    if (stale) this.#standBy();
+  }
+
+  /**
+   * Fenced: another coordinator claimed the partition, so the broker has made it the consumer.
+   * Claiming again on the next stray delivery would fence it back; instead stop consuming, and
+   * after a pause rejoin as a standby behind it.
+   */
+  #standBy(): void {
+    const transport = this.#opts.transport;
+    // Not awaited here: stopping waits for the batch in progress, which is the caller.
+    setImmediate(async () => {
+      try {
+        await transport.stopConsuming(this.partition);
+        await new Promise((resolve) => setTimeout(resolve, this.#opts.standbyPauseMs));
+        if (!this.#stopped) await transport.consume(this.partition, this.onBatch);
+      } catch (err) {
+        this.#log.error({ err }, 'could not rejoin as standby');
+      }
+    });
   }
 
   #schedule(): void {
@@ -227,7 +267,7 @@ class PartitionRunner {
       if (core === undefined || this.#opts.store.durable) return;
       const out: Decision[] = [];
       core.shutdown(this.#now(), out);
-      if (out.length > 0) await this.#commit(core, core.now, [], out, 0);
+      if (out.length > 0) await this.#commit(core, core.now, undefined, out, 0);
     }).catch((err: unknown) => this.#log.warn({ err }, 'could not tell clients about the shutdown'));
     this.#clearTimer();
   }

@@ -43,6 +43,8 @@ export interface CoordinatorOptions {
    * coordinator; wrong for a standby, which must not fence the active one. @defaultValue false
    */
   readonly claimAtStart?: boolean;
+  /** After being fenced by another coordinator, wait this long before rejoining as standby. @defaultValue 1000 */
+  readonly standbyPauseMs?: number;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -58,6 +60,7 @@ export interface ResolvedCoordinatorOptions {
   readonly observer: CoordinatorObserver | undefined;
   readonly snapshotEvery: number;
   readonly claimAtStart: boolean;
+  readonly standbyPauseMs: number;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -88,6 +91,7 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     observer: options.observer,
     snapshotEvery,
     claimAtStart: options.claimAtStart ?? false,
+    standbyPauseMs: options.standbyPauseMs ?? 1000,
   });
 }
 

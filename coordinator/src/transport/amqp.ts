@@ -1,14 +1,8 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
-import {
-  AmqpTransportError,
-  amqpUrlForLogs,
-  amqpUrlWithHeartbeat,
-  backoffDelayMs,
-  type ReconnectPolicy,
-  resolveReconnectPolicy,
-} from '@lockq/worker-sdk/transport';
+import { backoffMs, type RetryPolicy } from '@lockq/worker-sdk';
+import { AmqpTransportError, amqpUrlForLogs, amqpUrlWithHeartbeat, resolveReconnectPolicy } from '@lockq/worker-sdk/transport';
 import type { Outbound, ServerTransport } from './types.js';
 
 // amqplib is imported lazily (types only up here), like on the worker side.
@@ -38,15 +32,19 @@ export interface AmqpServerTransportOptions {
    * before it starts refusing). @defaultValue unbounded
    */
   readonly maxLength?: number;
-  /** Retry policy after a lost connection or channel. @defaultValue `DEFAULT_RECONNECT_POLICY` */
-  readonly reconnect?: Partial<ReconnectPolicy>;
+  /**
+   * Backoff between reconnect attempts after a lost connection, and before consuming again
+   * after a lost channel or a rejected batch; `attempts` bounds reconnecting.
+   * @defaultValue `DEFAULT_RETRY_POLICY` (forever)
+   */
+  readonly reconnect?: Partial<RetryPolicy>;
   /** The connection's name in the broker's management tools. @defaultValue `'lockq coordinator'` */
   readonly connectionName?: string;
   /** @defaultValue no logging */
   readonly logger?: Logger;
   /** Called after a lost connection was re-established and consuming resumed (for metrics). */
   readonly onReconnect?: () => void;
-  /** Called when reconnecting gave up (`reconnect.maxAttempts`); publishing fails from then on. */
+  /** Called when reconnecting gave up (`reconnect.attempts`); publishing fails from then on. */
   readonly onError?: (error: Error) => void;
 }
 
@@ -56,7 +54,7 @@ interface ResolvedServerOptions {
   readonly prefix: string;
   readonly connectTimeoutMs: number;
   readonly prefetch: number;
-  readonly reconnect: ReconnectPolicy;
+  readonly reconnect: RetryPolicy;
   readonly connectionName: string;
   /** Arguments of every request queue; a redeclaration with other arguments is refused by the broker. */
   readonly queueArguments: Readonly<Record<string, string | number | boolean>>;
@@ -441,7 +439,7 @@ export class AmqpServerTransport implements ServerTransport {
     state.retryTimer = setTimeout(() => {
       state.retryTimer = null;
       this.#restart(state);
-    }, backoffDelayMs(this.#o.reconnect, state.failures));
+    }, backoffMs(this.#o.reconnect, state.failures - 1));
   }
 
   #consumerLost(state: Partition, c: Consumer, reason: string): void {
@@ -542,7 +540,7 @@ export class AmqpServerTransport implements ServerTransport {
   #scheduleReconnect(attempt: number): void {
     if (!this.#isOpen) return;
     const policy = this.#o.reconnect;
-    if (attempt > policy.maxAttempts) {
+    if (attempt > policy.attempts) {
       const err = new AmqpTransportError(`gave up reconnecting to ${this.#o.logUrl} after ${attempt - 1} attempts`);
       this.#log?.error({ err }, 'gave up reconnecting; publish and deadLetter will fail');
       this.#onError?.(err);
@@ -551,7 +549,7 @@ export class AmqpServerTransport implements ServerTransport {
     this.#reconnectTimer = setTimeout(() => {
       this.#reconnectTimer = null;
       void this.#reconnect(attempt);
-    }, backoffDelayMs(policy, attempt));
+    }, backoffMs(policy, attempt - 1));
   }
 
   async #reconnect(attempt: number): Promise<void> {

@@ -4,12 +4,15 @@ import type { Outbound, ServerTransport } from './types.js';
 /** The coordinator side of the in-process broker. */
 export class MemoryServerTransport implements ServerTransport {
   readonly #broker: MemoryBroker;
+  readonly #handlers = new Map<number, (batch: readonly Uint8Array[]) => Promise<void>>();
 
   constructor(broker: MemoryBroker) {
     this.#broker = broker;
   }
 
   async consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>): Promise<void> {
+    if (this.#handlers.has(partition)) throw new Error(`already consuming partition ${partition}`);
+    this.#handlers.set(partition, onBatch);
     this.#broker.consumeRequests(partition, onBatch);
   }
 
@@ -22,8 +25,13 @@ export class MemoryServerTransport implements ServerTransport {
   }
 
   async stopConsuming(partition: number): Promise<void> {
-    this.#broker.stopConsuming(partition);
+    const handler = this.#handlers.get(partition);
+    if (handler === undefined) return;
+    this.#handlers.delete(partition);
+    this.#broker.stopConsuming(partition, handler);
   }
 
-  async close(): Promise<void> {}
+  async close(): Promise<void> {
+    for (const p of [...this.#handlers.keys()]) await this.stopConsuming(p);
+  }
 }

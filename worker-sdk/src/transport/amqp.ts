@@ -1,6 +1,8 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message } from 'amqplib';
 import type { Logger } from 'pino';
+import { LockqError } from '../errors.js';
 import { replyDestination, requestDestination, TOPOLOGY_PREFIX } from '../protocol/topology.js';
+import { backoffMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from '../retry.js';
 import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions } from './types.js';
 
 // amqplib is imported lazily (types only up here) so that importing this package's transports
@@ -10,62 +12,31 @@ import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions }
 // Shared by the client and the server adapters (the coordinator imports these from here).
 // ---------------------------------------------------------------------------------------------
 
-/** How an adapter retries after losing its broker connection: exponential backoff with jitter. */
-export interface ReconnectPolicy {
-  /** Delay before the first retry. @defaultValue 100 */
-  readonly initialDelayMs: number;
-  /** Upper bound of any delay. @defaultValue 5000 */
-  readonly maxDelayMs: number;
-  /** Growth of the delay per attempt. @defaultValue 2 */
-  readonly factor: number;
-  /** Fraction of each delay taken off at random (0 to 1), so a fleet does not retry in step. @defaultValue 0.5 */
-  readonly jitter: number;
-  /** Attempts before giving up and reporting the failure; `Infinity` keeps trying. @defaultValue Infinity */
-  readonly maxAttempts: number;
-}
-
-export const DEFAULT_RECONNECT_POLICY: ReconnectPolicy = Object.freeze({
-  initialDelayMs: 100,
-  maxDelayMs: 5000,
-  factor: 2,
-  jitter: 0.5,
-  maxAttempts: Number.POSITIVE_INFINITY,
-});
-
-/** Fills in and validates a reconnect policy, naming the bad field. */
-export function resolveReconnectPolicy(policy: Partial<ReconnectPolicy> = {}): ReconnectPolicy {
-  const p = { ...DEFAULT_RECONNECT_POLICY, ...policy };
-  const check = (field: keyof ReconnectPolicy, ok: boolean) => {
+/**
+ * Fills in and validates a reconnect policy (the SDK's shared {@link RetryPolicy}: backoff with
+ * jitter), naming the bad field.
+ */
+export function resolveReconnectPolicy(policy: Partial<RetryPolicy> = {}): RetryPolicy {
+  const p = { ...DEFAULT_RETRY_POLICY, ...policy };
+  const check = (field: keyof RetryPolicy, ok: boolean) => {
     if (!ok) throw new RangeError(`reconnect.${field}: out of range (${String(p[field])})`);
   };
-  check('initialDelayMs', Number.isFinite(p.initialDelayMs) && p.initialDelayMs >= 0);
-  check('maxDelayMs', Number.isFinite(p.maxDelayMs) && p.maxDelayMs >= p.initialDelayMs);
+  check('initialMs', Number.isFinite(p.initialMs) && p.initialMs >= 0);
+  check('maxMs', Number.isFinite(p.maxMs) && p.maxMs >= p.initialMs);
   check('factor', Number.isFinite(p.factor) && p.factor >= 1);
-  check('jitter', p.jitter >= 0 && p.jitter <= 1);
-  check('maxAttempts', p.maxAttempts >= 1);
+  check('attempts', p.attempts >= 1);
   return Object.freeze(p);
 }
 
 /**
- * The delay before retry number `attempt` (1-based): `initialDelayMs * factor^(attempt-1)`,
- * capped at `maxDelayMs`, minus up to `jitter` of it at random (so it never exceeds the cap).
- */
-export function backoffDelayMs(policy: ReconnectPolicy, attempt: number, random: () => number = Math.random): number {
-  const base = Math.min(policy.maxDelayMs, policy.initialDelayMs * policy.factor ** Math.max(0, attempt - 1));
-  return Math.round(base * (1 - policy.jitter * random()));
-}
-
-/**
  * A broker operation failed: not connected (reconnecting), the connection dropped with the
- * operation in flight, or the broker refused a message. Retriable; carries the wire code
- * `TRANSPORT_ERROR` so it maps like any other lockq error.
+ * operation in flight, or the broker refused a message (no such queue, queue full). Code
+ * `TRANSPORT_ERROR`, retriable.
  */
-export class AmqpTransportError extends Error {
-  readonly code = 'TRANSPORT_ERROR';
-  readonly retriable = true;
+export class AmqpTransportError extends LockqError {
+  override name = 'AmqpTransportError';
   constructor(message: string, options?: ErrorOptions) {
-    super(message, options);
-    this.name = 'AmqpTransportError';
+    super('TRANSPORT_ERROR', message, options);
   }
 }
 
@@ -119,8 +90,8 @@ export interface AmqpClientTransportOptions extends ClientTransportOptions {
    * the worker reconnects wait for it this long. @defaultValue 60000
    */
   readonly replyExpiresMs?: number;
-  /** Retry policy after a lost connection. @defaultValue {@link DEFAULT_RECONNECT_POLICY} */
-  readonly reconnect?: Partial<ReconnectPolicy>;
+  /** Backoff between reconnect attempts; `attempts` bounds them. @defaultValue `DEFAULT_RETRY_POLICY` (forever) */
+  readonly reconnect?: Partial<RetryPolicy>;
   /** The connection's name in the broker's management tools. @defaultValue `lockq worker <workerId>/<instance>` */
   readonly connectionName?: string;
   /** @defaultValue no logging */
@@ -134,7 +105,7 @@ interface ResolvedClientOptions {
   readonly connectTimeoutMs: number;
   readonly prefetch: number;
   readonly replyExpiresMs: number;
-  readonly reconnect: ReconnectPolicy;
+  readonly reconnect: RetryPolicy;
   readonly connectionName: string;
 }
 
@@ -385,7 +356,7 @@ export class AmqpClientTransport implements ClientTransport {
   #scheduleReconnect(attempt: number): void {
     if (this.#state === 'closed') return;
     const policy = this.#o.reconnect;
-    if (attempt > policy.maxAttempts) {
+    if (attempt > policy.attempts) {
       this.#state = 'failed';
       const err = new AmqpTransportError(`gave up reconnecting to ${this.#o.logUrl} after ${attempt - 1} attempts`);
       this.#log?.error({ err }, 'gave up reconnecting');
@@ -395,7 +366,7 @@ export class AmqpClientTransport implements ClientTransport {
     this.#timer = setTimeout(() => {
       this.#timer = null;
       void this.#reconnect(attempt);
-    }, backoffDelayMs(policy, attempt));
+    }, backoffMs(policy, attempt - 1));
   }
 
   async #reconnect(attempt: number): Promise<void> {

@@ -5,7 +5,8 @@ type BatchHandler = (batch: readonly Uint8Array[]) => Promise<void>;
 
 interface RequestQueue {
   messages: Uint8Array[];
-  consumer: BatchHandler | null;
+  /** Single active consumer, as on RabbitMQ: the first is active, the rest stand by in order. */
+  consumers: BatchHandler[];
   busy: boolean;
 }
 
@@ -35,7 +36,7 @@ export class MemoryBroker {
   #queue(partition: number): RequestQueue {
     let q = this.#requests.get(partition);
     if (q === undefined) {
-      q = { messages: [], consumer: null, busy: false };
+      q = { messages: [], consumers: [], busy: false };
       this.#requests.set(partition, q);
     }
     return q;
@@ -44,28 +45,33 @@ export class MemoryBroker {
   publishRequest(partition: number, body: Uint8Array): void {
     const q = this.#queue(partition);
     q.messages.push(body);
-    if (q.consumer !== null && !q.busy && q.messages.length === 1) this.#dispatch(q);
+    if (q.consumers.length > 0 && !q.busy && q.messages.length === 1) this.#dispatch(q);
   }
 
-  /** Attaches the single consumer of a partition; batches are delivered one at a time, in order. */
+  /**
+   * Attaches a consumer to a partition. Batches go to the first consumer only, one at a time, in
+   * order; later consumers stand by and the next takes over when the active one stops.
+   */
   consumeRequests(partition: number, handler: BatchHandler): void {
     const q = this.#queue(partition);
-    if (q.consumer !== null) throw new Error(`partition ${partition} already has a consumer`);
-    q.consumer = handler;
-    if (q.messages.length > 0) this.#dispatch(q);
+    if (!q.consumers.includes(handler)) q.consumers.push(handler);
+    if (!q.busy && q.messages.length > 0) this.#dispatch(q);
   }
 
-  stopConsuming(partition: number): void {
+  /** Detaches `handler`; a batch it is handling still finishes (and is acked or returned). */
+  stopConsuming(partition: number, handler: BatchHandler): void {
     const q = this.#requests.get(partition);
-    if (q !== undefined) q.consumer = null;
+    if (q === undefined) return;
+    q.consumers = q.consumers.filter((h) => h !== handler);
+    if (!q.busy && q.consumers.length > 0 && q.messages.length > 0) this.#dispatch(q);
   }
 
   #dispatch(q: RequestQueue): void {
     q.busy = true;
     // A macrotask boundary lets every request published in the same tick join one batch.
     setImmediate(() => {
-      const handler = q.consumer;
-      if (handler === null || q.messages.length === 0) {
+      const handler = q.consumers[0];
+      if (handler === undefined || q.messages.length === 0) {
         q.busy = false;
         return;
       }
@@ -84,7 +90,7 @@ export class MemoryBroker {
 
   #afterBatch(q: RequestQueue): void {
     q.busy = false;
-    if (q.consumer !== null && q.messages.length > 0) this.#dispatch(q);
+    if (q.consumers.length > 0 && q.messages.length > 0) this.#dispatch(q);
   }
 
   publishReply(address: string, body: Uint8Array): void {
