@@ -16,6 +16,7 @@ export default defineConfig({
   },
   test: {
     include: ['test/**/*.test.ts', 'coordinator/test/**/*.test.ts', 'worker-sdk/test/**/*.test.ts'],
+    exclude: ['test/faults/**', '**/node_modules/**', '**/dist/**'],
     testTimeout: 30_000,
     hookTimeout: 60_000,
   },

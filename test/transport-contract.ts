@@ -252,6 +252,25 @@ export function defineTransportContract(
       expect(next.messages).toEqual(['y']);
     });
 
+    it('makes a second server on a partition a standby that takes over when the first closes', async () => {
+      const active = server();
+      const standby = server();
+      const a = await collect(active, 0);
+      const b = await collect(standby, 0);
+      const c = await opened('w1');
+      const sent = range(10, (i) => `m${i}`);
+      await Promise.all(sent.slice(0, 5).map((m) => c.send(0, enc(m))));
+      await waitFor(() => a.messages.length >= 5, 'the active server');
+      expect(b.messages).toEqual([]);
+
+      await active.close();
+      await Promise.all(sent.slice(5).map((m) => c.send(0, enc(m))));
+      await waitFor(() => b.messages.length >= 5, 'the standby');
+      await sleep(20);
+      expect(a.messages).toEqual(sent.slice(0, 5));
+      expect(b.messages).toEqual(sent.slice(5));
+    });
+
     it('refuses a second consumer of one partition on one transport', async () => {
       const s = server();
       await s.consume(0, async () => {});

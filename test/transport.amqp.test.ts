@@ -188,27 +188,6 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await waitFor(() => replies.includes('re:two'), 'a reply after both recovered');
   });
 
-  it('lets the standby take over when the active server closes', async () => {
-    setup();
-    const active = track(t.server());
-    const standby = track(t.server());
-    const a = await collect(active, 0);
-    const b = await collect(standby, 0);
-    const c = track(t.client('w1'));
-    await c.open({ onReply: () => {} });
-    const sent = Array.from({ length: 10 }, (_, i) => `m${i}`);
-    await Promise.all(sent.slice(0, 5).map((m) => c.send(0, enc(m))));
-    await waitFor(() => a.messages.length >= 5, 'the active server');
-    expect(b.messages).toEqual([]);
-
-    await active.close();
-    await Promise.all(sent.slice(5).map((m) => c.send(0, enc(m))));
-    await waitFor(() => b.messages.length >= 5, 'the standby');
-    await sleep(20);
-    expect(a.messages).toEqual(sent.slice(0, 5));
-    expect(b.messages).toEqual(sent.slice(5));
-  });
-
   it('dead-letters a request that keeps failing once the delivery limit is reached', async () => {
     setup();
     const s = track(t.server({ deliveryLimit: 1 }));
