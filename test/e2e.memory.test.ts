@@ -189,6 +189,35 @@ describe('end to end over the memory transport', () => {
     expect(lease.lostReason?.reason).toBe('SHUTTING_DOWN');
   });
 
+  it('a waiter whose grant reply was lost learns of the grant by re-asking', async () => {
+    const a = await client('a');
+    const held = await a.acquire('lossy', { ttlMs: 60_000 });
+    const transport = new MemoryClientTransport(broker, { workerId: 'lossy', instance: 'i' });
+    const open = transport.open.bind(transport);
+    let dropped = 0;
+    transport.open = (handlers) =>
+      open({
+        ...handlers,
+        onReply: (body) => {
+          if (dropped === 0 && Buffer.from(body).toString().includes('"type":"granted"')) {
+            dropped++; // the broker lost this one
+            return;
+          }
+          handlers.onReply(body);
+        },
+      });
+    const b = await LockClient.connect('memory:', { workerId: 'lossy', transport, sessionTtlMs: 300 });
+    clients.push(b);
+    const waiting = b.acquire('lossy', { ttlMs: 60_000, waitMs: 10_000 });
+    await sleep(30);
+    await held.release();
+    const started = performance.now();
+    const lease = await waiting;
+    expect(dropped).toBe(1);
+    expect(lease.token).toBeGreaterThan(held.token);
+    expect(performance.now() - started).toBeLessThan(1500);
+  });
+
   it('raises typed errors with stable codes', async () => {
     const a = await client('a');
     await a.acquire('kind');

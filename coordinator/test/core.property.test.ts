@@ -15,7 +15,7 @@ const SEED = process.env.LOCKQ_FC_SEED === undefined ? 0x10c4 : Number(process.e
 const NUM_RUNS = 2000;
 const MAX_COMMANDS = 60;
 /** Fewer, longer runs reach deeper states: long queues, many tokens, sessions re-opened many times. */
-const LONG_RUNS = 100;
+const LONG_RUNS = 250;
 const LONG_MAX_COMMANDS = 400;
 
 // ---- the scenario ---------------------------------------------------------------------------------

@@ -68,6 +68,9 @@ interface Pending {
   /** For an acquire: its lock, so a timed-out wait can be cancelled. */
   readonly lock: string | undefined;
   readonly onQueued: ((position: number) => void) | undefined;
+  /** When this request last went out (first send, re-send, or re-ask of a queued acquire). */
+  lastSentAt: number;
+  queued: boolean;
   resolve: (reply: Reply) => void;
   reject: (err: LockqError) => void;
 }
@@ -370,6 +373,11 @@ export class LockClient implements LeaseOwner {
 
   #beat(): void {
     const now = performance.now();
+    // A waiting acquire re-asks (same id) once per session ttl: if its grant's reply was ever
+    // lost, the coordinator answers from its state and the grant is learnt now, not at timeout.
+    for (const p of this.#pending.values()) {
+      if (p.queued && now - p.lastSentAt >= this.options.sessionTtlMs) this.#transmit(p);
+    }
     for (const s of this.#sessions.values()) {
       if (s.opened === undefined || now - s.lastSentAt < this.options.heartbeatMs) continue;
       this.#call(s.partition, { op: 'heartbeat' }).catch((err: unknown) =>
@@ -439,6 +447,8 @@ export class LockClient implements LeaseOwner {
         waitMs,
         lock: fields.op === 'acquire' ? fields.lock : undefined,
         onQueued,
+        lastSentAt: 0,
+        queued: false,
         resolve,
         reject,
       };
@@ -468,11 +478,18 @@ export class LockClient implements LeaseOwner {
   #transmit(p: Pending): void {
     const now = performance.now();
     this.#sentAt.record(p.seq, now);
+    p.lastSentAt = now;
     this.#session(p.partition).lastSentAt = now;
-    // A failed send is re-sent on reconnect, or times out; it is not an answer.
-    this.#transport
-      .send(p.partition, p.body)
-      .catch((err: unknown) => this.logger.debug({ err, id: p.id }, 'send failed; waiting for reconnect'));
+    this.#transport.send(p.partition, p.body).catch((err: unknown) => {
+      if ((err as { refused?: unknown }).refused === true && this.#pending.delete(p.id)) {
+        // The broker refused it (a full request queue, no coordinator): say so now, not at the timeout.
+        settle(this.#session(p.partition), p.seq);
+        p.reject(err instanceof LockqError ? err : new LockqError('TRANSPORT_ERROR', String(err), { cause: err }));
+        return;
+      }
+      // A lost connection: the request is re-sent on reconnect, or times out.
+      this.logger.debug({ err, id: p.id }, 'send failed; waiting for reconnect');
+    });
   }
 
   #cancel(partition: number, lock: string, target: string): void {
@@ -510,6 +527,7 @@ export class LockClient implements LeaseOwner {
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
+      pending.queued = true;
       pending.onQueued?.(reply.position);
       return;
     }

@@ -1,4 +1,5 @@
 import { decodeRequest, encodeReply, type LockView, type PartitionCounts, type Request } from '@lockq/worker-sdk/protocol';
+import { backoffMs, type RetryPolicy } from '@lockq/worker-sdk';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
 import { type JournalEntry, StaleEpochError } from '../store/types.js';
@@ -17,6 +18,13 @@ import { CoordinatorStats } from './stats.js';
  * commit drops the in-memory state, which the next delivery reloads from the store: state that
  * was not made durable is never trusted, because nothing of it was published.
  */
+/** The store failed (not a fencing): worth retrying with the batch in hand. */
+class StoreUnavailable extends Error {
+  override readonly name = 'StoreUnavailable';
+}
+
+const STORE_RETRY: RetryPolicy = { initialMs: 50, maxMs: 2000, factor: 2, attempts: Number.POSITIVE_INFINITY };
+
 class PartitionRunner {
   readonly partition: number;
   #core: LockCore | undefined;
@@ -48,7 +56,26 @@ class PartitionRunner {
   }
 
   /** The transport's batch handler: runs after anything already queued on this partition. */
-  readonly onBatch = (batch: readonly Uint8Array[]): Promise<void> => this.#serial(() => this.#decideBatch(batch));
+  readonly onBatch = (batch: readonly Uint8Array[]): Promise<void> => this.#serial(() => this.#decideDurably(batch));
+
+  /**
+   * Decides a batch, waiting out store trouble with the batch in hand rather than returning it
+   * to the broker: every return would count against the queue's delivery limit, and a long
+   * outage would dead-letter good requests. Meanwhile the prefetch bound holds the rest back.
+   * A fenced coordinator or a broker failure still returns the batch.
+   */
+  async #decideDurably(batch: readonly Uint8Array[]): Promise<void> {
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#decideBatch(batch);
+        return;
+      } catch (err) {
+        if (!(err instanceof StoreUnavailable) || this.#stopped) throw err;
+        if (attempt % 20 === 0) this.#log.warn({ err: err.cause, attempt }, 'state store unavailable; holding the batch and retrying');
+        await new Promise((resolve) => setTimeout(resolve, backoffMs(STORE_RETRY, attempt)));
+      }
+    }
+  }
 
   #serial(step: () => Promise<void>): Promise<void> {
     const run = this.#chain.then(step);
@@ -91,7 +118,7 @@ class PartitionRunner {
   }
 
   async #decideBatch(batch: readonly Uint8Array[]): Promise<void> {
-    const core = this.#core ?? (await this.#claimOrBackOff());
+    const core = this.#core ?? (await this.#claimOrFail());
     const now = this.#now();
     const out: Decision[] = [];
     /** What reached the core and may have changed it: the journal entry's requests. */
@@ -135,14 +162,11 @@ class PartitionRunner {
     }
   }
 
-  async #claimOrBackOff(): Promise<LockCore> {
+  async #claimOrFail(): Promise<LockCore> {
     try {
       return await this.claim();
     } catch (err) {
-      // The batch goes back to the broker; a pause keeps a down store from becoming a hot loop.
-      this.#log.error({ err }, 'claiming the partition failed; retrying on the next delivery');
-      await new Promise((resolve) => setTimeout(resolve, 250));
-      throw err;
+      throw new StoreUnavailable('claiming the partition failed', { cause: err });
     }
   }
 
@@ -169,18 +193,24 @@ class PartitionRunner {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
       else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
     }
-    try {
-      if (store.journals ? entry !== undefined : ceiling > 0) {
-        const requests = store.journals && entry !== undefined ? entry.requests : [];
+    if (store.journals ? entry !== undefined : ceiling > 0) {
+      const requests = store.journals && entry !== undefined ? entry.requests : [];
+      try {
         await store.append(this.partition, core.epoch, ceiling > 0 ? { now, requests, tokenCeiling: ceiling } : { now, requests });
-        if (store.journals && ++this.#sinceSnapshot >= this.#opts.snapshotEvery) {
-          this.#sinceSnapshot = 0;
-          // Next on the chain, after this batch is answered: ordered with the appends around it.
-          this.#serial(() => this.#snapshot(core)).catch(() => {});
-        }
+      } catch (err) {
+        this.#reset(err);
+        throw err instanceof StaleEpochError ? err : new StoreUnavailable('journal append failed', { cause: err });
       }
+      if (store.journals && ++this.#sinceSnapshot >= this.#opts.snapshotEvery) {
+        this.#sinceSnapshot = 0;
+        // Next on the chain, after this batch is answered: ordered with the appends around it.
+        this.#serial(() => this.#snapshot(core)).catch(() => {});
+      }
+    }
+    try {
       if (replies.length > 0) await this.#opts.transport.publish(replies);
     } catch (err) {
+      // Durable but maybe unanswered: reload, and let the redelivered batch be answered from memory.
       this.#reset(err);
       throw err;
     }

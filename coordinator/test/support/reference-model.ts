@@ -235,9 +235,9 @@ export class ReferenceModel {
   }
 
   /**
-   * Ends a session: its waiters are answered `code`, in
-   * request id order; its holds go, in token order, with a `lost` event only when it expired.
-   * Returns the locks touched, for the caller to drain.
+   * Ends a session: its waiters are answered `code`, in request id order; its holds go, in token
+   * order, with a `lost` event only when it expired. Returns the locks touched, for the caller to
+   * drain.
    */
   #endSession(s: ModelSession, code: 'NO_SESSION' | 'CANCELLED', now: number, out: Decision[]): string[] {
     const touched: string[] = [];
@@ -444,7 +444,7 @@ export class ReferenceModel {
 }
 
 /** Whether `req` can be granted next to `holds` (the live holds of its lock). */
-export function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'permits'>, holds: readonly { readonly mode: LockMode; readonly permits: number }[]): boolean {
+function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'permits'>, holds: readonly { readonly mode: LockMode; readonly permits: number }[]): boolean {
   if (req.kind === 'semaphore') return holds.reduce((sum, h) => sum + h.permits, 0) + req.permits <= req.limit;
   if (req.mode === 'exclusive') return holds.length === 0;
   return holds.every((h) => h.mode === 'shared');

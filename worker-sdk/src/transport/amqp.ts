@@ -35,8 +35,11 @@ export function resolveReconnectPolicy(policy: Partial<RetryPolicy> = {}): Retry
  */
 export class AmqpTransportError extends LockqError {
   override name = 'AmqpTransportError';
-  constructor(message: string, options?: ErrorOptions) {
+  /** The broker refused this message (see {@link ClientTransport.send}); it was not delivered. */
+  readonly refused: boolean;
+  constructor(message: string, options?: ErrorOptions & { readonly refused?: boolean }) {
     super('TRANSPORT_ERROR', message, options);
+    this.refused = options?.refused ?? false;
   }
 }
 
@@ -205,9 +208,11 @@ export class AmqpClientTransport implements ClientTransport {
     const messageId = String(++this.#seq);
     return new Promise<void>((resolve, reject) => {
       const confirmed = (err: unknown) => {
-        if (err != null) reject(new AmqpTransportError(`the broker did not accept a request for ${queue}`, { cause: err }));
-        else if (link.returned.delete(messageId)) {
-          reject(new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`));
+        if (err != null) {
+          // A nack: with `x-overflow: reject-publish`, the request queue is full.
+          reject(new AmqpTransportError(`the broker refused a request for ${queue} (queue full?)`, { cause: err, refused: true }));
+        } else if (link.returned.delete(messageId)) {
+          reject(new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true }));
         } else resolve();
       };
       try {

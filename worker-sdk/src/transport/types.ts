@@ -7,13 +7,20 @@ export interface ClientTransport {
   readonly replyAddress: string;
   /** Connects, declares the reply destination and starts delivering replies in arrival order. */
   open(handlers: ClientTransportHandlers): Promise<void>;
-  /** Sends one request to partition `partition`; resolves once the broker has accepted it. */
+  /**
+   * Sends one request to partition `partition`; resolves once the broker has accepted it.
+   * Rejects with an error whose `refused` is true when the broker refused this very message
+   * (a full queue, no queue): it will not be delivered, and the caller should be told at once.
+   * Any other rejection (a lost connection) may be followed by `onReconnect`, after which the
+   * caller re-sends what is still in flight.
+   */
   send(partition: number, body: Uint8Array): Promise<void>;
-  /** Stops delivering replies and closes the connection. Idempotent. */
+  /** Stops delivering replies and closes the connection. Idempotent; a closed transport is not reopened. */
   close(): Promise<void>;
 }
 
 export interface ClientTransportHandlers {
+  /** Replies in arrival order, at least once: after a reconnect one may come again. */
   onReply(body: Uint8Array): void;
   /** The connection was re-established; requests in flight may be lost and must be sent again. */
   onReconnect?(): void;
