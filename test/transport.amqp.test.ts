@@ -5,7 +5,7 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
 import type { RetryPolicy } from '@lockq/worker-sdk';
 import { AmqpClientTransport, type AmqpClientTransportOptions, AmqpTransportError } from '@lockq/worker-sdk/transport';
-import { AmqpServerTransport, type AmqpServerTransportOptions } from '../coordinator/src/transport/index.js';
+import { AmqpServerTransport, type AmqpServerTransportOptions } from '@lockq/coordinator';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { collect, dec, defineTransportContract, enc, sleep, type TransportUnderTest, waitFor } from './transport-contract.js';
 

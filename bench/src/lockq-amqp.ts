@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Channel } from 'amqplib';
 import { AmqpServerTransport, Coordinator, type Outbound, type ServerTransport, type StateStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
 import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
@@ -126,7 +127,7 @@ export async function deleteTopology(queues: readonly string[], exchanges: reado
   const conn = await amqp.connect(AMQP_URL);
   conn.on('error', () => {});
   try {
-    const run = async (op: (ch: import('amqplib').Channel) => Promise<unknown>) => {
+    const run = async (op: (ch: Channel) => Promise<unknown>) => {
       const ch = await conn.createChannel();
       ch.on('error', () => {});
       await op(ch).catch(() => undefined);

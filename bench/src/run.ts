@@ -1,16 +1,28 @@
+import { amqpSuite } from './amqp.js';
 import { distinctLocks, hotLock } from './core.js';
 import { memoryCycles } from './memory.js';
 import { fmt, median } from './stats.js';
+import { storeSuite } from './store.js';
 
 /**
  * `npm run bench [-- suite...]`: each figure is the median of several runs, all in this one
- * process so ratios are measured side by side. Suites: core, memory (default: both).
- * LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size the runs.
+ * process so ratios are measured side by side. Suites: core, memory (the default: both, no
+ * broker needed), and amqp and store, which need RabbitMQ and Redis (and etcd, for store) and
+ * run only when named. LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size
+ * the runs.
  */
 const runs = Number(process.env.LOCKQ_BENCH_RUNS ?? 5);
 const seconds = Number(process.env.LOCKQ_BENCH_SECONDS ?? 2);
+const SUITES = ['core', 'memory', 'amqp', 'store'];
+const BY_DEFAULT = ['core', 'memory'];
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
-const wanted = (name: string) => suites.length === 0 || suites.includes(name);
+for (const s of suites) {
+  if (!SUITES.includes(s)) {
+    console.error(`unknown suite ${JSON.stringify(s)}; suites: ${SUITES.join(', ')}`);
+    process.exit(2);
+  }
+}
+const wanted = (name: string) => (suites.length === 0 ? BY_DEFAULT.includes(name) : suites.includes(name));
 
 async function measure(label: string, unit: string, target: number | undefined, once: () => number | Promise<number>): Promise<void> {
   const values: number[] = [];
@@ -27,4 +39,12 @@ if (wanted('core')) {
 }
 if (wanted('memory')) {
   await measure('memory end to end: 64 workers, distinct locks', 'cycles/s', 100_000, () => memoryCycles(64, seconds));
+}
+if (wanted('amqp')) {
+  console.log('');
+  await amqpSuite(runs, seconds);
+}
+if (wanted('store')) {
+  console.log('');
+  await storeSuite(runs, seconds);
 }

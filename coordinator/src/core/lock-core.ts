@@ -428,27 +428,8 @@ export class LockCore {
       for (const w of l.waiters) {
         const session = sessionOf(w.session);
         const memo: Memo = { request: w.request, session, outcome: null as unknown as Waiter, at: w.queuedAt };
-        const waiter: Waiter = {
-          kind: 'waiter',
-          lock,
-          session,
-          request: w.request,
-          queuedAt: w.queuedAt,
-          deadline: w.deadline,
-          memo,
-          prev: lock.tail,
-          next: null,
-          live: true,
-        };
-        memo.outcome = waiter;
-        if (lock.tail === null) lock.head = waiter;
-        else lock.tail.next = waiter;
-        lock.tail = waiter;
-        lock.waiting++;
-        this.#waiterCount++;
-        session.waits.set(w.request.id, waiter);
+        this.#enqueue(lock, session, w.request, w.queuedAt, w.deadline, memo);
         memoOf.set(`${w.session}\u0000${w.request.id}`, memo);
-        this.#heap.push(waiter.deadline, waiter);
       }
     }
     for (const m of snap.memos) {
@@ -565,26 +546,7 @@ export class LockCore {
     if (existing === undefined) this.#locks.set(lock.name, lock);
     // The memo is made here, not in handle(), so the waiter can point at it.
     const memo: Memo = { request: req, session, outcome: null as unknown as Waiter, at: now };
-    const waiter: Waiter = {
-      kind: 'waiter',
-      lock,
-      session,
-      request: req,
-      queuedAt: now,
-      deadline: now + req.waitMs,
-      memo,
-      prev: lock.tail,
-      next: null,
-      live: true,
-    };
-    memo.outcome = waiter;
-    if (lock.tail === null) lock.head = waiter;
-    else lock.tail.next = waiter;
-    lock.tail = waiter;
-    lock.waiting++;
-    this.#waiterCount++;
-    session.waits.set(req.id, waiter);
-    this.#push(waiter.deadline, waiter);
+    this.#enqueue(lock, session, req, now, now + req.waitMs, memo);
     this.#addMemo(memo);
     return { type: 'queued', re: req.id, lock: lock.name, position: lock.waiting };
   }
@@ -723,6 +685,19 @@ export class LockCore {
     this.#holdCount++;
     this.#push(hold.deadline, hold);
     return hold;
+  }
+
+  /** Puts a waiter at the tail of `lock`'s queue, as the outcome of `memo`. */
+  #enqueue(lock: LockState, session: Session, request: AcquireRequest, queuedAt: number, deadline: number, memo: Memo): void {
+    const waiter: Waiter = { kind: 'waiter', lock, session, request, queuedAt, deadline, memo, prev: lock.tail, next: null, live: true };
+    memo.outcome = waiter;
+    if (lock.tail === null) lock.head = waiter;
+    else lock.tail.next = waiter;
+    lock.tail = waiter;
+    lock.waiting++;
+    this.#waiterCount++;
+    session.waits.set(request.id, waiter);
+    this.#push(deadline, waiter);
   }
 
   /**

@@ -2,7 +2,13 @@ import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqp
 import type { Logger } from 'pino';
 import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
 import { backoffMs, type RetryPolicy } from '@lockq/worker-sdk';
-import { AmqpTransportError, amqpUrlForLogs, amqpUrlWithHeartbeat, resolveReconnectPolicy } from '@lockq/worker-sdk/transport';
+import {
+  AmqpTransportError,
+  amqpUrlForLogs,
+  amqpUrlWithHeartbeat,
+  openAmqpConnection,
+  resolveReconnectPolicy,
+} from '@lockq/worker-sdk/transport';
 import type { Outbound, ServerTransport } from './types.js';
 
 // amqplib is imported lazily (types only up here), like on the worker side.
@@ -359,22 +365,11 @@ export class AmqpServerTransport implements ServerTransport {
 
   async #connect(): Promise<ServerLink> {
     const o = this.#o;
-    const amqp = await import('amqplib');
-    const conn = await amqp.connect(o.connectUrl, {
-      noDelay: true,
-      timeout: o.connectTimeoutMs,
-      clientProperties: { connection_name: o.connectionName },
-    });
     let link: ServerLink | undefined;
     let lostEarly = false;
-    // An 'error' event without a listener would crash the process; 'close' always follows it.
-    conn.on('error', (err: Error) => this.#log?.warn({ err }, 'broker connection error'));
-    // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
-    conn.on('blocked', (reason: string) => this.#log?.warn({ reason }, 'the broker blocked this connection'));
-    conn.on('unblocked', () => this.#log?.info('the broker unblocked this connection'));
-    conn.on('close', (err?: Error) => {
+    const conn = await openAmqpConnection(o, this.#log, (err) => {
       if (link === undefined) lostEarly = true;
-      else this.#linkLost(link, err ?? new Error('connection closed'));
+      else this.#linkLost(link, err);
     });
     try {
       const pub = await conn.createConfirmChannel();

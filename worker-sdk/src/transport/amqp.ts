@@ -43,6 +43,30 @@ export class AmqpTransportError extends LockqError {
   }
 }
 
+/**
+ * Connects with the settings both sides use (TCP no-delay, a bounded connect, a name shown in
+ * the broker's tools) and the listeners both need; `onClose` runs when the connection is gone.
+ */
+export async function openAmqpConnection(
+  o: { readonly connectUrl: string; readonly connectTimeoutMs: number; readonly connectionName: string },
+  log: Logger | undefined,
+  onClose: (err: Error) => void,
+): Promise<ChannelModel> {
+  const amqp = await import('amqplib');
+  const conn = await amqp.connect(o.connectUrl, {
+    noDelay: true,
+    timeout: o.connectTimeoutMs,
+    clientProperties: { connection_name: o.connectionName },
+  });
+  // An 'error' event without a listener would crash the process; 'close' always follows it.
+  conn.on('error', (err: Error) => log?.warn({ err }, 'broker connection error'));
+  // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
+  conn.on('blocked', (reason: string) => log?.warn({ reason }, 'the broker blocked this connection'));
+  conn.on('unblocked', () => log?.info('the broker unblocked this connection'));
+  conn.on('close', (err?: Error) => onClose(err ?? new Error('connection closed')));
+  return conn;
+}
+
 /** Adds the heartbeat to an `amqp://` / `amqps://` URL unless the URL already sets one. */
 export function amqpUrlWithHeartbeat(url: string, heartbeatMs: number): string {
   let u: URL;
@@ -260,22 +284,11 @@ export class AmqpClientTransport implements ClientTransport {
 
   async #connect(): Promise<ClientLink> {
     const o = this.#o;
-    const amqp = await import('amqplib');
-    const conn = await amqp.connect(o.connectUrl, {
-      noDelay: true,
-      timeout: o.connectTimeoutMs,
-      clientProperties: { connection_name: o.connectionName },
-    });
     let link: ClientLink | undefined;
     let lostEarly = false;
-    // An 'error' event without a listener would crash the process; 'close' always follows it.
-    conn.on('error', (err: Error) => this.#log?.warn({ err }, 'broker connection error'));
-    // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
-    conn.on('blocked', (reason: string) => this.#log?.warn({ reason }, 'the broker blocked this connection'));
-    conn.on('unblocked', () => this.#log?.info('the broker unblocked this connection'));
-    conn.on('close', (err?: Error) => {
+    const conn = await openAmqpConnection(o, this.#log, (err) => {
       if (link === undefined) lostEarly = true;
-      else this.#lost(link, err ?? new Error('connection closed'));
+      else this.#lost(link, err);
     });
     try {
       const ch = await conn.createConfirmChannel();

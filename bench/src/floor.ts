@@ -1,0 +1,149 @@
+import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
+import { deadLetterDestination, replyDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { AMQP_URL, deleteTopology, inBatches, uniquePrefix } from './lockq-amqp.js';
+import { closedLoop } from './workload.js';
+
+/**
+ * The raw floor under lockq over RabbitMQ: amqplib directly, the same topology and the same
+ * delivery guarantees, and nothing decided. A no-op responder answers each request on the
+ * requester's own reply queue; a round trip is one request and its reply, which is what each
+ * half of a lockq acquire+release cycle costs at the least.
+ *
+ * Same as lockq: a durable quorum request queue declared with the coordinator's arguments,
+ * persistent mandatory requests on a confirm channel, a durable reply queue per requester with
+ * `x-expires`, transient replies on the responder's confirm channel, prefetch 256 on both
+ * sides, manual acks, cumulative and coalesced per macrotask, the responder acking a request
+ * only once its reply is confirmed. Unlike lockq, the responder pipelines: it answers each
+ * delivery at once instead of in serial batches, so this is the broker's best, not lockq's
+ * structure.
+ */
+
+const PREFETCH = 256;
+/** About the size of a lockq acquire request and its grant. */
+const REQUEST = Buffer.alloc(280, 'r');
+const REPLY = Buffer.alloc(200, 'g');
+
+/** The coordinator's request-queue arguments (AmqpServerTransport defaults), repeated here. */
+function requestQueueArguments(prefix: string): Record<string, string | number | boolean> {
+  return {
+    'x-queue-type': 'quorum',
+    'x-single-active-consumer': true,
+    'x-overflow': 'reject-publish',
+    'x-delivery-limit': 20,
+    'x-dead-letter-exchange': deadLetterDestination(prefix),
+  };
+}
+
+/** Acks the latest message handed over, once per macrotask, with one cumulative ack. */
+function coalescedAcker(ch: { ack(message: ConsumeMessage, allUpTo?: boolean): void }): (msg: ConsumeMessage) => void {
+  let latest: ConsumeMessage | null = null;
+  return (msg) => {
+    if (latest === null) {
+      setImmediate(() => {
+        const m = latest;
+        latest = null;
+        if (m !== null) ch.ack(m, true);
+      });
+    }
+    latest = msg;
+  };
+}
+
+interface Requester {
+  readonly conn: ChannelModel;
+  readonly replyQueue: string;
+  roundTrip(): Promise<void>;
+}
+
+export interface Floor {
+  readonly prefix: string;
+  /** Round trips/s with `n` requesters and their latencies (ms). */
+  run(n: number, seconds: number): Promise<{ rate: number; latencies: number[] }>;
+  close(): Promise<void>;
+}
+
+export async function openFloor(requesters: number): Promise<Floor> {
+  const amqp = await import('amqplib');
+  const prefix = uniquePrefix('floor');
+  const queue = requestDestination(0, prefix);
+  const conns: ChannelModel[] = [];
+  const replyQueues: string[] = [];
+  const close = async () => {
+    await Promise.all(conns.map((c) => c.close().catch(() => undefined)));
+    await deleteTopology([queue, ...replyQueues], []);
+  };
+  try {
+    // The responder: one connection, a consuming channel and a confirm channel for replies.
+    const server = await amqp.connect(AMQP_URL, { noDelay: true });
+    conns.push(server);
+    server.on('error', () => {});
+    const consumer = await server.createChannel();
+    const pub = await server.createConfirmChannel();
+    await consumer.prefetch(PREFETCH);
+    await consumer.assertQueue(queue, { durable: true, arguments: requestQueueArguments(prefix) });
+    const ackRequest = coalescedAcker(consumer);
+    await consumer.consume(
+      queue,
+      (msg) => {
+        if (msg === null) return;
+        // Confirms come in publish order, so a confirmed reply covers every earlier delivery.
+        pub.publish('', String(msg.properties.replyTo), REPLY, {}, (err: unknown) => {
+          if (err == null) ackRequest(msg);
+        });
+      },
+      { noAck: false },
+    );
+
+    const list = await inBatches(requesters, 16, async (i): Promise<Requester> => {
+      const conn = await amqp.connect(AMQP_URL, { noDelay: true });
+      conns.push(conn);
+      conn.on('error', () => {});
+      const ch: ConfirmChannel = await conn.createConfirmChannel();
+      const replyQueue = replyDestination(`floor-${i}`, 'x', prefix);
+      replyQueues.push(replyQueue);
+      await ch.assertQueue(replyQueue, { durable: true, exclusive: false, autoDelete: false, arguments: { 'x-expires': 60_000 } });
+      await ch.prefetch(PREFETCH);
+      const ackReply = coalescedAcker(ch);
+      let waiting: (() => void) | null = null;
+      await ch.consume(
+        replyQueue,
+        (msg) => {
+          if (msg === null) return;
+          ackReply(msg);
+          const done = waiting;
+          waiting = null;
+          done?.();
+        },
+        { noAck: false },
+      );
+      return {
+        conn,
+        replyQueue,
+        roundTrip: () =>
+          new Promise<void>((resolve, reject) => {
+            waiting = resolve;
+            // Like the SDK: the answer is what is awaited; a refused publish fails the run.
+            ch.sendToQueue(queue, REQUEST, { persistent: true, mandatory: true, replyTo: replyQueue }, (err: unknown) => {
+              if (err != null) reject(new Error('the broker refused a request', { cause: err }));
+            });
+          }),
+      };
+    });
+    await Promise.all(list.map((r) => r.roundTrip()));
+    return {
+      prefix,
+      async run(n, seconds) {
+        const r = await closedLoop(n, seconds, async (i) => {
+          const t0 = performance.now();
+          await (list[i] as Requester).roundTrip();
+          return performance.now() - t0;
+        });
+        return { rate: r.rate, latencies: r.latencies };
+      },
+      close,
+    };
+  } catch (err) {
+    await close();
+    throw err;
+  }
+}

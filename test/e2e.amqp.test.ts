@@ -1,0 +1,330 @@
+/**
+ * End to end on RabbitMQ with separate processes, as lockq runs in production: a coordinator
+ * started from the built CLI (`lockq coordinator --transport amqp://…`) and workers that are
+ * processes of their own (test/fixtures/src/worker.ts), writing through fencing tokens to an
+ * HTTP resource in this process (test/support/fenced-resource.ts) that records every write.
+ * Workers can therefore be killed, stopped and cut off from the broker for real.
+ *
+ * Needs `npx tsc -b` first (npm test does it). Every run uses its own topology prefix and
+ * deletes its queues afterwards; it closes only its own broker connections.
+ */
+import { existsSync } from 'node:fs';
+import type { LockView } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { connect } from 'amqplib';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import type { WorkerConfig, WorkerEvent } from './fixtures/src/worker-config.js';
+import { AMQP_URL, requireRabbit } from './support/brokers.js';
+import { FencedResource } from './support/fenced-resource.js';
+import { CLI, CoordinatorProcess, killAll, WORKER, WorkerProcess } from './support/processes.js';
+import { closeConnections, deleteTopology, rabbitmqctlWorks } from './support/rabbitmq.js';
+
+const rabbit = await requireRabbit();
+const ctl = rabbit && (await rabbitmqctlWorks());
+if (rabbit && !ctl) {
+  const message = 'rabbitmqctl cannot reach the broker: the forced-disconnect end-to-end test cannot run';
+  if (process.env.CI === 'true') throw new Error(`${message} and CI=true`);
+  console.warn(`\n\n*** ${message.toUpperCase()}: SKIPPED ***\n\n`);
+}
+
+/** Every queue and exchange this run makes starts with this. */
+const RUN = `e2e${Date.now().toString(36)}${process.pid.toString(36)}`;
+const prefixes: string[] = [];
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A fresh topology prefix for one test (its own request, reply and dead-letter queues). */
+function topology(): string {
+  const prefix = `${RUN}.${prefixes.length + 1}`;
+  prefixes.push(prefix);
+  return prefix;
+}
+
+function coordinator(prefix: string): Promise<CoordinatorProcess> {
+  return CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix]);
+}
+
+let resource: FencedResource;
+
+/** A worker process; its id starts with the prefix, so its broker connection can be told apart. */
+function worker(prefix: string, id: string, config: Omit<WorkerConfig, 'url' | 'workerId' | 'prefix' | 'resource'>): WorkerProcess {
+  return new WorkerProcess({ url: AMQP_URL, prefix, workerId: `${prefix}-${id}`, resource: resource.url, ...config });
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!condition()) {
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(10);
+  }
+}
+
+const acceptedWrites = (key: string) => resource.history.filter((w) => w.key === key && w.accepted);
+const rejectedWrites = (key: string) => resource.history.filter((w) => w.key === key && !w.accepted);
+
+/** The checks every counter run must pass: nothing lost, nothing duplicated, no stale write. */
+function expectExactCounter(key: string, done: readonly WorkerEvent[]): void {
+  const accepted = acceptedWrites(key);
+  const reported = done.reduce((n, d) => n + (d.accepted ?? 0), 0);
+  // Every accepted write is one increment: none lost, none applied twice.
+  expect(resource.read(key)).toBe(accepted.length);
+  // What the workers were told matches what the resource recorded.
+  expect(reported).toBe(accepted.length);
+  expect(done.reduce((n, d) => n + (d.rejected ?? 0), 0)).toBe(rejectedWrites(key).length);
+  expect(resource.violations()).toEqual([]);
+  // Each increment was a hold of its own: the tokens of accepted writes strictly increase.
+  for (let i = 1; i < accepted.length; i++) expect(accepted[i]!.token).toBeGreaterThan(accepted[i - 1]!.token);
+}
+
+beforeAll(() => {
+  for (const built of [CLI, WORKER]) if (!existsSync(built)) throw new Error(`${built} is missing: build first (npx tsc -b)`);
+});
+beforeEach(async () => {
+  resource = new FencedResource();
+  await resource.start();
+});
+afterEach(async () => {
+  await killAll();
+  await resource.close();
+});
+afterAll(async () => {
+  if (rabbit && prefixes.length > 0) {
+    const known = prefixes.flatMap((p) => [requestDestination(0, p), deadLetterDestination(p), `${p}.test-replies`]);
+    await deleteTopology(RUN, prefixes, known);
+  }
+});
+
+describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and worker processes', () => {
+  it('4 worker processes × 40 increments of one fenced counter: no increment lost, no stale write', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const N = 40;
+    const workers = [0, 1, 2, 3].map((i) => worker(prefix, `inc${i}`, { script: 'increment', lock: 'counter', count: N, ttlMs: 5000 }));
+    const done = await Promise.all(workers.map((w) => w.event('done', 60_000)));
+
+    for (const d of done) expect(d).toMatchObject({ accepted: N, rejected: 0, failed: 0 });
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0, 0]);
+    expect(resource.read('counter')).toBe(4 * N);
+    expect(acceptedWrites('counter')).toHaveLength(4 * N);
+    expect(rejectedWrites('counter')).toEqual([]);
+    expectExactCounter('counter', done);
+    expect(new Set(acceptedWrites('counter').map((w) => w.worker)).size).toBe(4);
+    // One grant per increment, all released.
+    const metrics = await coord.metrics();
+    expect(metrics).toContain(`lockq_grants_total{partition="0"} ${4 * N}`);
+    expect(metrics).toContain(`lockq_releases_total{partition="0"} ${4 * N}`);
+    expect(metrics).toMatch(/^lockq_holds\{partition="0"\} 0$/m);
+    expect(await coord.stop()).toBe(0);
+  }, 60_000);
+
+  it('grants in FIFO order: waiters queued one after another are granted by position, tokens rising', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const gate = worker(prefix, 'gate', { script: 'gate', lock: 'fifo', ttlMs: 30_000 });
+    const gateGrant = await gate.event('granted');
+
+    const K = 6;
+    const waiters: WorkerProcess[] = [];
+    for (let i = 0; i < K; i++) {
+      const w = worker(prefix, `q${i}`, { script: 'queue', lock: 'fifo', ttlMs: 5000 });
+      waiters.push(w);
+      // The next one starts only once this one is known to be in the queue.
+      expect((await w.event('queued')).position).toBe(i + 1);
+    }
+    // The coordinator's own view agrees, before anything moves.
+    const view = (await (await fetch(`${coord.admin}/v1/locks/fifo`)).json()) as LockView;
+    expect(view.holders.map((h) => [h.worker, h.token])).toEqual([[gate.config.workerId, gateGrant.token]]);
+    expect(view.waiters.map((w) => [w.worker, w.position])).toEqual(waiters.map((w, i) => [w.config.workerId, i + 1]));
+    expect(waiters.some((w) => w.events('granted').length > 0)).toBe(false);
+
+    gate.say('release');
+    await gate.event('released');
+    const grants = await Promise.all(waiters.map((w) => w.event('granted', 20_000)));
+    const positions = waiters.map((w) => w.events('queued')[0]?.position);
+    expect(positions).toEqual(Array.from({ length: K }, (_, i) => i + 1));
+    let previous = gateGrant;
+    for (const g of grants) {
+      // In position order: a higher token, and not granted before the one ahead of it.
+      expect(g.token).toBeGreaterThan(previous.token!);
+      expect(g.at).toBeGreaterThanOrEqual(previous.at);
+      previous = g;
+    }
+    expect(await Promise.all([gate, ...waiters].map((w) => w.exited))).toEqual(Array(K + 1).fill(0));
+    expect(await coord.stop()).toBe(0);
+  }, 60_000);
+
+  it('a holder killed with SIGKILL loses the lock when its lease runs out; the waiter gets it, token higher', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const ttlMs = 3000;
+    const doomed = worker(prefix, 'doomed', { script: 'hold', lock: 'job', ttlMs, holdMs: 60_000 });
+    const held = await doomed.event('granted');
+    const heir = worker(prefix, 'heir', { script: 'queue', lock: 'job', ttlMs: 5000 });
+    expect((await heir.event('queued')).position).toBe(1);
+
+    const killedAt = Date.now();
+    doomed.signal('SIGKILL');
+    expect(await doomed.exited).toBe('SIGKILL');
+    const granted = await heir.event('granted', ttlMs + 5000);
+    // Liveness: within the lease (counted from the grant) plus a small margin...
+    expect(granted.at - held.at).toBeLessThan(ttlMs + 1500);
+    expect(granted.at - killedAt).toBeLessThan(ttlMs + 1500);
+    // ...and mutual exclusion: not before the lease ran out (a dead connection frees nothing early).
+    expect(granted.at - held.at).toBeGreaterThanOrEqual(ttlMs - 300);
+    expect(granted.token).toBeGreaterThan(held.token!);
+    await heir.event('done');
+    expect(await heir.exited).toBe(0);
+    expect(await coord.metric('lockq_lease_expiries_total')).toBe(1);
+    expect(await coord.stop()).toBe(0);
+  }, 30_000);
+
+  it('a holder paused (SIGSTOP) past its lease: the next holder writes; the late write is refused and its signal aborted', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const ttlMs = 1500;
+    const holdMs = 800;
+    const sleeper = worker(prefix, 'sleeper', { script: 'hold', lock: 'doc', ttlMs, holdMs });
+    const held = await sleeper.event('granted');
+    sleeper.signal('SIGSTOP');
+    const stoppedAt = Date.now();
+    // Otherwise the sleeper may have written already, and the test proves nothing.
+    expect(stoppedAt - held.at).toBeLessThan(holdMs);
+    let successorToken = 0;
+    try {
+      await sleep(ttlMs + 200);
+      const successor = worker(prefix, 'successor', { script: 'hold', lock: 'doc', ttlMs: 5000, holdMs: 0 });
+      const granted = await successor.event('granted', 15_000);
+      const wrote = await successor.event('wrote');
+      expect(wrote).toMatchObject({ ok: true, token: granted.token, signalAborted: false });
+      expect(granted.token).toBeGreaterThan(held.token!);
+      expect(granted.at - held.at).toBeGreaterThanOrEqual(ttlMs);
+      successorToken = granted.token!;
+      await successor.event('done');
+      expect(await successor.exited).toBe(0);
+      expect(sleeper.events('wrote')).toEqual([]); // still asleep
+    } finally {
+      sleeper.signal('SIGCONT');
+    }
+    const late = await sleeper.event('wrote');
+    expect(late).toMatchObject({ ok: false, token: held.token, signalAborted: true });
+    expect(await sleeper.exited).toBe(0);
+    expect(resource.history.map((w) => [w.worker, w.token, w.accepted])).toEqual([
+      [`${prefix}-successor`, successorToken, true],
+      [`${prefix}-sleeper`, held.token, false],
+    ]);
+    expect(resource.violations()).toEqual([]);
+    expect(await coord.stop()).toBe(0);
+  }, 30_000);
+
+  it.skipIf(!ctl)('the broker closes every connection of the run under load: both sides reconnect, nothing confirmed is lost', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const count = 60;
+    const workers = [0, 1, 2].map((i) =>
+      worker(prefix, `r${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 10, logLevel: 'info' }),
+    );
+    await until(() => acceptedWrites('counter').length >= 15, 'the run to get going');
+
+    const coordinatorName = `pid ${coord.child.pid}`;
+    const closed = await closeConnections(
+      (name) => (name.startsWith('lockq coordinator ') && name.endsWith(coordinatorName)) || name.startsWith(`lockq worker ${prefix}-`),
+      'lockq e2e test: forced disconnect',
+    );
+    const closedAt = Date.now();
+    expect(closed).toHaveLength(4);
+    expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // it was under load
+
+    const done = await Promise.all(workers.map((w) => w.event('done', 60_000)));
+    console.log('DEBUG5', JSON.stringify({ closedAt, done, errors: workers.flatMap((w) => w.events('error')), after: acceptedWrites('counter').filter((w) => w.at > closedAt).length, total: acceptedWrites('counter').length, rej: rejectedWrites('counter') }));
+    console.log('DEBUG5log', JSON.stringify(coord.lines.filter((l) => (l.level ?? 0) >= 40 || l.msg === 'reconnected')));
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0]);
+    // An acquire may fail during the outage, but only with a retriable error.
+    const errors = workers.flatMap((w) => w.events('error'));
+    for (const e of errors) expect(e).toMatchObject({ retriable: true });
+    expect(done.reduce((n, d) => n + (d.failed ?? 0), 0)).toBe(errors.length);
+    for (const d of done) expect((d.accepted ?? 0) + (d.rejected ?? 0) + (d.failed ?? 0)).toBe(count);
+    expectExactCounter('counter', done);
+    // The run went on after the disconnect, on new connections.
+    expect(acceptedWrites('counter').filter((w) => w.at > closedAt).length).toBeGreaterThan(0);
+
+    // Both sides saw the loss and reconnected.
+    await coord.line((l) => l.msg === 'reconnected' && l.component === 'amqp-server-transport', 'coordinator reconnect log');
+    expect(await coord.metric('lockq_transport_reconnects_total')).toBe(1);
+    for (const w of workers) {
+      expect(w.errLines.some((l) => l.msg === 'lost the broker connection; reconnecting')).toBe(true);
+      expect(w.errLines.some((l) => l.msg === 'reconnected')).toBe(true);
+    }
+    expect(await coord.stop()).toBe(0);
+  }, 90_000);
+
+  it('poison and bad input on the request queue: answered or dead-lettered, the run unaffected', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const count = 40;
+    const workers = [0, 1].map((i) => worker(prefix, `p${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 5 }));
+    await until(() => acceptedWrites('counter').length >= 10, 'the run to get going');
+
+    const conn = await connect(AMQP_URL);
+    try {
+      const ch = await conn.createConfirmChannel();
+      const replyTo = `${prefix}.test-replies`;
+      await ch.assertQueue(replyTo, { exclusive: true });
+      const replies: Record<string, unknown>[] = [];
+      await ch.consume(replyTo, (msg) => msg !== null && replies.push(JSON.parse(msg.content.toString('utf8'))), { noAck: true });
+
+      const envelope = { v: 1, worker: 'e2e-tester', session: 'e2e-tester.s.0', replyTo };
+      const notJson = Buffer.from('{"v":1,"op":"acquire", this is not JSON');
+      const oversized = Buffer.from(
+        JSON.stringify({ ...envelope, id: 'big', op: 'acquire', lock: 'x', ttlMs: 60_000, waitMs: 0, pad: 'x'.repeat(5000) }),
+      );
+      const unknownOp = Buffer.from(JSON.stringify({ ...envelope, id: 'poison-op', op: 'frobnicate' }));
+      const badName = Buffer.from(JSON.stringify({ ...envelope, id: 'poison-name', op: 'acquire', lock: 'bad name', ttlMs: 1000, waitMs: 0 }));
+      // A bad lock name and no usable reply address: nobody to answer, so it is parked.
+      const badNameNoReply = Buffer.from(
+        JSON.stringify({ ...envelope, replyTo: 'not a queue', id: 'poison-name-2', op: 'acquire', lock: '', ttlMs: 1000, waitMs: 0 }),
+      );
+      expect(oversized.byteLength).toBeGreaterThan(4096);
+      const queue = requestDestination(0, prefix);
+      for (const body of [notJson, oversized, unknownOp, badName, badNameNoReply]) ch.sendToQueue(queue, body, { persistent: true });
+      await ch.waitForConfirms();
+
+      await until(() => replies.length >= 2, 'the two error replies', 15_000);
+      const byId = new Map(replies.map((r) => [r.re, r]));
+      expect(byId.get('poison-op')).toMatchObject({ type: 'error', code: 'UNKNOWN_OP', field: 'op', partition: 0 });
+      expect(byId.get('poison-name')).toMatchObject({ type: 'error', code: 'NAME_INVALID', field: 'lock', partition: 0 });
+
+      const parked: { body: string; code: unknown; partition: unknown }[] = [];
+      const deadline = Date.now() + 15_000;
+      while (parked.length < 3 && Date.now() < deadline) {
+        const msg = await ch.get(deadLetterDestination(prefix), { noAck: true });
+        if (msg === false) {
+          await sleep(20);
+          continue;
+        }
+        const h = msg.properties.headers ?? {};
+        parked.push({ body: msg.content.toString('utf8'), code: h['x-lockq-code'], partition: h['x-lockq-partition'] });
+      }
+      expect(parked.map((p) => p.code).sort()).toEqual(['INVALID_FIELD', 'MALFORMED', 'MESSAGE_TOO_LARGE']);
+      const codeOf = (body: Buffer) => parked.find((p) => p.body === body.toString('utf8'))?.code;
+      expect(codeOf(notJson)).toBe('MALFORMED');
+      expect(codeOf(oversized)).toBe('MESSAGE_TOO_LARGE');
+      expect(codeOf(badNameNoReply)).toBe('INVALID_FIELD');
+      for (const p of parked) expect(p.partition).toBe(0);
+      expect(replies).toHaveLength(2);
+    } finally {
+      await conn.close();
+    }
+
+    const done = await Promise.all(workers.map((w) => w.event('done', 60_000)));
+    for (const d of done) expect(d).toMatchObject({ accepted: count, rejected: 0, failed: 0 });
+    expect(resource.read('counter')).toBe(2 * count);
+    expectExactCounter('counter', done);
+    expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0]);
+    expect(await coord.metric('lockq_rejected_total')).toBe(5);
+    expect(await coord.metric('lockq_dead_lettered_total')).toBe(3);
+    // Nothing the poison said reached the state: no lock "x", and the coordinator still serves.
+    const locks = (await (await fetch(`${coord.admin}/v1/locks`)).json()) as { locks: LockView[] };
+    expect(locks.locks.map((l) => l.lock)).toEqual([]);
+    expect(coord.running).toBe(true);
+    expect(await coord.stop()).toBe(0);
+  }, 60_000);
+});
