@@ -147,8 +147,8 @@ describe('admin server: metrics', () => {
     await second.release();
 
     // Totals from coordinator.stats and the reconnect counter are there from the start.
-    expect(text).toMatch(/^lockq_dead_lettered_total 0$/m);
-    expect(text).toMatch(/^lockq_rejected_total 0$/m);
+    expect(text).toMatch(/^lockq_dead_lettered_total\{partition="0"\} 0$/m);
+    expect(text).toMatch(/^lockq_rejected_total\{partition="0"\} 0$/m);
     expect(text).toMatch(/^lockq_transport_reconnects_total 0$/m);
     metrics.reconnected();
     expect(await scrape()).toMatch(/^lockq_transport_reconnects_total 1$/m);
@@ -157,8 +157,8 @@ describe('admin server: metrics', () => {
   it('keeps each coordinator in its own registry', async () => {
     const other = new CoordinatorMetrics();
     other.batch(0, 1, []);
-    expect(sample(await other.metrics(), 'lockq_requests_total', 'partition="0"')).toBe(1);
-    expect(sample(await scrape(), 'lockq_requests_total', 'partition="0"')).toBe(0);
+    expect(sample(await other.metrics(), 'lockq_batch_size_count', 'partition="0"')).toBe(1);
+    expect(sample(await scrape(), 'lockq_batch_size_count', 'partition="0"')).toBe(0);
   });
 });
 

@@ -2,12 +2,13 @@ import type { PartitionCounts } from '@lockq/worker-sdk/protocol';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Decision } from '../core/index.js';
 import type { CoordinatorObserver } from '../runtime/options.js';
+import type { PartitionStats } from '../runtime/stats.js';
 import { CountedHistogram, type HistogramSeries } from './counted-histogram.js';
 
-/** What the scrape-time gauges read; a {@link Coordinator} is one. */
+/** What scrapes read; a {@link Coordinator} is one. */
 export interface MetricsSource {
   counts(): Map<number, PartitionCounts>;
-  readonly stats: { readonly deadLettered: number; readonly rejected: number };
+  readonly stats: { partitions(): [number, PartitionStats][] };
   readonly options: { readonly ownPartitions: readonly number[] };
 }
 
@@ -29,35 +30,14 @@ export const DEFAULT_WAIT_BUCKETS_S = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2
 export const DEFAULT_HOLD_BUCKETS_S = [0.005, 0.01, 0.05, 0.1, 0.5, 1, 5, 10, 30, 60, 300, 900, 3600] as const;
 const BATCH_SIZE_BUCKETS = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024] as const;
 
-/**
- * One partition's running totals. The observer only bumps these plain fields and typed arrays;
- * prom-client sees them when scraped (prom-client's inc/observe hash labels and allocate on every
- * call, which the hot path cannot afford).
- */
-class PartitionTotals {
-  readonly label: string;
-  requests = 0;
-  batches = 0;
-  grants = 0;
-  queued = 0;
-  releases = 0;
-  leaseExpiries = 0;
-  sessionExpiries = 0;
-  /** By error code; codes are a closed set, so this stays small. */
-  readonly errors = new Map<string, number>();
+/** One partition's histogram series: the only thing the hot path touches (typed-array bumps). */
+interface PartitionSeries {
   readonly batchSize: HistogramSeries;
   readonly waitS: HistogramSeries;
   readonly holdS: HistogramSeries;
-
-  constructor(label: string, batchSize: HistogramSeries, waitS: HistogramSeries, holdS: HistogramSeries) {
-    this.label = label;
-    this.batchSize = batchSize;
-    this.waitS = waitS;
-    this.holdS = holdS;
-  }
 }
 
-type TotalName = 'requests' | 'batches' | 'grants' | 'queued' | 'releases' | 'leaseExpiries' | 'sessionExpiries';
+type StatName = Exclude<keyof PartitionStats, 'errors' | 'count'>;
 
 /**
  * Prometheus metrics of one coordinator, in a registry of its own (so several coordinators in
@@ -73,9 +53,7 @@ type TotalName = 'requests' | 'batches' | 'grants' | 'queued' | 'releases' | 'le
 export class CoordinatorMetrics implements CoordinatorObserver {
   readonly registry = new Registry();
   /** Indexed by partition number (sparse): the hot path's lookup is one array read. */
-  readonly #byPartition: (PartitionTotals | undefined)[] = [];
-  /** The same totals, in partition order, for scrapes. */
-  readonly #partitions: PartitionTotals[] = [];
+  readonly #byPartition: (PartitionSeries | undefined)[] = [];
   readonly #batchSize: CountedHistogram<'partition'>;
   readonly #waitS: CountedHistogram<'partition'>;
   readonly #holdS: CountedHistogram<'partition'>;
@@ -85,8 +63,9 @@ export class CoordinatorMetrics implements CoordinatorObserver {
   constructor(options: CoordinatorMetricsOptions = {}) {
     const registry = this.registry;
     const registers = [registry];
-    const partitions = (): readonly PartitionTotals[] => this.#partitions;
-    const total = (name: string, help: string, field: TotalName) =>
+    // Counters are the coordinator's own (CoordinatorStats), read at scrape time.
+    const partitions = (): [number, PartitionStats][] => this.#source?.stats.partitions() ?? [];
+    const total = (name: string, help: string, field: StatName) =>
       new Counter({
         name,
         help,
@@ -94,7 +73,7 @@ export class CoordinatorMetrics implements CoordinatorObserver {
         registers,
         collect() {
           this.reset();
-          for (const t of partitions()) this.inc({ partition: t.label }, t[field]);
+          for (const [p, t] of partitions()) this.inc({ partition: String(p) }, t[field]);
         },
       });
     total('lockq_requests_total', 'Requests consumed, including ones refused as malformed.', 'requests');
@@ -116,10 +95,10 @@ export class CoordinatorMetrics implements CoordinatorObserver {
       registers,
       collect() {
         this.reset();
-        for (const t of partitions()) for (const [code, n] of t.errors) this.inc({ partition: t.label, code }, n);
+        for (const [p, t] of partitions()) for (const [code, n] of t.errors) this.inc({ partition: String(p), code }, n);
       },
     });
-    total('lockq_lease_expiries_total', 'Holds lost because their lease ran out.', 'leaseExpiries');
+    total('lockq_lease_expiries_total', 'Holds lost because their lease ran out.', 'expiries');
     total('lockq_session_expiries_total', "Holds lost because their owner's session expired (one per hold).", 'sessionExpiries');
     this.#waitS = new CountedHistogram({
       name: 'lockq_wait_seconds',
@@ -159,18 +138,8 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     gauge('lockq_waiters', 'Requests waiting in queues (queue depth).', (c) => c.waiters);
     gauge('lockq_sessions', 'Open worker sessions.', (c) => c.sessions);
     gauge('lockq_last_token', 'Highest fencing token issued.', (c) => c.lastToken);
-    const stat = (name: string, help: string, read: (s: MetricsSource['stats']) => number) =>
-      new Counter({
-        name,
-        help,
-        registers,
-        collect() {
-          this.reset();
-          this.inc(read(source()?.stats ?? { deadLettered: 0, rejected: 0 }));
-        },
-      });
-    stat('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', (s) => s.deadLettered);
-    stat('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', (s) => s.rejected);
+    total('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', 'deadLettered');
+    total('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', 'rejected');
 
     if (options.processMetrics === true) collectDefaultMetrics({ register: registry });
   }
@@ -195,50 +164,23 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     return this.registry.contentType;
   }
 
-  /** {@link CoordinatorObserver}: one pass over the decisions, plain increments only. */
+  /** {@link CoordinatorObserver}: one pass over the decisions, typed-array increments only. */
   batch(partition: number, requests: number, decisions: readonly Decision[]): void {
     const t = this.#byPartition[partition] ?? this.#partition(partition);
-    if (requests > 0) {
-      t.requests += requests;
-      t.batches++;
-      t.batchSize.observe(requests);
-    }
+    if (requests > 0) t.batchSize.observe(requests);
     for (const d of decisions) {
       if (d.type !== 'reply') continue;
-      const body = d.body;
-      switch (body.type) {
-        case 'granted':
-          t.grants++;
-          t.waitS.observe((d.waitedMs ?? 0) / 1000);
-          break;
-        case 'queued':
-          t.queued++;
-          break;
-        case 'released':
-          t.releases++;
-          if (d.heldMs !== undefined) t.holdS.observe(d.heldMs / 1000);
-          break;
-        case 'lost':
-          if (body.reason === 'LEASE_EXPIRED') t.leaseExpiries++;
-          else t.sessionExpiries++;
-          if (d.heldMs !== undefined) t.holdS.observe(d.heldMs / 1000);
-          break;
-        case 'error':
-          t.errors.set(body.code, (t.errors.get(body.code) ?? 0) + 1);
-          break;
-        default:
-      }
+      if (d.body.type === 'granted') t.waitS.observe((d.waitedMs ?? 0) / 1000);
+      else if (d.heldMs !== undefined) t.holdS.observe(d.heldMs / 1000);
     }
   }
 
-  #partition(partition: number): PartitionTotals {
+  #partition(partition: number): PartitionSeries {
     const existing = this.#byPartition[partition];
     if (existing !== undefined) return existing;
     const label = String(partition);
-    const t = new PartitionTotals(label, this.#batchSize.series(label), this.#waitS.series(label), this.#holdS.series(label));
+    const t = { batchSize: this.#batchSize.series(label), waitS: this.#waitS.series(label), holdS: this.#holdS.series(label) };
     this.#byPartition[partition] = t;
-    this.#partitions.push(t);
-    this.#partitions.sort((a, b) => Number(a.label) - Number(b.label));
     return t;
   }
 }

@@ -5,7 +5,7 @@ import { type Decision, LockCore } from '../core/index.js';
 import { type JournalEntry, StaleEpochError } from '../store/types.js';
 import type { Outbound } from '../transport/types.js';
 import { type CoordinatorOptions, type ResolvedCoordinatorOptions, resolveCoordinatorOptions } from './options.js';
-import { CoordinatorStats } from './stats.js';
+import { CoordinatorStats, type PartitionStats } from './stats.js';
 
 /**
  * One partition's loop: take a batch of requests in order, decide it in the core at one `now`,
@@ -32,14 +32,14 @@ class PartitionRunner {
   #clockOffset = 0;
   #sinceSnapshot = 0;
   readonly #opts: ResolvedCoordinatorOptions;
-  readonly #stats: CoordinatorStats;
+  readonly #stats: PartitionStats;
   readonly #log: Logger;
   #chain: Promise<void> = Promise.resolve();
   #timer: NodeJS.Timeout | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
   #stopped = false;
 
-  constructor(partition: number, opts: ResolvedCoordinatorOptions, stats: CoordinatorStats, log: Logger) {
+  constructor(partition: number, opts: ResolvedCoordinatorOptions, stats: PartitionStats, log: Logger) {
     this.partition = partition;
     this.#opts = opts;
     this.#stats = stats;
@@ -336,7 +336,7 @@ export class Coordinator {
       this.#log.warn('state store is not durable: holds, queues and sessions live only in this process');
     }
     for (const partition of o.ownPartitions) {
-      const runner = new PartitionRunner(partition, o, this.stats, this.#log.child({ partition }));
+      const runner = new PartitionRunner(partition, o, this.stats.partition(partition), this.#log.child({ partition }));
       this.#runners.set(partition, runner);
       if (o.claimAtStart) await runner.claim();
       await o.transport.consume(partition, runner.onBatch);

@@ -1,7 +1,7 @@
 import type { Decision } from '../core/index.js';
 
-/** Counters a coordinator keeps for its demo line, its metrics and its logs. */
-export class CoordinatorStats {
+/** What one partition has done: plain counters, cheap to bump on the hot path. */
+export class PartitionStats {
   batches = 0;
   requests = 0;
   /** Requests refused by the codec (answered with an error or dead-lettered). */
@@ -12,8 +12,9 @@ export class CoordinatorStats {
   releases = 0;
   /** Leases that ran out (`lost` with LEASE_EXPIRED). */
   expiries = 0;
-  /** Holds dropped because their session expired. */
+  /** Holds lost because their session expired (or the coordinator shut down without a store). */
   sessionExpiries = 0;
+  /** Error answers by code; codes are a closed set, so this stays small. */
   readonly errors = new Map<string, number>();
 
   count(decisions: readonly Decision[]): void {
@@ -40,5 +41,44 @@ export class CoordinatorStats {
         default:
       }
     }
+  }
+}
+
+type Counter = Exclude<keyof PartitionStats, 'errors' | 'count'>;
+
+/**
+ * Counters a coordinator keeps per partition, for its demo line, its metrics (read at scrape
+ * time) and its logs; the totals sum the partitions.
+ */
+export class CoordinatorStats {
+  readonly #partitions = new Map<number, PartitionStats>();
+
+  /** The stats of partition `p`, created on first use. */
+  partition(p: number): PartitionStats {
+    let s = this.#partitions.get(p);
+    if (s === undefined) {
+      s = new PartitionStats();
+      this.#partitions.set(p, s);
+    }
+    return s;
+  }
+
+  /** Every partition's stats, in partition order. */
+  partitions(): [number, PartitionStats][] {
+    return [...this.#partitions].sort(([a], [b]) => a - b);
+  }
+
+  total(counter: Counter): number {
+    let n = 0;
+    for (const s of this.#partitions.values()) n += s[counter];
+    return n;
+  }
+
+  get grants(): number {
+    return this.total('grants');
+  }
+
+  get expiries(): number {
+    return this.total('expiries');
   }
 }
