@@ -43,6 +43,14 @@ function coordinator(prefix: string): Promise<CoordinatorProcess> {
   return CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix]);
 }
 
+const VALUES: { key: string; token: number; value: number; worker: string; accepted: boolean; at: number }[] = [];
+class RecordingResource extends FencedResource {
+  override write(key: string, token: number, value: number, worker: string): boolean {
+    const accepted = super.write(key, token, value, worker);
+    VALUES.push({ key, token, value, worker, accepted, at: Date.now() });
+    return accepted;
+  }
+}
 let resource: FencedResource;
 
 /** A worker process; its id starts with the prefix, so its broker connection can be told apart. */
@@ -79,7 +87,8 @@ beforeAll(() => {
   for (const built of [CLI, WORKER]) if (!existsSync(built)) throw new Error(`${built} is missing: build first (npx tsc -b)`);
 });
 beforeEach(async () => {
-  resource = new FencedResource();
+  resource = new RecordingResource();
+  VALUES.length = 0;
   await resource.start();
 });
 afterEach(async () => {
@@ -233,7 +242,19 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     expect(closed).toHaveLength(4);
     expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // it was under load
 
-    const done = await Promise.all(workers.map((w) => w.event('done', 60_000)));
+    const done = await Promise.all(workers.map((w) => w.event('done', 30_000))).catch(async (err) => {
+      for (let i = 0; i < 5; i++) {
+        const m = (await coord.metrics()).split('\n').filter((l) => /^lockq_(requests|batches|grants|releases|lease_expiries|session_expiries|queued)_total|^lockq_transport/.test(l)).join(' | ');
+        console.log('DEBUG5locks', Date.now(), await (await fetch(`${coord.admin}/v1/locks`)).text(), m);
+        await sleep(1500);
+      }
+      console.log('DEBUG5fail', JSON.stringify({ closedAt, coord: coord.lines.filter((l) => (l.level ?? 0) >= 40 || l.msg === 'reconnected'), workers: workers.map((w) => [w.lines, w.errLines.filter((l) => l.level !== 30 || true).map((l) => ({ ...l, err: undefined, stack: undefined }))]) }));
+      throw err;
+    });
+    if (resource.read('counter') !== acceptedWrites('counter').length) {
+      console.log('DEBUG5values', JSON.stringify(VALUES));
+      console.log('DEBUG5stderr', JSON.stringify(workers.map((w) => w.errLines.map((l) => ({ ...l, err: (l.err as { message?: string } | undefined)?.message })))));
+    }
     console.log('DEBUG5', JSON.stringify({ closedAt, done, errors: workers.flatMap((w) => w.events('error')), after: acceptedWrites('counter').filter((w) => w.at > closedAt).length, total: acceptedWrites('counter').length, rej: rejectedWrites('counter') }));
     console.log('DEBUG5log', JSON.stringify(coord.lines.filter((l) => (l.level ?? 0) >= 40 || l.msg === 'reconnected')));
     expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0]);

@@ -3,7 +3,7 @@ import { AMQP_URL, type LockqAmqpSystem, openLockqAmqp } from './lockq-amqp.js';
 import { openRedisPeers, PEER_VARIANTS, REDIS_URL, type RedisPeers } from './peers.js';
 import { cell, ms, printTable, progress, verdict } from './report.js';
 import { fmt, percentile } from './stats.js';
-import { distinctLocks, type Figures, hotLock, type LockSystem, medians, sleep } from './workload.js';
+import { distinctLocks, type Figures, hotLock, interruption, type LockSystem, medians, sleep, withDeadline } from './workload.js';
 
 /**
  * `npm run bench -- amqp`: lockq over RabbitMQ, the raw broker floor under it, and the Redis
@@ -72,10 +72,11 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
       }
     }
 
-    for (let round = 0; round < runs; round++) {
+    for (let round = 0; round < runs && !interruption.signal.aborted; round++) {
       for (const c of configs) {
+        if (interruption.signal.aborted) break;
         progress(`round ${round + 1}/${runs}: ${c.workload}, ${c.system}`);
-        c.results.push(await c.run(`r${round}`));
+        c.results.push(await withDeadline(`${c.workload}, ${c.system}`, seconds * 1000 + 120_000, c.run(`r${round}`)));
         await sleep(100); // let the broker and the collector catch up between configurations
       }
     }

@@ -42,10 +42,39 @@ function coalescedAcker(ch: { ack(message: ConsumeMessage, allUpTo?: boolean): v
       setImmediate(() => {
         const m = latest;
         latest = null;
-        if (m !== null) ch.ack(m, true);
+        try {
+          if (m !== null) ch.ack(m, true);
+        } catch {
+          // closing: the broker requeues what was not acked, and nothing consumes it any more
+        }
       });
     }
     latest = msg;
+  };
+}
+
+/**
+ * The responder's acks: a request is acked once its reply and every earlier one are confirmed.
+ * The broker may confirm replies out of order (they go to different queues), so a cumulative
+ * ack covers only the confirmed prefix of the deliveries.
+ */
+function confirmedPrefixAcker(ch: { ack(message: ConsumeMessage, allUpTo?: boolean): void }): (msg: ConsumeMessage) => () => void {
+  const order: { readonly msg: ConsumeMessage; confirmed: boolean }[] = [];
+  let head = 0;
+  const ack = coalescedAcker(ch);
+  return (msg) => {
+    const entry = { msg, confirmed: false };
+    order.push(entry);
+    return () => {
+      entry.confirmed = true;
+      let last: ConsumeMessage | null = null;
+      for (let e = order[head]; e?.confirmed === true; e = order[++head]) last = e.msg;
+      if (head > 1024) {
+        order.splice(0, head);
+        head = 0;
+      }
+      if (last !== null) ack(last);
+    };
   };
 }
 
@@ -81,14 +110,14 @@ export async function openFloor(requesters: number): Promise<Floor> {
     const pub = await server.createConfirmChannel();
     await consumer.prefetch(PREFETCH);
     await consumer.assertQueue(queue, { durable: true, arguments: requestQueueArguments(prefix) });
-    const ackRequest = coalescedAcker(consumer);
+    const delivered = confirmedPrefixAcker(consumer);
     await consumer.consume(
       queue,
       (msg) => {
         if (msg === null) return;
-        // Confirms come in publish order, so a confirmed reply covers every earlier delivery.
+        const confirmed = delivered(msg);
         pub.publish('', String(msg.properties.replyTo), REPLY, {}, (err: unknown) => {
-          if (err == null) ackRequest(msg);
+          if (err == null) confirmed();
         });
       },
       { noAck: false },
@@ -105,6 +134,7 @@ export async function openFloor(requesters: number): Promise<Floor> {
       await ch.prefetch(PREFETCH);
       const ackReply = coalescedAcker(ch);
       let waiting: (() => void) | null = null;
+      let timer: NodeJS.Timeout | undefined;
       await ch.consume(
         replyQueue,
         (msg) => {
@@ -112,6 +142,7 @@ export async function openFloor(requesters: number): Promise<Floor> {
           ackReply(msg);
           const done = waiting;
           waiting = null;
+          clearTimeout(timer);
           done?.();
         },
         { noAck: false },
@@ -122,6 +153,7 @@ export async function openFloor(requesters: number): Promise<Floor> {
         roundTrip: () =>
           new Promise<void>((resolve, reject) => {
             waiting = resolve;
+            timer = setTimeout(() => reject(new Error(`no reply on ${replyQueue} within 10 s`)), 10_000);
             // Like the SDK: the answer is what is awaited; a refused publish fails the run.
             ch.sendToQueue(queue, REQUEST, { persistent: true, mandatory: true, replyTo: replyQueue }, (err: unknown) => {
               if (err != null) reject(new Error('the broker refused a request', { cause: err }));

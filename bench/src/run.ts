@@ -3,6 +3,7 @@ import { distinctLocks, hotLock } from './core.js';
 import { memoryCycles } from './memory.js';
 import { fmt, median } from './stats.js';
 import { storeSuite } from './store.js';
+import { interruption } from './workload.js';
 
 /**
  * `npm run bench [-- suite...]`: each figure is the median of several runs, all in this one
@@ -40,11 +41,19 @@ if (wanted('core')) {
 if (wanted('memory')) {
   await measure('memory end to end: 64 workers, distinct locks', 'cycles/s', 100_000, () => memoryCycles(64, seconds));
 }
+// The broker suites clean up their queues, keys and etcd after an interrupt; a second one exits at once.
+for (const signal of wanted('amqp') || wanted('store') ? (['SIGINT', 'SIGTERM'] as const) : []) {
+  process.once(signal, () => {
+    console.error(`\n${signal}: stopping after the current step, then cleaning up (again to exit at once)`);
+    interruption.abort();
+    process.once(signal, () => process.exit(130));
+  });
+}
 if (wanted('amqp')) {
   console.log('');
   await amqpSuite(runs, seconds);
 }
-if (wanted('store')) {
+if (wanted('store') && !interruption.signal.aborted) {
   console.log('');
   await storeSuite(runs, seconds);
 }

@@ -6,7 +6,7 @@ import { AMQP_URL, type LockqAmqpSystem, openLockqAmqp } from './lockq-amqp.js';
 import { REDIS_URL } from './peers.js';
 import { cell, ms, printTable, progress, verdict } from './report.js';
 import { fmt } from './stats.js';
-import { distinctLocks, type Figures, type LockSystem, medians, sleep } from './workload.js';
+import { distinctLocks, type Figures, interruption, type LockSystem, medians, sleep, withDeadline } from './workload.js';
 
 /**
  * `npm run bench -- store`: what the durable store costs. lockq over RabbitMQ with the
@@ -59,10 +59,12 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
         configs.push({ label: `${system.label}, distinct x${WORKERS}`, workers: WORKERS, system, results: [] });
       }
     }
-    for (let round = 0; round < runs; round++) {
+    for (let round = 0; round < runs && !interruption.signal.aborted; round++) {
       for (const c of configs) {
+        if (interruption.signal.aborted) break;
         progress(`round ${round + 1}/${runs}: ${c.label}`);
-        c.results.push(await distinctLocks(c.system, c.workers, { seconds, namespace: `r${round}` }));
+        const run = distinctLocks(c.system, c.workers, { seconds, namespace: `r${round}` });
+        c.results.push(await withDeadline(c.label, seconds * 1000 + 120_000, run));
         await sleep(100);
       }
     }

@@ -55,6 +55,24 @@ const NONE: Figures = { rate: Number.NaN, p50: Number.NaN, p99: Number.NaN, max:
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
 
+/** Aborted on SIGINT or SIGTERM: the loops end early and the suites clean up before exiting. */
+export const interruption = new AbortController();
+
+/** `run`, failing if it takes longer than `ms` (a hung broker must not hang the bench). */
+export async function withDeadline<T>(what: string, ms: number, run: Promise<T>): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what}: no result within ${Math.round(ms / 1000)} s`)), ms);
+  });
+  try {
+    return await Promise.race([run, expired]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+const running = () => !interruption.signal.aborted;
+
 /** Holds until `deadline`: a timer for the bulk, then yielding turns (I/O runs) for the last millisecond. */
 async function holdUntil(deadline: number): Promise<void> {
   const coarse = Math.floor(deadline - performance.now()) - 1;
@@ -77,7 +95,7 @@ export async function closedLoop(
   const end = start + seconds * 1000;
   await Promise.all(
     Array.from({ length: workers }, async (_, w) => {
-      while (performance.now() < end) {
+      while (performance.now() < end && running()) {
         latencies.push(await step(w));
         perWorker[w] = (perWorker[w] as number) + 1;
       }
@@ -98,7 +116,7 @@ async function acquireRetrying(c: Contender, name: string, gaveUp: { n: number }
     const release = await c.acquire(name);
     if (release !== null) return release;
     gaveUp.n++;
-    if (performance.now() >= until) return null;
+    if (performance.now() >= until || !running()) return null;
   }
 }
 
@@ -145,7 +163,7 @@ export async function hotLock(system: LockSystem, holdMs: number, w: Window): Pr
   const end = start + w.seconds * 1000;
   await Promise.all(
     workers.map(async (c, i) => {
-      while (performance.now() < end) {
+      while (performance.now() < end && running()) {
         const asked = performance.now();
         const release = await acquireRetrying(c, name, gaveUp, end);
         if (release === null) return;

@@ -59,6 +59,7 @@ describe.skipIf(!ready)('fault: SIGKILL of the active coordinator', () => {
         const owned = r.ownedBy(victim);
         const kill = async () => {
           const at = Date.now();
+          console.log(`[coordinator-kill] kill ${k + 1} at ${at}`);
           victim.signal('SIGKILL');
           // A supervisor restarts it at once; it queues behind the survivor as the new standby.
           const restarted = r.startCoordinator();
@@ -86,6 +87,7 @@ describe.skipIf(!ready)('fault: SIGKILL of the active coordinator', () => {
           `${r.rounds.length} FIFO rounds; ${summarize(report)}; ${((Date.now() - began) / 1000).toFixed(1)} s`,
       );
       if (report.problems.length > 0 || hung.length > 0) console.log(r.diagnostics());
+      if (report.problems.length > 0 || hung.length > 0 || process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
       expect(hung).toEqual([]);
       expect(report.problems).toEqual([]);
       expect(takeovers).toHaveLength(KILLS);

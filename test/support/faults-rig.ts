@@ -1,3 +1,6 @@
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/worker-sdk/protocol';
 import { connect } from 'amqplib';
 import { AMQP_URL } from './brokers.js';
@@ -354,6 +357,22 @@ export class FaultRig {
     }
     for (const w of this.workers) parts.push(`== ${w.workerId}`, w.tail(6));
     return parts.join('\n');
+  }
+
+  /**
+   * Writes the whole run to a new temporary directory — every worker event, every coordinator
+   * log line and the resource's write history, one JSON object per line — and returns its path.
+   */
+  dump(): string {
+    const dir = mkdtempSync(join(tmpdir(), `lockq-faults-${this.o.name}-`));
+    writeFileSync(join(dir, 'events.jsonl'), this.events().map((e) => JSON.stringify(e)).join('\n'));
+    writeFileSync(join(dir, 'writes.jsonl'), this.resource.history.map((w) => JSON.stringify(w)).join('\n'));
+    writeFileSync(join(dir, 'rounds.json'), JSON.stringify(this.rounds, null, 1));
+    for (const c of this.coordinators) {
+      writeFileSync(join(dir, `${c.name}.log.jsonl`), [...c.lines.map((l) => JSON.stringify(l)), ...c.noise].join('\n'));
+    }
+    for (const w of this.workers) if (w.noise.length > 0) writeFileSync(join(dir, `${w.workerId}.stderr`), w.noise.join('\n'));
+    return dir;
   }
 
   /** Kills every process, removes the queues, stops Redis and the resource. */

@@ -97,18 +97,28 @@ class PartitionRunner {
       limits: o.limits,
     };
     const core = claimed.snapshot === null ? new LockCore(options) : LockCore.restore(claimed.snapshot, options);
-    const sink: Decision[] = [];
+    let last: Decision[] = [];
     for (const entry of claimed.journal) {
-      if (entry.requests.length === 0) core.tick(entry.now, sink);
-      for (const request of entry.requests) core.handle(request, entry.now, sink);
-      sink.length = 0;
+      last = [];
+      if (entry.requests.length === 0) core.tick(entry.now, last);
+      for (const request of entry.requests) core.handle(request, entry.now, last);
     }
     // Any token up to the reserved ceiling may have been issued by the last term.
     core.raiseTokenFloor(claimed.tokenCeiling);
     // Time resumes where the last term's journal ends: every live lease and wait is extended by
     // the time the partition was unattended, never cut short by it.
     this.#clockOffset = Number.isFinite(core.now) ? core.now - o.clock() : 0;
-    this.#sinceSnapshot = claimed.journal.length;
+    // The last entry's replies may never have gone out: its coordinator can have died between
+    // making it durable and publishing. Its own requesters will ask again (redelivery), but a
+    // grant it handed to a waiter, or a `lost` it sent, would be lost for good: send them all
+    // again, in this term's epoch. Replies that did get out arrive twice, which workers ignore.
+    const replies: Outbound[] = [];
+    for (const d of last) if (d.type === 'reply') replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, this.partition) });
+    if (replies.length > 0) await o.transport.publish(replies);
+    // The new term starts from a snapshot of what it rebuilt, so its journal never spans two
+    // terms: the token floor just raised, which no journal entry records, is in the snapshot.
+    if (o.store.journals) await o.store.snapshot(this.partition, claimed.epoch, core.snapshot());
+    this.#sinceSnapshot = 0;
     this.#core = core;
     this.#log.info(
       { epoch: claimed.epoch, replayed: claimed.journal.length, snapshot: claimed.snapshot !== null, ...core.counts() },
