@@ -504,6 +504,11 @@ export class LockClient implements LeaseOwner {
     }
     const s = this.#session(reply.partition);
     if (reply.epoch < s.epoch) return; // from a coordinator that has been replaced
+    if (reply.epoch > s.epoch && s.epoch !== 0) {
+      // A new term: anything in flight may have been decided by the old one and never answered.
+      // Ask again with the same ids; the new coordinator answers from its restored state.
+      for (const p of this.#pending.values()) if (p.partition === reply.partition && p.id !== reply.re) this.#transmit(p);
+    }
     s.epoch = reply.epoch;
     if (reply.type === 'lost') {
       const lease = this.#leases.get(`${reply.partition}:${reply.token}`);
