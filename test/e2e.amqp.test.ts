@@ -11,13 +11,16 @@
 import { existsSync } from 'node:fs';
 import type { LockView } from '@lockq/worker-sdk/protocol';
 import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { LockClient, type LockClientOptions, type LockqError } from '@lockq/worker-sdk';
+import { AmqpClientTransport, type ClientTransport } from '@lockq/worker-sdk/transport';
 import { connect } from 'amqplib';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import type { WorkerConfig, WorkerEvent } from './fixtures/src/worker-config.js';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { FencedResource } from './support/fenced-resource.js';
 import { CLI, CoordinatorProcess, killAll, WORKER, WorkerProcess } from './support/processes.js';
-import { closeConnections, deleteTopology, rabbitmqctlWorks } from './support/rabbitmq.js';
+import { closeConnections, deleteTopology, listConnections, rabbitmqctlWorks } from './support/rabbitmq.js';
+import { TcpProxy } from './support/tcp-proxy.js';
 
 const rabbit = await requireRabbit();
 const ctl = rabbit && (await rabbitmqctlWorks());
@@ -227,19 +230,20 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
   it.skipIf(!ctl)('the broker closes every connection of the run under load: both sides reconnect, nothing confirmed is lost', async () => {
     const prefix = topology();
     const coord = await coordinator(prefix);
-    const count = 60;
+    const count = 80;
     const workers = [0, 1, 2].map((i) =>
-      worker(prefix, `r${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 10, logLevel: 'info' }),
+      worker(prefix, `r${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 15, logLevel: 'info' }),
     );
-    await until(() => acceptedWrites('counter').length >= 15, 'the run to get going');
-
+    await Promise.all(workers.map((w) => w.event('ready')));
+    // Listed ahead (rabbitmqctl is slow to start), so the cut comes while the run is in full swing.
     const coordinatorName = `pid ${coord.child.pid}`;
-    const closed = await closeConnections(
-      (name) => (name.startsWith('lockq coordinator ') && name.endsWith(coordinatorName)) || name.startsWith(`lockq worker ${prefix}-`),
-      'lockq e2e test: forced disconnect',
+    const ours = (await listConnections()).filter(
+      (c) => (c.name.startsWith('lockq coordinator ') && c.name.endsWith(coordinatorName)) || c.name.startsWith(`lockq worker ${prefix}-`),
     );
+    expect(ours).toHaveLength(4);
+    await until(() => acceptedWrites('counter').length >= 10, 'the run to get going');
+    await closeConnections(ours, 'lockq e2e test: forced disconnect');
     const closedAt = Date.now();
-    expect(closed).toHaveLength(4);
     expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // it was under load
 
     const done = await Promise.all(workers.map((w) => w.event('done', 30_000))).catch(async (err) => {
@@ -348,4 +352,136 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     expect(coord.running).toBe(true);
     expect(await coord.stop()).toBe(0);
   }, 60_000);
+});
+
+/** The broker's URL with its host and port replaced by the proxy's. */
+function viaProxy(proxy: string): string {
+  const u = new URL(AMQP_URL);
+  u.host = proxy;
+  return u.toString();
+}
+
+function brokerAddress(): { host: string; port: number } {
+  const u = new URL(AMQP_URL);
+  return { host: u.hostname, port: u.port === '' ? 5672 : Number(u.port) };
+}
+
+async function lockView(coord: CoordinatorProcess, lock: string): Promise<LockView | null> {
+  const res = await fetch(`${coord.admin}/v1/locks/${encodeURIComponent(lock)}`);
+  return res.status === 404 ? null : ((await res.json()) as LockView);
+}
+
+async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await probe();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/**
+ * Product bugs these end-to-end runs found, each pinned by a deterministic test that fails until
+ * it is fixed (see the lead's notes). They use an in-process LockClient where the fault has to be
+ * injected exactly (a TCP proxy that holds bytes back, or a transport that repeats a reply).
+ */
+describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)', () => {
+  const clients: LockClient[] = [];
+  const proxies: TcpProxy[] = [];
+  afterEach(async () => {
+    for (const c of clients.splice(0)) await c.close().catch(() => undefined);
+    for (const p of proxies.splice(0)) await p.close();
+  });
+  async function client(url: string, options: LockClientOptions): Promise<LockClient> {
+    const c = await LockClient.connect(url, { requestTimeoutMs: 10_000, ...options });
+    clients.push(c);
+    return c;
+  }
+  async function proxy(): Promise<TcpProxy> {
+    const p = new TcpProxy(brokerAddress());
+    proxies.push(p);
+    await p.start();
+    return p;
+  }
+
+  it('SDK: a request whose confirm is lost with the connection is re-sent after the reconnect, not failed as "refused"', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const p = await proxy();
+    const worker = await client(viaProxy(`127.0.0.1:${p.port}`), { prefix, workerId: `${prefix}-unlucky` });
+    await (await worker.acquire('warm-up', { ttlMs: 5000 })).release(); // the session is open
+    p.holdDownstream(); // the broker's confirm and reply never reach the worker
+    const outcome = worker.acquire('pinned', { ttlMs: 30_000 }).then(
+      (lease) => ({ token: lease.token }),
+      (err: LockqError) => ({ code: err.code, message: err.message }),
+    );
+    // The request did reach the broker: the coordinator granted it.
+    const holder = await eventually(async () => (await lockView(coord, 'pinned'))?.holders[0], 'the grant');
+    p.cut();
+    // Today: { code: 'TRANSPORT_ERROR', message: 'the broker refused a request for … (queue full?)' } at once.
+    expect(await outcome).toEqual({ token: holder.token });
+    expect(await coord.stop()).toBe(0);
+  });
+
+  it('SDK: a repeated "granted" reply (at-least-once replies) does not make the worker release the hold it was just given', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const workerId = `${prefix}-twice`;
+    const inner = new AmqpClientTransport({ url: AMQP_URL, workerId, instance: 'dup', prefix });
+    // The broker redelivers a reply after a reconnect; two copies can arrive in one socket read.
+    const repeating: ClientTransport = {
+      get replyAddress() {
+        return inner.replyAddress;
+      },
+      open: (handlers) =>
+        inner.open({
+          ...handlers,
+          onReply: (body) => {
+            handlers.onReply(body);
+            if (Buffer.from(body).toString('utf8').includes('"type":"granted"')) handlers.onReply(body);
+          },
+        }),
+      send: (partition, body) => inner.send(partition, body),
+      close: () => inner.close(),
+    };
+    const holder = await client(AMQP_URL, { prefix, workerId, transport: repeating });
+    const other = await client(AMQP_URL, { prefix, workerId: `${prefix}-other` });
+    const lease = await holder.acquire('pinned', { ttlMs: 30_000 });
+    await sleep(300);
+    expect(lease.signal.aborted).toBe(false); // the worker believes it holds the lock...
+    // ...so the coordinator must still think so too. Today the duplicate makes the SDK send a
+    // release for the token ("a grant nobody waits for"), and the next worker gets the lock.
+    expect((await lockView(coord, 'pinned'))?.holders.map((h) => h.token)).toEqual([lease.token]);
+    expect(await other.tryAcquire('pinned', { ttlMs: 1000 })).toBeNull();
+    expect(await coord.stop()).toBe(0);
+  });
+
+  it('coordinator (no --store): a reply publish lost with the broker connection does not wipe every hold', async () => {
+    const prefix = topology();
+    const p = await proxy();
+    const coord = await CoordinatorProcess.start(['--transport', viaProxy(`127.0.0.1:${p.port}`), '--prefix', prefix]);
+    const a = await client(AMQP_URL, { prefix, workerId: `${prefix}-a` });
+    const lease = await a.acquire('pinned', { ttlMs: 30_000 });
+    p.holdUpstream(); // the coordinator's publishes (and their confirms) go nowhere
+    const b = await client(AMQP_URL, { prefix, workerId: `${prefix}-b` });
+    const bAcquire = b.acquire('other', { ttlMs: 5000 }).catch(() => undefined);
+    // b's session is opened in the coordinator's memory; its answer is stuck unconfirmed.
+    await eventually(async () => {
+      const all = (await (await fetch(`${coord.admin}/v1/locks`)).json()) as { partitions: Record<string, { sessions: number }> };
+      return all.partitions['0']?.sessions === 2 ? true : undefined;
+    }, "b's session");
+    p.cut();
+    await coord.line((l) => l.msg === 'reconnected', 'the coordinator to reconnect');
+    await bAcquire;
+    // a's lease has 30 s to run and was never released: nobody else may hold the lock.
+    const c = await client(AMQP_URL, { prefix, workerId: `${prefix}-c` });
+    const stolen = await c.tryAcquire('pinned', { ttlMs: 1000 });
+    // Today: the failed publish made the coordinator drop its state ("commit failed; dropping
+    // state to reload it") and reload from a store that keeps no journal: every hold is gone.
+    expect(stolen?.token).toBeUndefined();
+    expect((await lockView(coord, 'pinned'))?.holders.map((h) => h.token)).toEqual([lease.token]);
+    expect(coord.lines.filter((l) => l.msg === 'commit failed; dropping state to reload it')).toEqual([]);
+    expect(await coord.stop()).toBe(0);
+  });
 });

@@ -60,6 +60,7 @@ export interface RedisPeers {
 
 function countingRedis(count: { n: number }): Redis {
   const redis = new Redis(REDIS_URL, { connectionName: 'lockq-bench-peer', maxRetriesPerRequest: 1 });
+  redis.on('error', () => {}); // failures surface as failed commands
   const send = redis.sendCommand.bind(redis);
   redis.sendCommand = ((...args: Parameters<Redis['sendCommand']>) => {
     count.n++;
@@ -109,11 +110,20 @@ function mutexSystem(label: string, prefix: string, conns: readonly Redis[], opt
 export async function openRedisPeers(workers: number): Promise<RedisPeers> {
   const prefix = `lockq-bench-peers-${Date.now().toString(36)}-${randomUUID().slice(0, 6)}`;
   const count = { n: 0 };
-  const conns = await inBatches(workers, 16, async () => {
-    const redis = countingRedis(count);
-    await redis.ping();
-    return redis;
-  });
+  const opened: Redis[] = [];
+  let conns: Redis[];
+  try {
+    conns = await inBatches(workers, 16, async () => {
+      const redis = countingRedis(count);
+      opened.push(redis);
+      await redis.ping();
+      return redis;
+    });
+  } catch (err) {
+    // ioredis would otherwise keep reconnecting, and keep the process alive, forever.
+    for (const redis of opened) redis.disconnect();
+    throw err;
+  }
   const first = conns[0];
   const info = first === undefined ? '' : await first.info('server');
   const serverVersion = /^redis_version:(.*)$/m.exec(info)?.[1]?.trim() ?? '?';

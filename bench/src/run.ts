@@ -46,6 +46,7 @@ for (const signal of wanted('amqp') || wanted('store') ? (['SIGINT', 'SIGTERM'] 
   process.once(signal, () => {
     console.error(`\n${signal}: stopping after the current step, then cleaning up (again to exit at once)`);
     interruption.abort();
+    process.exitCode = 130;
     process.once(signal, () => process.exit(130));
   });
 }

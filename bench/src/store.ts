@@ -47,7 +47,10 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
     if ('skipped' in started) etcdSkipped = started.skipped;
     else {
       etcd = started;
-      etcdSystems = await openEtcd(etcd.endpoint, WORKERS);
+      etcdSystems = await openEtcd(etcd.endpoint, WORKERS).catch((err: unknown) => {
+        etcdSkipped = `cannot use etcd at ${started.endpoint}: ${err instanceof Error ? err.message : String(err)}`;
+        return undefined;
+      });
     }
 
     const configs: Config[] = [];
@@ -68,7 +71,7 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
         await sleep(100);
       }
     }
-    const m = new Map(configs.map((c) => [c.label, medians(c.results)]));
+    const m = new Map(configs.filter((c) => c.results.length > 0).map((c) => [c.label, medians(c.results)]));
 
     console.log('');
     console.log('lockq: coordinator in this process on RabbitMQ, one LockClient (own AMQP connection) per simulated worker;');
@@ -82,7 +85,7 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
     printTable(
       ['configuration', 'cycles/s', 'p50 ms', 'p99 ms', 'msgs/acq'],
       configs.map((c) => {
-        const f = m.get(c.label) as Figures;
+        const f = m.get(c.label) ?? medians([]);
         return [c.label, cell(f.rate), ms(f.p50), ms(f.p99), cell(f.perAcquisition, 2)];
       }),
       (i) => i >= 1,
@@ -101,7 +104,8 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
     const durable64 = m.get(`${durable.label}, distinct x${WORKERS}`);
     const etcdBest = configs
       .filter((c) => etcdSystems !== undefined && (c.system === etcdSystems.session || c.system === etcdSystems.lockHelper))
-      .map((c) => ({ label: c.system.label, rate: (m.get(c.label) as Figures).rate }))
+      .map((c) => ({ label: c.system.label, rate: m.get(c.label)?.rate ?? Number.NaN }))
+      .filter((e) => !Number.isNaN(e.rate))
       .sort((a, b) => b.rate - a.rate)[0];
     if (durable64 !== undefined && etcdBest !== undefined) {
       const want = 1.5 * etcdBest.rate;
@@ -114,7 +118,7 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
     const report = (what: string) => (err: unknown) => console.log(`!! cleaning up ${what} failed: ${String(err)}`);
     await memory?.close().catch(report('lockq (MemoryStore)'));
     await durable?.close().catch(report('lockq (RedisStore)'));
-    await deleteStoreKeys(keyPrefix).catch(report('the RedisStore keys'));
+    if (durable !== undefined) await deleteStoreKeys(keyPrefix).catch(report('the RedisStore keys'));
     await etcdSystems?.close().catch(report('the etcd clients'));
     await etcd?.stop().catch(report('etcd'));
   }
@@ -122,6 +126,7 @@ export async function storeSuite(runs: number, seconds: number): Promise<void> {
 
 async function deleteStoreKeys(keyPrefix: string): Promise<void> {
   const redis = new Redis(REDIS_URL, { maxRetriesPerRequest: 1, lazyConnect: true });
+  redis.on('error', () => {});
   try {
     await redis.connect();
     await redis.del(...Object.values(partitionKeys(keyPrefix, 0)));

@@ -33,6 +33,8 @@ export interface RigOptions {
   readonly sessionTtlMs?: number;
   /** Longest pause between two increments. @defaultValue 20 */
   readonly thinkMs?: number;
+  /** Lease of the FIFO gate (auto-renewed). @defaultValue 30000 */
+  readonly gateTtlMs?: number;
 }
 
 /** Lock names of the form `<stem>-<i>`, `count` of them, covering every partition when count allows. */
@@ -92,6 +94,7 @@ export class FaultRig {
       requestTimeoutMs: 30_000,
       sessionTtlMs: 60_000,
       thinkMs: 20,
+      gateTtlMs: 30_000,
       ...o,
     };
     this.prefix = `lockq-faults-${o.name}-${process.pid}-${Date.now().toString(36)}`;
@@ -229,7 +232,7 @@ export class FaultRig {
       role,
       locks: role === 'increment' ? this.counters : [this.fifoLock],
       seed,
-      ttlMs: role === 'increment' ? this.o.ttlMs : 30_000,
+      ttlMs: role === 'increment' ? this.o.ttlMs : this.o.gateTtlMs,
       waitMs: 60_000,
       requestTimeoutMs: this.o.requestTimeoutMs,
       sessionTtlMs: this.o.sessionTtlMs,

@@ -39,14 +39,11 @@ export async function listConnections(): Promise<BrokerConnection[]> {
 }
 
 /**
- * Has the broker close (CONNECTION_FORCED) the connections whose name `select` picks, and only
- * those: `close_all_connections` cannot be limited to one client, and other suites share the
- * broker. Returns the names of the connections closed.
+ * Has the broker close (CONNECTION_FORCED) these connections, and only these:
+ * `close_all_connections` cannot be limited to one client, and other suites share the broker.
  */
-export async function closeConnections(select: (name: string) => boolean, reason: string): Promise<string[]> {
-  const chosen = (await listConnections()).filter((c) => select(c.name));
-  await Promise.all(chosen.map((c) => rabbitmqctl('close_connection', c.pid, reason)));
-  return chosen.map((c) => c.name);
+export async function closeConnections(connections: readonly BrokerConnection[], reason: string): Promise<void> {
+  await Promise.all(connections.map((c) => rabbitmqctl('close_connection', c.pid, reason)));
 }
 
 /** Names of the broker's queues that start with `prefix`. */
