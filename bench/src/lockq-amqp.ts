@@ -45,8 +45,8 @@ class CountingServerTransport implements ServerTransport {
     this.#inner = inner;
     this.#count = count;
   }
-  consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>): Promise<void> {
-    return this.#inner.consume(partition, onBatch);
+  consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>, onLost?: () => void): Promise<void> {
+    return this.#inner.consume(partition, onBatch, onLost);
   }
   publish(replies: readonly Outbound[]): Promise<void> {
     this.#count.n += replies.length;

@@ -55,6 +55,20 @@ class PartitionRunner {
     return this.#opts.clock() + this.#clockOffset;
   }
 
+  /**
+   * The transport lost this partition's consumer: another coordinator may be served meanwhile,
+   * so the state is dropped (after the batch in progress) and the next delivery claims afresh,
+   * rather than deciding a batch on a stale core only to be fenced.
+   */
+  readonly onConsumerLost = (): void => {
+    this.#serial(async () => {
+      if (this.#core === undefined) return;
+      this.#log.warn({ epoch: this.#core.epoch }, 'lost the broker consumer; dropping state until the next delivery');
+      this.#core = undefined;
+      this.#clearTimer();
+    }).catch(() => {});
+  };
+
   /** The transport's batch handler: runs after anything already queued on this partition. */
   readonly onBatch = (batch: readonly Uint8Array[]): Promise<void> => this.#serial(() => this.#decideDurably(batch));
 
@@ -264,7 +278,7 @@ class PartitionRunner {
       try {
         await transport.stopConsuming(this.partition);
         await new Promise((resolve) => setTimeout(resolve, this.#opts.standbyPauseMs));
-        if (!this.#stopped) await transport.consume(this.partition, this.onBatch);
+        if (!this.#stopped) await transport.consume(this.partition, this.onBatch, this.onConsumerLost);
       } catch (err) {
         this.#log.error({ err }, 'could not rejoin as standby');
       }
@@ -349,7 +363,7 @@ export class Coordinator {
       const runner = new PartitionRunner(partition, o, this.stats.partition(partition), this.#log.child({ partition }));
       this.#runners.set(partition, runner);
       if (o.claimAtStart) await runner.claim();
-      await o.transport.consume(partition, runner.onBatch);
+      await o.transport.consume(partition, runner.onBatch, runner.onConsumerLost);
       this.#log.info({ partition }, 'consuming');
     }
   }

@@ -118,6 +118,7 @@ interface Partition {
   readonly partition: number;
   readonly queue: string;
   readonly onBatch: BatchHandler;
+  readonly onLost: (() => void) | undefined;
   consumer: Consumer | null;
   starting: Promise<void> | null;
   running: Promise<void> | null;
@@ -128,6 +129,16 @@ interface Partition {
 }
 
 const noop = () => {};
+
+/** Tells the partition's owner its consumer is gone (unless it is stopping it on purpose). */
+function lost(state: Partition): void {
+  if (state.stopping) return;
+  try {
+    state.onLost?.();
+  } catch {
+    // the owner's problem; the transport carries on
+  }
+}
 
 /**
  * The coordinator side of RabbitMQ.
@@ -187,7 +198,7 @@ export class AmqpServerTransport implements ServerTransport {
     this.#onError = options.onError;
   }
 
-  async consume(partition: number, onBatch: BatchHandler): Promise<void> {
+  async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
     integer('partition', partition, 0);
     if (this.#state !== 'open') throw new AmqpTransportError('transport is closed');
     if (this.#partitions.has(partition)) throw new Error(`partition ${partition} is already being consumed`);
@@ -195,6 +206,7 @@ export class AmqpServerTransport implements ServerTransport {
       partition,
       queue: requestDestination(partition, this.#o.prefix),
       onBatch,
+      onLost,
       consumer: null,
       starting: null,
       running: null,
@@ -443,6 +455,7 @@ export class AmqpServerTransport implements ServerTransport {
     c.buffer = [];
     if (state.consumer !== c) return;
     state.consumer = null;
+    lost(state);
     if (state.stopping || !this.#isOpen) return;
     // On a lost connection every channel closes first; the link's own handler then takes over.
     if (c.link.lost || this.#link !== c.link) return;
@@ -502,7 +515,10 @@ export class AmqpServerTransport implements ServerTransport {
     this.#log?.warn({ err: failure.err, partition: state.partition, size: batch.length }, 'batch rejected; redelivering');
     c.dead = true;
     c.buffer = [];
-    if (state.consumer === c) state.consumer = null;
+    if (state.consumer === c) {
+      state.consumer = null;
+      lost(state);
+    }
     // Closing the channel returns the batch and everything delivered behind it, in delivery
     // order, to the head of the queue, and counts towards the delivery limit. A nack does
     // neither reliably (see the class comment).
@@ -521,6 +537,7 @@ export class AmqpServerTransport implements ServerTransport {
         c.dead = true;
         c.buffer = [];
         state.consumer = null;
+        lost(state);
       }
       if (state.retryTimer !== null) clearTimeout(state.retryTimer);
       state.retryTimer = null;

@@ -10,7 +10,8 @@ export class MemoryServerTransport implements ServerTransport {
     this.#broker = broker;
   }
 
-  async consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>): Promise<void> {
+  /** In process, a consumer never loses its place, so `onLost` is never called. */
+  async consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>, _onLost?: () => void): Promise<void> {
     if (this.#handlers.has(partition)) throw new Error(`already consuming partition ${partition}`);
     this.#handlers.set(partition, onBatch);
     this.#broker.consumeRequests(partition, onBatch);
