@@ -46,14 +46,6 @@ function coordinator(prefix: string): Promise<CoordinatorProcess> {
   return CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix]);
 }
 
-const VALUES: { key: string; token: number; value: number; worker: string; accepted: boolean; at: number }[] = [];
-class RecordingResource extends FencedResource {
-  override write(key: string, token: number, value: number, worker: string): boolean {
-    const accepted = super.write(key, token, value, worker);
-    VALUES.push({ key, token, value, worker, accepted, at: Date.now() });
-    return accepted;
-  }
-}
 let resource: FencedResource;
 
 /** A worker process; its id starts with the prefix, so its broker connection can be told apart. */
@@ -90,8 +82,7 @@ beforeAll(() => {
   for (const built of [CLI, WORKER]) if (!existsSync(built)) throw new Error(`${built} is missing: build first (npx tsc -b)`);
 });
 beforeEach(async () => {
-  resource = new RecordingResource();
-  VALUES.length = 0;
+  resource = new FencedResource();
   await resource.start();
 });
 afterEach(async () => {
@@ -137,7 +128,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     const K = 6;
     const waiters: WorkerProcess[] = [];
     for (let i = 0; i < K; i++) {
-      const w = worker(prefix, `q${i}`, { script: 'queue', lock: 'fifo', ttlMs: 5000 });
+      const w = worker(prefix, `q${i}`, { script: 'queue', lock: 'fifo', ttlMs: 30_000 });
       waiters.push(w);
       // The next one starts only once this one is known to be in the queue.
       expect((await w.event('queued')).position).toBe(i + 1);
@@ -170,7 +161,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     const ttlMs = 3000;
     const doomed = worker(prefix, 'doomed', { script: 'hold', lock: 'job', ttlMs, holdMs: 60_000 });
     const held = await doomed.event('granted');
-    const heir = worker(prefix, 'heir', { script: 'queue', lock: 'job', ttlMs: 5000 });
+    const heir = worker(prefix, 'heir', { script: 'queue', lock: 'job', ttlMs: 30_000 });
     expect((await heir.event('queued')).position).toBe(1);
 
     const killedAt = Date.now();
@@ -246,21 +237,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     const closedAt = Date.now();
     expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // it was under load
 
-    const done = await Promise.all(workers.map((w) => w.event('done', 30_000))).catch(async (err) => {
-      for (let i = 0; i < 5; i++) {
-        const m = (await coord.metrics()).split('\n').filter((l) => /^lockq_(requests|batches|grants|releases|lease_expiries|session_expiries|queued)_total|^lockq_transport/.test(l)).join(' | ');
-        console.log('DEBUG5locks', Date.now(), await (await fetch(`${coord.admin}/v1/locks`)).text(), m);
-        await sleep(1500);
-      }
-      console.log('DEBUG5fail', JSON.stringify({ closedAt, coord: coord.lines.filter((l) => (l.level ?? 0) >= 40 || l.msg === 'reconnected'), workers: workers.map((w) => [w.lines, w.errLines.filter((l) => l.level !== 30 || true).map((l) => ({ ...l, err: undefined, stack: undefined }))]) }));
-      throw err;
-    });
-    if (resource.read('counter') !== acceptedWrites('counter').length) {
-      console.log('DEBUG5values', JSON.stringify(VALUES));
-      console.log('DEBUG5stderr', JSON.stringify(workers.map((w) => w.errLines.map((l) => ({ ...l, err: (l.err as { message?: string } | undefined)?.message })))));
-    }
-    console.log('DEBUG5', JSON.stringify({ closedAt, done, errors: workers.flatMap((w) => w.events('error')), after: acceptedWrites('counter').filter((w) => w.at > closedAt).length, total: acceptedWrites('counter').length, rej: rejectedWrites('counter') }));
-    console.log('DEBUG5log', JSON.stringify(coord.lines.filter((l) => (l.level ?? 0) >= 40 || l.msg === 'reconnected')));
+    const done = await Promise.all(workers.map((w) => w.event('done', 60_000)));
     expect(await Promise.all(workers.map((w) => w.exited))).toEqual([0, 0, 0]);
     // An acquire may fail during the outage, but only with a retriable error.
     const errors = workers.flatMap((w) => w.events('error'));
@@ -284,7 +261,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
   it('poison and bad input on the request queue: answered or dead-lettered, the run unaffected', async () => {
     const prefix = topology();
     const coord = await coordinator(prefix);
-    const count = 40;
+    const count = 60;
     const workers = [0, 1].map((i) => worker(prefix, `p${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 5 }));
     await until(() => acceptedWrites('counter').length >= 10, 'the run to get going');
 
@@ -311,6 +288,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
       const queue = requestDestination(0, prefix);
       for (const body of [notJson, oversized, unknownOp, badName, badNameNoReply]) ch.sendToQueue(queue, body, { persistent: true });
       await ch.waitForConfirms();
+      expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // in the middle of the run
 
       await until(() => replies.length >= 2, 'the two error replies', 15_000);
       const byId = new Map(replies.map((r) => [r.re, r]));
@@ -382,19 +360,22 @@ async function eventually<T>(probe: () => Promise<T | undefined>, what: string, 
 }
 
 /**
- * Product bugs these end-to-end runs found, each pinned by a deterministic test that fails until
- * it is fixed (see the lead's notes). They use an in-process LockClient where the fault has to be
- * injected exactly (a TCP proxy that holds bytes back, or a transport that repeats a reply).
+ * Product bugs the runs above found (as rare lost increments and stalls of the disconnect test),
+ * each pinned by a deterministic test that fails until it is fixed. They drive an in-process
+ * LockClient where the fault must be injected exactly: a TCP proxy that holds bytes back and then
+ * cuts the connection, or a transport that hands over a reply twice.
  */
 describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)', () => {
   const clients: LockClient[] = [];
   const proxies: TcpProxy[] = [];
   afterEach(async () => {
-    for (const c of clients.splice(0)) await c.close().catch(() => undefined);
+    // Closing sends each session's close; after the test stopped its coordinator nobody answers,
+    // so all at once, and on a short request timeout.
+    await Promise.all(clients.splice(0).map((c) => c.close().catch(() => undefined)));
     for (const p of proxies.splice(0)) await p.close();
   });
   async function client(url: string, options: LockClientOptions): Promise<LockClient> {
-    const c = await LockClient.connect(url, { requestTimeoutMs: 10_000, ...options });
+    const c = await LockClient.connect(url, { requestTimeoutMs: 3000, ...options });
     clients.push(c);
     return c;
   }
@@ -419,7 +400,7 @@ describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)'
     // The request did reach the broker: the coordinator granted it.
     const holder = await eventually(async () => (await lockView(coord, 'pinned'))?.holders[0], 'the grant');
     p.cut();
-    // Today: { code: 'TRANSPORT_ERROR', message: 'the broker refused a request for … (queue full?)' } at once.
+    // Before the fix: { code: 'TRANSPORT_ERROR', message: 'the broker refused a request for … (queue full?)' } at once.
     expect(await outcome).toEqual({ token: holder.token });
     expect(await coord.stop()).toBe(0);
   });
@@ -450,10 +431,51 @@ describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)'
     const lease = await holder.acquire('pinned', { ttlMs: 30_000 });
     await sleep(300);
     expect(lease.signal.aborted).toBe(false); // the worker believes it holds the lock...
-    // ...so the coordinator must still think so too. Today the duplicate makes the SDK send a
+    // ...so the coordinator must still think so too. Before the fix, the duplicate made the SDK send a
     // release for the token ("a grant nobody waits for"), and the next worker gets the lock.
     expect((await lockView(coord, 'pinned'))?.holders.map((h) => h.token)).toEqual([lease.token]);
     expect(await other.tryAcquire('pinned', { ttlMs: 1000 })).toBeNull();
+    expect(await coord.stop()).toBe(0);
+  });
+
+  it('SDK: a waiter granted after waiting longer than its ttl gets a live lease, and its release frees the lock', async () => {
+    const prefix = topology();
+    const coord = await coordinator(prefix);
+    const holder = await client(AMQP_URL, { prefix, workerId: `${prefix}-holder` });
+    const waiter = await client(AMQP_URL, { prefix, workerId: `${prefix}-waiter` });
+    const third = await client(AMQP_URL, { prefix, workerId: `${prefix}-third` });
+    const held = await holder.acquire('pinned', { ttlMs: 10_000 });
+    const waiting = waiter.acquire('pinned', { ttlMs: 1000, waitMs: 10_000 });
+    // Longer than the waiter's ttl, shorter than its heartbeat period (5 s): it sends nothing meanwhile.
+    await sleep(1500);
+    await held.release();
+    const lease = await waiting;
+    // The coordinator has just granted a fresh 1 s lease. The SDK counts it from the send of
+    // the acquire (the grant's basis), 1.5 s ago; before the fix the lease was "lost" on arrival...
+    expect.soft(lease.signal.aborted).toBe(false);
+    expect.soft(String(lease.lostReason)).toBe('undefined');
+    await lease.release();
+    // ...and release() of a lost lease sends nothing, so the hold sits out its whole lease: under
+    // contention every hand-off then waits a full ttl (the slow-down seen in the disconnect test).
+    expect(await lockView(coord, 'pinned')).toBeNull();
+    expect(await third.tryAcquire('pinned', { ttlMs: 1000 })).not.toBeNull();
+    expect(await coord.stop()).toBe(0);
+  });
+
+  it('coordinator (no --store): a dropped broker connection, with nothing in flight, does not wipe every hold', async () => {
+    const prefix = topology();
+    const p = await proxy();
+    const coord = await CoordinatorProcess.start(['--transport', viaProxy(`127.0.0.1:${p.port}`), '--prefix', prefix]);
+    const a = await client(AMQP_URL, { prefix, workerId: `${prefix}-a` });
+    const lease = await a.acquire('pinned', { ttlMs: 30_000 });
+    p.cut();
+    await coord.line((l) => l.msg === 'reconnected', 'the coordinator to reconnect');
+    const c = await client(AMQP_URL, { prefix, workerId: `${prefix}-c` });
+    const stolen = await c.tryAcquire('pinned', { ttlMs: 1000 });
+    // Before the fix: "lost the broker consumer; dropping state until the next delivery", then a claim
+    // from a store that keeps no journal: the hold with 30 s to run is gone, and c gets the lock.
+    expect(stolen?.token).toBeUndefined();
+    expect((await lockView(coord, 'pinned'))?.holders.map((h) => h.token)).toEqual([lease.token]);
     expect(await coord.stop()).toBe(0);
   });
 
@@ -477,7 +499,7 @@ describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)'
     // a's lease has 30 s to run and was never released: nobody else may hold the lock.
     const c = await client(AMQP_URL, { prefix, workerId: `${prefix}-c` });
     const stolen = await c.tryAcquire('pinned', { ttlMs: 1000 });
-    // Today: the failed publish made the coordinator drop its state ("commit failed; dropping
+    // Before the fix: the failed publish made the coordinator drop its state ("commit failed; dropping
     // state to reload it") and reload from a store that keeps no journal: every hold is gone.
     expect(stolen?.token).toBeUndefined();
     expect((await lockView(coord, 'pinned'))?.holders.map((h) => h.token)).toEqual([lease.token]);

@@ -11,7 +11,8 @@
  * checked (see checkHistory in test/support/faults-history.ts): no double grant, tokens strictly
  * increasing per lock across every fail-over, no lost waiter, FIFO in every gated round, and
  * final counters equal to the accepted writes. No acquire may fail: the broker keeps every
- * request the dead coordinator had not acknowledged, and the survivor answers it.
+ * request the dead coordinator had not acknowledged, and the survivor answers it. The take-over
+ * must stay short (p50 under 1 s, max under 10 s; see the bounds at the end).
  *
  * Environment:
  *   LOCKQ_FAULT_SEED   seed of every random choice (printed; default 20240611)
@@ -92,6 +93,12 @@ describe.skipIf(!ready)('fault: SIGKILL of the active coordinator', () => {
       expect(report.problems).toEqual([]);
       expect(takeovers).toHaveLength(KILLS);
       expect(r.rounds.length).toBeGreaterThan(0);
+      // The standby is already consuming and the broker redelivers at once: a take-over is a claim
+      // (one Redis round trip plus a snapshot) away. Measured p50 ~50-120 ms and max ~150-350 ms on
+      // the 2-core CI machine under load; the bounds only catch a stall (a phantom holder, a claim
+      // that waits for a heartbeat), which took 2-20 s before the take-over fixes.
+      expect(percentile(grant, 50)).toBeLessThan(1000);
+      expect(Math.max(...grant)).toBeLessThan(10_000);
     },
     120_000 + KILLS * 10_000,
   );

@@ -1,27 +1,17 @@
 /**
- * Pins a product bug found by the coordinator-kill fault runs (test/faults/coordinator-kill.test.ts):
+ * Regression test for a bug the coordinator-kill fault runs found (fixed in 8a495b8):
  *
- * A grant that a batch hands to ANOTHER session — the waiter behind a release, behind an expiry
- * or a cancellation — is lost for good when the coordinator dies (or its publish fails) after the
- * batch was journaled and before its replies were published. The next term replays the journal,
- * so it believes the waiter holds the lock; the broker redelivers the batch, but a redelivered
- * request is a duplicate and only ITS OWN answer is sent again (the releaser gets 'released'),
- * never the grant it caused. The waiter's SDK re-sends pending requests only after a reconnect
- * of its own transport, which does not happen here, so it waits until waitMs + requestTimeoutMs
- * and fails with TIMEOUT, while the coordinator keeps the lock "held" for the lease's ttl,
- * stalling every waiter behind it (liveness; safety is intact: nobody else is granted).
- *
- * The same holds for the other replies such a batch or an expiry tick sends to other sessions
- * ('lost', WAIT_TIMEOUT).
- *
- * Only the LAST journal entry can have unpublished replies (a partition commits and publishes
- * one batch at a time, and snapshots only after publishing), so a fix can be: in
- * PartitionRunner.claim, keep the decisions of replaying the last journal entry and publish their
- * replies (with the new epoch) before deciding the first batch of the new term. Duplicates of
- * replies that did get out are harmless: the SDK drops replies nobody waits for, and a grant it
- * already holds. (An SDK-side complement: on a reply carrying a higher epoch, re-send the
- * pending requests of that partition with the same ids; the core answers a re-sent acquire with
- * its current state.)
+ * A grant that a batch hands to ANOTHER session — the waiter behind a release, an expiry or a
+ * cancellation — was lost for good when the coordinator died (or its publish failed) after the
+ * batch was journaled and before its replies were published. The next term replayed the journal,
+ * so it believed the waiter held the lock; the broker redelivered the batch, but a redelivered
+ * request is a duplicate and only ITS OWN answer was sent again (the releaser got 'released'),
+ * never the grant it caused. The waiter timed out (TIMEOUT after waitMs + requestTimeoutMs) while
+ * the coordinator kept the lock "held" for the lease's ttl, stalling every waiter behind it. The
+ * same held for the other replies such a batch or an expiry tick sends to other sessions ('lost',
+ * WAIT_TIMEOUT). Only the last journal entry can have unpublished replies (a partition commits and
+ * publishes one batch at a time, and snapshots only after publishing), so a new term now
+ * publishes that entry's replies again, in its own epoch, when it claims the partition.
  *
  * The test reproduces the crash window in process and deterministically: a transport whose
  * publish fails once, right after the release's batch was committed. The runtime then drops its
@@ -120,10 +110,9 @@ describe('a batch journaled but not published (crash between commit and publish)
     expect(r.holdersAfter).toEqual(['waiter']);
   });
 
-  // BUG (see the header): the grant handed to the waiter by the lost batch is never sent. Under the
-  // bug the waiter ends with TIMEOUT (after waitMs + requestTimeoutMs) although the coordinator says
-  // it holds the lock. Remove `.fails` once the new term re-publishes the last journal entry's replies.
-  it.fails('the waiter that the lost batch granted the lock to is told so', async () => {
+  // Under the bug the waiter ended with TIMEOUT (after waitMs + requestTimeoutMs) although the
+  // coordinator said it held the lock.
+  it('the waiter that the lost batch granted the lock to is told so', async () => {
     const r = await runScenario();
     expect(r.waiter).toEqual({ token: expect.any(Number) });
     expect((r.waiter as { token: number }).token).toBeGreaterThan(r.holderToken);

@@ -1,25 +1,19 @@
 /**
- * Pins a product bug found by the coordinator-kill fault runs (test/faults/coordinator-kill.test.ts):
+ * Regression test for a bug the coordinator-kill fault runs found (fixed in 8a495b8):
  *
- * Journal replay diverges from what was decided as soon as the journal spans two or more terms.
- * PartitionRunner.claim replays snapshot + journal and then calls `core.raiseTokenFloor(ceiling)`,
- * so the new term issues tokens above the reserved ceiling (10001, 10002, ... after a first term
- * that reserved 10000). That floor raise is not in the journal. The NEXT claim replays the second
- * term's entries on top of the first's without it, so the replayed core issues the second term's
- * grants with other tokens (2, 3, ...) than the ones the workers got (10001, 10002, ...). From
- * then on the state is wrong: a release or extend with the real token is NOT_HOLDER, so replayed
- * holds stay "held" until their lease runs out (phantom holders), every later acquire of the
- * term queues behind them (phantom waiters: 83 waiters for 4 workers after one take-over in a
- * kill run, and a FIFO round stalled for the gate's whole 30 s lease), a holder's renewal fails,
- * and once a phantom hold expires the lock can be granted to another worker while the real
- * holder's lease is still valid (mutual exclusion by lease broken; the fencing tokens still
- * protect the resource). Snapshots then persist the wrong state. Every take-over after the
- * second one without a snapshot in between is affected.
- *
- * Suggested fix: make the floor part of the journal. E.g. have claim() write a snapshot of the
- * rebuilt core (whose lastToken carries the floor) before the new term decides anything (the
- * journal then only ever holds one term's entries); or journal a marker entry `{ now, requests:
- * [], tokenFloor }` right after the claim and have replay call raiseTokenFloor when it meets one.
+ * Journal replay diverged from what had been decided as soon as the journal spanned two or more
+ * terms. A claim replays snapshot + journal and then raises the token floor to the reserved
+ * ceiling, so the new term issues tokens above it (10001, 10002, ... after a first term that
+ * reserved 10000). That floor raise was not in the journal, so the NEXT claim replayed the second
+ * term's entries on top of the first's without it and re-issued the second term's grants with
+ * other tokens (2, 3, ...) than the workers held. From then on the state was wrong: a release or
+ * extend with the real token was NOT_HOLDER, replayed holds stayed "held" until their lease ran out
+ * (phantom holders), later acquires queued behind them (83 phantom waiters for 4 workers after
+ * one take-over in a kill run; a FIFO round stalled for the gate's whole 30 s lease; take-overs of
+ * up to 20 s), and once a phantom expired the lock could go to another worker while the real
+ * holder's lease was valid (mutual exclusion by lease broken; fencing still held). A claim now
+ * snapshots the rebuilt core before the new term decides anything, so a journal never spans two
+ * terms.
  *
  * The test runs three terms in one process on the memory broker, which hands a partition to the
  * next consumer when the active one stops, like RabbitMQ's single-active-consumer queues.
@@ -112,10 +106,9 @@ describe('journal replay over more than one term', () => {
     expect(r.replayedTokens).toHaveLength(1);
   });
 
-  // BUG (see the header): the third term rebuilds the second term's grant with token 2, not the
-  // token the worker holds, so the worker's release is NOT_HOLDER and the lock stays held by a
-  // phantom until its lease runs out. Remove `.fails` once the token floor is journaled.
-  it.fails('the third term knows the hold by the token the worker got, and frees the lock on its release', async () => {
+  // Under the bug the third term rebuilt the second term's grant with token 2, not the token the
+  // worker held, so the worker's release was NOT_HOLDER and the lock stayed held by a phantom.
+  it('the third term knows the hold by the token the worker got, and frees the lock on its release', async () => {
     const r = await runScenario();
     expect(r.replayedTokens).toEqual([r.heldToken]);
     expect(r.freeAfterRelease).toBe(true);

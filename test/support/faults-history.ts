@@ -94,8 +94,8 @@ export function checkHistory(input: HistoryInput): HistoryReport {
   // -- every worker finished; every acquire ended once ----------------------------------------
   const byWorker = new Map<string, WorkerEvent[]>();
   for (const e of input.events) {
-    let list = byWorker.get(e.worker);
-    if (list === undefined) byWorker.set(e.worker, (list = []));
+    const list = byWorker.get(e.worker) ?? [];
+    if (list.length === 0) byWorker.set(e.worker, list);
     list.push(e);
   }
   let acquires = 0;
@@ -136,8 +136,8 @@ export function checkHistory(input: HistoryInput): HistoryReport {
   const perLock = new Map<string, WorkerEvent[]>();
   for (const g of grants) {
     const lock = g.lock ?? '?';
-    let list = perLock.get(lock);
-    if (list === undefined) perLock.set(lock, (list = []));
+    const list = perLock.get(lock) ?? [];
+    if (list.length === 0) perLock.set(lock, list);
     list.push(g);
   }
   for (const [lock, list] of perLock) {

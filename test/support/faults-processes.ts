@@ -139,6 +139,7 @@ export interface LogLine extends Line {
 export const CLAIMED = 'partition claimed';
 export const STOOD_BY = 'another coordinator took this partition over; standing by';
 export const DROPPED = 'commit failed; dropping state to reload it';
+export const CONSUMER_LOST = 'lost the broker consumer; dropping state until the next delivery';
 
 /** A `lockq coordinator` process (the built CLI), its JSON log in `lines`. */
 export class CoordinatorProcess extends JsonLinesProcess {

@@ -35,6 +35,8 @@ export interface RigOptions {
   readonly thinkMs?: number;
   /** Lease of the FIFO gate (auto-renewed). @defaultValue 30000 */
   readonly gateTtlMs?: number;
+  /** Workers report every request and reply (`sent` / `reply` events; for debugging). @defaultValue false */
+  readonly trace?: boolean;
 }
 
 /** Lock names of the form `<stem>-<i>`, `count` of them, covering every partition when count allows. */
@@ -95,6 +97,7 @@ export class FaultRig {
       sessionTtlMs: 60_000,
       thinkMs: 20,
       gateTtlMs: 30_000,
+      trace: process.env.LOCKQ_FAULT_TRACE === '1',
       ...o,
     };
     this.prefix = `lockq-faults-${o.name}-${process.pid}-${Date.now().toString(36)}`;
@@ -221,6 +224,18 @@ export class FaultRig {
     };
   }
 
+  /** The first grant any worker got at or after `since` (ms since the epoch); waits up to `timeoutMs`. */
+  async firstGrantAfter(since: number, timeoutMs: number): Promise<WorkerEvent> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      let first: WorkerEvent | undefined;
+      for (const e of this.events()) if (e.event === 'granted' && e.at >= since && (first === undefined || e.at < first.at)) first = e;
+      if (first !== undefined) return first;
+      if (Date.now() > deadline) throw new Error(`no grant within ${timeoutMs} ms of ${since}\n${this.diagnostics()}`);
+      await sleep(25);
+    }
+  }
+
   // ---- workers ------------------------------------------------------------------------------
 
   #workerConfig(role: 'increment' | 'fifo', seed: number) {
@@ -237,6 +252,7 @@ export class FaultRig {
       requestTimeoutMs: this.o.requestTimeoutMs,
       sessionTtlMs: this.o.sessionTtlMs,
       thinkMs: this.o.thinkMs,
+      trace: this.o.trace,
     };
   }
 

@@ -132,6 +132,12 @@ export class LockClient implements LeaseOwner {
   readonly #sessions = new Map<number, PartitionSession>();
   /** Live leases by `${partition}:${token}`. */
   readonly #leases = new Map<string, Lease>();
+  /**
+   * Ids of requests whose final answer arrived, in two generations (a bounded memory): replies
+   * come at least once, and a second copy of a grant must not be taken for an orphan.
+   */
+  #answered = new Set<string>();
+  #answeredBefore = new Set<string>();
   #seq = 0;
   #closed = false;
   readonly #sweeper: NodeJS.Timeout;
@@ -270,6 +276,16 @@ export class LockClient implements LeaseOwner {
     );
     this.#leases.set(`${partition}:${g.token}`, lease);
     this.#sessions.get(partition)?.leases.add(lease);
+    // A grant after a long wait may come with little of its lease provably left (its basis is the
+    // session's last request, maybe long ago): extend it now, so the caller gets a usable lease.
+    if (lease.deadline - performance.now() < ttlMs / 2) {
+      try {
+        await lease.extend(ttlMs);
+      } catch (err) {
+        await lease.release().catch(() => undefined);
+        throw err;
+      }
+    }
     if (options.autoRenew === true) lease.startRenewing();
     return lease;
   }
@@ -520,6 +536,7 @@ export class LockClient implements LeaseOwner {
     }
     const pending = this.#pending.get(reply.re);
     if (pending === undefined) {
+      if (this.#answered.has(reply.re) || this.#answeredBefore.has(reply.re)) return; // a second copy
       // A grant nobody waits for any more (timed out, aborted): give it back at once.
       if (reply.type === 'granted' && !this.#leases.has(`${reply.partition}:${reply.token}`)) {
         this.#call(reply.partition, { op: 'release', lock: reply.lock, token: reply.token }).catch(() => undefined);
@@ -537,6 +554,11 @@ export class LockClient implements LeaseOwner {
       return;
     }
     this.#pending.delete(reply.re);
+    this.#answered.add(reply.re);
+    if (this.#answered.size >= 4096) {
+      this.#answeredBefore = this.#answered;
+      this.#answered = new Set();
+    }
     if (reply.type === 'error') {
       pending.reject(errorFromWire(reply.code, reply.message, reply.field));
     } else {

@@ -74,12 +74,16 @@ export class Lease {
     return this.#controller.signal;
   }
 
-  /** Releases the hold. Releasing twice, or after the lease was lost, is a no-op. */
+  /**
+   * Releases the hold. Releasing twice is a no-op, and so is releasing a lease the coordinator
+   * said is gone; a lease lost only locally (its deadline passed here) may still be held there,
+   * so it is released all the same, rather than left to block others until it runs out.
+   */
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
     this.#clearTimers();
-    if (this.#lost !== undefined) return;
+    if (this.#lost !== undefined && !this.#lost.local) return;
     await this.#owner.releaseLease(this);
   }
 
@@ -105,10 +109,10 @@ export class Lease {
     this.#scheduleRenewal();
   }
 
-  /** @internal The lease is gone; abort the signal. */
-  lose(reason: string, cause?: unknown): void {
+  /** @internal The lease is gone (or, with `local`, can no longer be trusted here); abort the signal. */
+  lose(reason: string, cause?: unknown, local = false): void {
     if (this.#lost !== undefined || this.#released) return;
-    this.#lost = new LeaseLostError(this.lock, reason, cause === undefined ? undefined : { cause });
+    this.#lost = new LeaseLostError(this.lock, reason, cause === undefined ? { local } : { cause, local });
     this.#clearTimers();
     this.#controller?.abort(this.#lost);
   }
@@ -123,10 +127,10 @@ export class Lease {
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
     const left = this.#deadline - performance.now();
     if (left <= 0) {
-      this.lose('local deadline passed');
+      this.lose('local deadline passed', undefined, true);
       return;
     }
-    this.#deadlineTimer = setTimeout(() => this.lose('local deadline passed without renewal'), Math.ceil(left));
+    this.#deadlineTimer = setTimeout(() => this.lose('local deadline passed without renewal', undefined, true), Math.ceil(left));
   }
 
   #scheduleRenewal(): void {

@@ -31,6 +31,7 @@ class PartitionRunner {
   /** Maps this process's clock onto the core's, which continues the previous term's clock. */
   #clockOffset = 0;
   #sinceSnapshot = 0;
+  #unpublished: Outbound[] = [];
   readonly #opts: ResolvedCoordinatorOptions;
   readonly #stats: PartitionStats;
   readonly #log: Logger;
@@ -57,12 +58,13 @@ class PartitionRunner {
 
   /**
    * The transport lost this partition's consumer: another coordinator may be served meanwhile,
-   * so the state is dropped (after the batch in progress) and the next delivery claims afresh,
-   * rather than deciding a batch on a stale core only to be fenced.
+   * so with a journaling store the state is dropped (after the batch in progress) and the next
+   * delivery claims afresh, rather than deciding a batch on a stale core only to be fenced.
    */
   readonly onConsumerLost = (): void => {
     this.#serial(async () => {
-      if (this.#core === undefined) return;
+      // Without a journal there is nothing to rebuild from: the core is the only copy.
+      if (this.#core === undefined || !this.#opts.store.journals) return;
       this.#log.warn({ epoch: this.#core.epoch }, 'lost the broker consumer; dropping state until the next delivery');
       this.#core = undefined;
       this.#clearTimer();
@@ -211,7 +213,10 @@ class PartitionRunner {
    */
   async #commit(core: LockCore, now: number, entry: JournalEntry | undefined, out: readonly Decision[], count: number): Promise<void> {
     const store = this.#opts.store;
-    const replies: Outbound[] = [];
+    // Replies a failed publish left behind go first (only without a journal: with one, the
+    // next claim re-sends them from the journal's last entry).
+    const replies: Outbound[] = this.#unpublished;
+    this.#unpublished = [];
     let ceiling = 0;
     for (const d of out) {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
@@ -234,7 +239,9 @@ class PartitionRunner {
     try {
       if (replies.length > 0) await this.#opts.transport.publish(replies);
     } catch (err) {
-      // Durable but maybe unanswered: reload, and let the redelivered batch be answered from memory.
+      // Durable but maybe unanswered: the redelivered batch is answered from memory, and grants
+      // or events it sent to others go out again (from the journal, or from here).
+      if (!store.journals) this.#unpublished = replies;
       this.#reset(err);
       throw err;
     }
@@ -254,9 +261,19 @@ class PartitionRunner {
     }
   }
 
+  /**
+   * After a failed commit or publish. Fenced: drop the state and stand by. Otherwise, with a
+   * journaling store, drop it too: the next delivery rebuilds it from what is durable. Without
+   * one, the core is the only copy there is, so it is kept, and the redelivered batch is answered
+   * from its memory.
+   */
   #reset(err: unknown): void {
     if (this.#core === undefined) return;
     const stale = err instanceof StaleEpochError;
+    if (!stale && !this.#opts.store.journals) {
+      this.#log.error({ err }, 'commit failed; keeping state (no journal to reload it from)');
+      return;
+    }
     this.#log[stale ? 'warn' : 'error'](
       { err, epoch: this.#core.epoch },
       stale ? 'another coordinator took this partition over; standing by' : 'commit failed; dropping state to reload it',

@@ -233,8 +233,12 @@ export class AmqpClientTransport implements ClientTransport {
     return new Promise<void>((resolve, reject) => {
       const confirmed = (err: unknown) => {
         if (err != null) {
-          // A nack: with `x-overflow: reject-publish`, the request queue is full.
-          reject(new AmqpTransportError(`the broker refused a request for ${queue} (queue full?)`, { cause: err, refused: true }));
+          // amqplib reports a broker nack (with `x-overflow: reject-publish`: the request queue is
+          // full) as 'message nacked'; anything else (a closing channel) is a lost connection,
+          // after which the caller re-sends on reconnect, so it must not read as a refusal.
+          const refused = err instanceof Error && err.message === 'message nacked';
+          const why = refused ? `the broker refused a request for ${queue} (queue full?)` : `lost a request for ${queue} in flight`;
+          reject(new AmqpTransportError(why, { cause: err, refused }));
         } else if (link.returned.delete(messageId)) {
           reject(new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true }));
         } else resolve();
