@@ -8,13 +8,17 @@
  * (AMQP heartbeat), hand the queues to the standby, which claims the partitions (epoch bump,
  * replay) and serves: the take-over is timed from the SIGSTOP to the first grant of the new term.
  * The gate is released while the old coordinator is still paused (the new one hands the lock
- * down the queue, FIFO), and the pause lasts past every lease the old one knew of, so when it is
- * SIGCONTed its expiry timer makes it commit: that write must be fenced (StaleEpochError in its
- * log, 'another coordinator took this partition over; standing by'), it must not claim again
- * nor bump the epoch, and it must rejoin as the standby — the next round pauses the other
- * coordinator, so it has to take over in turn. Its replies could not be believed anyway (workers
- * ignore lower epochs); the history checks (test/support/faults-history.ts) confirm no double
- * grant, increasing tokens, no lost waiter, FIFO and exact counters.
+ * down the queue, FIFO), and the pause lasts past every lease the old one knew of. It is paused
+ * right after it answered an inspect from the test, so that when it is SIGCONTed its expiry
+ * timer runs before its AMQP heartbeat touches the dead connection: on the gate's partition it
+ * commits the expiry, and that write must be fenced (StaleEpochError in its log, 'another
+ * coordinator took this partition over; standing by'); on the other partition it learns that the
+ * broker dropped its consumer and drops its state without writing. It must not claim again nor
+ * bump the epoch, the new coordinator must never be fenced, and it must rejoin as the standby —
+ * the next round pauses the other coordinator, so it has to take over in turn. Workers trace
+ * every reply: none from a replaced term may have produced a grant (the SDK ignores lower
+ * epochs). Then the history checks (test/support/faults-history.ts): no double grant, increasing
+ * tokens, no lost waiter, FIFO and exact counters.
  *
  * Heartbeat: `lockq coordinator` has no heartbeat flag or variable. The transport URL takes one
  * as a query parameter (`--transport 'amqp://…?heartbeat=1'`; the RabbitMQ transport keeps a
@@ -50,7 +54,8 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
     async () => {
       const seed = faultSeed();
       console.log(`[coordinator-stop] LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_STOPS=${STOPS}`);
-      const r = await FaultRig.start({ name: 'stop', seed, coordinatorHeartbeatS: 1, gateTtlMs: 3000 });
+      // trace: workers report every reply they receive, so replies of a replaced term can be seen.
+      const r = await FaultRig.start({ name: 'stop', seed, coordinatorHeartbeatS: 1, gateTtlMs: 3000, trace: true });
       rig = r;
       const partitions = Array.from({ length: r.o.partitions }, (_, p) => p);
       const began = Date.now();
@@ -72,6 +77,11 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
         await r.fifoRound(async () => {
           await r.pauseLoad(); // nothing in flight on the victim but the gate's renewals
           await sleep(between(r.random, 50, 300));
+          // Pause it just after it published something: on waking, its AMQP heartbeat timer has
+          // nothing to send yet, so it does not hit its dead connection before its expiry timer
+          // makes it commit (otherwise it may learn of the lost consumer first and just drop its
+          // state without writing: also safe, but then the fencing goes unexercised).
+          await r.ping(r.fifoLock);
           stoppedAt = Date.now();
           victim.signal('SIGSTOP');
           r.resumeLoad();
@@ -88,22 +98,29 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
         const resumedAt = Date.now();
         victim.signal('SIGCONT');
 
-        // Its first write after waking is refused, and it steps back. (Were it stopped mid-batch,
-        // that batch's publish would fail on its dead connection first and it would drop its
-        // state; had it noticed the lost consumer before its expiry timer, it would drop its state
-        // without writing. Both are safe too, and tolerated per round.)
-        const woke = (await victim.waitFor(
-          'a fenced commit or dropped state',
-          (l) => (l.msg === STOOD_BY || l.msg === DROPPED || l.msg === CONSUMER_LOST) && Number(l.time) >= resumedAt,
-          30_000,
-        )) as LogLine;
-        if (woke.msg === STOOD_BY) {
-          expect(woke.err?.type).toBe('StaleEpochError');
-          fenced++;
-          // It rejoins as a standby after its pause (the transport logs 'consuming' again).
-          await victim.waitFor('consuming again', (l) => l.msg === 'consuming' && l.component === 'amqp-server-transport' && Number(l.time) >= woke.time, 30_000);
+        // On waking, each partition it owned ends its term one way or another. Where its expiry
+        // timer makes it commit (the gate's lease, which it saw renewed last, has run out), that
+        // write is refused: StaleEpochError, 'standing by'. Where it first learns that the broker
+        // dropped its consumer, it drops the state without writing; were it stopped mid-batch,
+        // that batch's publish would fail on the dead connection first. All three are safe.
+        const outcome = (l: LogLine) => (l.msg === STOOD_BY || l.msg === DROPPED || l.msg === CONSUMER_LOST) && l.time >= resumedAt;
+        const ends: LogLine[] = [];
+        for (const p of owned) {
+          ends.push((await victim.waitFor(`the end of its term on partition ${p}`, (l) => outcome(l as LogLine) && l.partition === p, 30_000)) as LogLine);
         }
-        console.log(`[coordinator-stop] stop ${s + 1}: ${victim.name} resumed; logged "${woke.msg}" (${woke.err?.type ?? 'no error type'}) ${woke.time - resumedAt} ms later`);
+        for (const end of ends.filter((l) => l.msg === STOOD_BY)) {
+          expect(end.err?.type).toBe('StaleEpochError');
+          fenced++;
+        }
+        if (ends.some((l) => l.msg === STOOD_BY)) {
+          // A fenced partition rejoins as a standby after its pause (the transport logs 'consuming').
+          const last = Math.max(...ends.map((l) => l.time));
+          await victim.waitFor('consuming again', (l) => l.msg === 'consuming' && l.component === 'amqp-server-transport' && Number(l.time) >= last, 30_000);
+        }
+        console.log(
+          `[coordinator-stop] stop ${s + 1}: ${victim.name} resumed; ` +
+            ends.map((l) => `partition ${l.partition}: "${l.msg}"${l.err?.type === undefined ? '' : ` (${l.err.type})`} after ${l.time - resumedAt} ms`).join('; '),
+        );
         await r.progress(20, 30_000);
         // It never claimed again (that would have fenced the new coordinator), nor was the new one fenced.
         expect(victim.logged(CLAIMED, stoppedAt)).toEqual([]);
@@ -119,20 +136,42 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
 
       const hung = await r.stopWorkers();
       const report = r.check();
+      // No reply of a replaced term was believed: a reply whose epoch is below one the worker had
+      // already seen on that partition is dropped by the SDK, so no grant may come from one.
+      let staleReplies = 0;
+      const believed: string[] = [];
+      for (const w of r.workers) {
+        const seen = new Map<number, number>();
+        const staleGrants = new Set<number>();
+        for (const e of w.events) {
+          const body = e.body as { epoch?: number; partition?: number; type?: string; token?: number } | undefined;
+          if (e.event === 'reply' && body?.epoch !== undefined && body.partition !== undefined) {
+            const max = seen.get(body.partition) ?? 0;
+            if (body.epoch < max) {
+              staleReplies++;
+              if (body.type === 'granted' && body.token !== undefined) staleGrants.add(body.token);
+            }
+            seen.set(body.partition, Math.max(max, body.epoch));
+          } else if (e.event === 'granted' && staleGrants.has(Number(e.token))) {
+            believed.push(`${w.workerId} took token ${e.token} from a replaced term`);
+          }
+        }
+      }
       const grant = takeovers.map((t) => t.grantMs);
       const claim = takeovers.map((t) => t.claimMs);
       console.log(
         `[coordinator-stop] take-over (SIGSTOP -> first grant of the new term) p50 ${percentile(grant, 50)} ms, max ${Math.max(...grant)} ms; ` +
-          `SIGSTOP -> claimed p50 ${percentile(claim, 50)} ms, max ${Math.max(...claim)} ms; fenced on waking ${fenced}/${STOPS}; ` +
-          `${summarize(report)}; ${((Date.now() - began) / 1000).toFixed(1)} s`,
+          `SIGSTOP -> claimed p50 ${percentile(claim, 50)} ms, max ${Math.max(...claim)} ms; writes fenced on waking ${fenced} (in ${STOPS} stops); ` +
+          `replies from replaced terms that reached workers: ${staleReplies} (ignored); ${summarize(report)}; ${((Date.now() - began) / 1000).toFixed(1)} s`,
       );
       if (report.problems.length > 0 || hung.length > 0) console.log(r.diagnostics());
       if (report.problems.length > 0 || hung.length > 0 || process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
       expect(hung).toEqual([]);
       expect(report.problems).toEqual([]);
+      expect(believed).toEqual([]);
       expect(takeovers).toHaveLength(STOPS);
-      // A paused coordinator wakes with its expiry timer due (its timers run before it reads the
-      // broker's close from its socket) and nothing in flight, so its first write is the fenced one.
+      // The partition with the gate wakes with its expiry timer due (a process's timers run before
+      // it reads the broker's close from its socket), so its first write is the fenced one.
       expect(fenced).toBeGreaterThan(0);
       expect(percentile(grant, 50)).toBeLessThan(10_000);
     },

@@ -1,6 +1,7 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { LockClient } from '@lockq/worker-sdk';
 import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/worker-sdk/protocol';
 import { connect } from 'amqplib';
 import { AMQP_URL } from './brokers.js';
@@ -84,6 +85,7 @@ export class FaultRig {
   readonly rounds: FifoRound[] = [];
   readonly random: () => number;
   #coordinatorSeq = 0;
+  #probe: Promise<LockClient> | undefined;
 
   private constructor(o: RigOptions, redis: FaultsRedis, resource: FencedResource) {
     this.o = {
@@ -234,6 +236,15 @@ export class FaultRig {
       if (Date.now() > deadline) throw new Error(`no grant within ${timeoutMs} ms of ${since}\n${this.diagnostics()}`);
       await sleep(25);
     }
+  }
+
+  /**
+   * Has the active coordinator of `lock`'s partition answer an inspect from this process, and
+   * resolves once the answer is here: that coordinator has just published on its connection.
+   */
+  async ping(lock: string): Promise<void> {
+    this.#probe ??= LockClient.connect(AMQP_URL, { workerId: 'faults-probe', prefix: this.prefix, partitions: this.o.partitions, requestTimeoutMs: 30_000 });
+    await (await this.#probe).inspect(lock);
   }
 
   // ---- workers ------------------------------------------------------------------------------
@@ -396,6 +407,7 @@ export class FaultRig {
 
   /** Kills every process, removes the queues, stops Redis and the resource. */
   async destroy(): Promise<void> {
+    await this.#probe?.then((c) => c.close()).catch(() => undefined);
     for (const p of [...this.workers, ...this.coordinators]) p.signal('SIGKILL');
     await Promise.all([...this.workers, ...this.coordinators].map((p) => p.exited));
     try {

@@ -32,6 +32,8 @@ class PartitionRunner {
   #clockOffset = 0;
   #sinceSnapshot = 0;
   #unpublished: Outbound[] = [];
+  /** Bumped each time the transport reports the consumer lost. */
+  #consumerLosses = 0;
   readonly #opts: ResolvedCoordinatorOptions;
   readonly #stats: PartitionStats;
   readonly #log: Logger;
@@ -62,6 +64,8 @@ class PartitionRunner {
    * delivery claims afresh, rather than deciding a batch on a stale core only to be fenced.
    */
   readonly onConsumerLost = (): void => {
+    // At once, not on the chain: a batch held through a store outage must stop retrying.
+    this.#consumerLosses++;
     this.#serial(async () => {
       // Without a journal there is nothing to rebuild from: the core is the only copy.
       if (this.#core === undefined || !this.#opts.store.journals) return;
@@ -78,15 +82,17 @@ class PartitionRunner {
    * Decides a batch, waiting out store trouble with the batch in hand rather than returning it
    * to the broker: every return would count against the queue's delivery limit, and a long
    * outage would dead-letter good requests. Meanwhile the prefetch bound holds the rest back.
-   * A fenced coordinator or a broker failure still returns the batch.
+   * A fenced coordinator, a broker failure or a lost consumer still returns the batch.
    */
   async #decideDurably(batch: readonly Uint8Array[]): Promise<void> {
+    const losses = this.#consumerLosses;
     for (let attempt = 0; ; attempt++) {
       try {
         await this.#decideBatch(batch);
         return;
       } catch (err) {
-        if (!(err instanceof StoreUnavailable) || this.#stopped) throw err;
+        // Once the consumer is lost the batch belongs to whoever the broker serves now.
+        if (!(err instanceof StoreUnavailable) || this.#stopped || this.#consumerLosses !== losses) throw err;
         if (attempt % 20 === 0) this.#log.warn({ err: err.cause, attempt }, 'state store unavailable; holding the batch and retrying');
         await new Promise((resolve) => setTimeout(resolve, backoffMs(STORE_RETRY, attempt)));
       }
