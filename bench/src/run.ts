@@ -1,6 +1,6 @@
 import { amqpSuite } from './amqp.js';
 import { distinctLocks, hotLock } from './core.js';
-import { memoryCycles } from './memory.js';
+import { codecCycles, memoryCycles } from './memory.js';
 import { fmt, median } from './stats.js';
 import { storeSuite } from './store.js';
 import { interruption } from './workload.js';
@@ -40,6 +40,7 @@ if (wanted('core')) {
 }
 if (wanted('memory')) {
   await measure('memory end to end: 64 workers, distinct locks', 'cycles/s', 100_000, () => memoryCycles(64, seconds));
+  await measure('  the codec alone on the same cycle (its ceiling)', 'cycles/s', undefined, () => codecCycles(seconds));
 }
 // The broker suites clean up their queues, keys and etcd after an interrupt; a second one exits at once.
 for (const signal of wanted('amqp') || wanted('store') ? (['SIGINT', 'SIGTERM'] as const) : []) {

@@ -62,10 +62,11 @@ interface Session {
   live: boolean;
 }
 
+/** A lock with a holder or a waiter. Recycled once idle (see `#freeLocks`), so not readonly. */
 interface LockState {
-  readonly name: string;
-  readonly kind: LockKind;
-  readonly limit: number;
+  name: string;
+  kind: LockKind;
+  limit: number;
   /** Permits in use (semaphore) or number of holders (mutex, rwlock). */
   used: number;
   exclusiveHeld: boolean;
@@ -126,6 +127,8 @@ export class LockCore {
   readonly #blockSize: number;
   readonly #sessions = new Map<string, Session>();
   readonly #locks = new Map<string, LockState>();
+  /** Idle lock entries kept for reuse. */
+  readonly #freeLocks: LockState[] = [];
   /** Every live memo, oldest first, for ageing them out. */
   readonly #memoQueue = new FifoQueue<Memo>();
   #memoCount = 0;
@@ -401,8 +404,7 @@ export class LockCore {
     const holds = new Map<number, Hold>();
     const memoOf = new Map<string, Memo>();
     for (const l of snap.locks) {
-      const lock = newLock({ lock: l.name, kind: l.kind, limit: l.limit });
-      this.#locks.set(lock.name, lock);
+      const lock = this.#newLock({ lock: l.name, kind: l.kind, limit: l.limit });
       for (const h of l.holders) {
         const session = sessionOf(h.session);
         const hold: Hold = {
@@ -532,18 +534,18 @@ export class LockCore {
       if (existing.limit !== req.limit) return error(req.id, 'LIMIT_MISMATCH', 'limit');
     }
     const busy = session.holds.size + session.waits.size >= this.#limits.maxHoldsPerSession;
-    const lock = existing ?? newLock(req);
-    if (lock.head === null && fits(lock, req.mode, req.permits)) {
+    // A lock nobody holds or awaits always fits (the codec keeps permits within the limit).
+    if (existing === undefined || (existing.head === null && fits(existing, req.mode, req.permits))) {
       if (busy) return error(req.id, 'TOO_MANY_HOLDS');
-      if (existing === undefined) this.#locks.set(lock.name, lock);
+      const lock = existing ?? this.#newLock(req);
       const hold = this.#grant(lock, session, req, now, out);
       return granted(req.id, hold, now, session.lastRequest);
     }
+    const lock = existing;
     if (req.waitMs === 0) return error(req.id, 'LOCK_BUSY');
     if (lock.waiting >= this.#limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
     if (session.waits.size >= this.#limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
-    if (existing === undefined) this.#locks.set(lock.name, lock);
     // The memo is made here, not in handle(), so the waiter can point at it.
     const memo: Memo = { request: req, session, outcome: null as unknown as Waiter, at: now };
     this.#enqueue(lock, session, req, now, now + req.waitMs, memo);
@@ -687,6 +689,24 @@ export class LockCore {
     return hold;
   }
 
+  /**
+   * A registered entry for a lock nobody holds or awaits. Idle entries are recycled: with many
+   * short-lived locks, an entry and its holder map per grant were a large share of the garbage.
+   */
+  #newLock(req: Pick<AcquireRequest, 'lock' | 'kind' | 'limit'>): LockState {
+    let lock = this.#freeLocks.pop();
+    if (lock === undefined) {
+      lock = { name: req.lock, kind: req.kind, limit: req.limit, used: 0, exclusiveHeld: false, holders: new Map(), head: null, tail: null, waiting: 0 };
+    } else {
+      // An idle entry is empty already: no holders, no waiters, nothing in use.
+      lock.name = req.lock;
+      lock.kind = req.kind;
+      lock.limit = req.limit;
+    }
+    this.#locks.set(lock.name, lock);
+    return lock;
+  }
+
   /** Puts a waiter at the tail of `lock`'s queue, as the outcome of `memo`. */
   #enqueue(lock: LockState, session: Session, request: AcquireRequest, queuedAt: number, deadline: number, memo: Memo): void {
     const waiter: Waiter = { kind: 'waiter', lock, session, request, queuedAt, deadline, memo, prev: lock.tail, next: null, live: true };
@@ -723,7 +743,10 @@ export class LockCore {
         waitedMs: now - w.queuedAt,
       });
     }
-    if (lock.holders.size === 0 && lock.head === null) this.#locks.delete(lock.name);
+    if (lock.holders.size === 0 && lock.head === null) {
+      this.#locks.delete(lock.name);
+      if (this.#freeLocks.length < 1024) this.#freeLocks.push(lock);
+    }
   }
 
   #dropHold(hold: Hold): void {
@@ -872,20 +895,6 @@ export class LockCore {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
-}
-
-function newLock(req: Pick<AcquireRequest, 'lock' | 'kind' | 'limit'>): LockState {
-  return {
-    name: req.lock,
-    kind: req.kind,
-    limit: req.limit,
-    used: 0,
-    exclusiveHeld: false,
-    holders: new Map(),
-    head: null,
-    tail: null,
-    waiting: 0,
-  };
 }
 
 function fits(lock: LockState, mode: LockMode, permits: number): boolean {
