@@ -18,27 +18,11 @@
  * The test runs three terms in one process on the memory broker, which hands a partition to the
  * next consumer when the active one stops, like RabbitMQ's single-active-consumer queues.
  */
-import { Coordinator, type CoreSnapshot, type ClaimedPartition, type JournalEntry, MemoryServerTransport, MemoryStore, type StateStore } from '@lockq/coordinator';
+import { Coordinator, MemoryServerTransport, MemoryStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { afterAll, describe, expect, it } from 'vitest';
 
-/** A journaling store that says it is durable and outlives the coordinators sharing it, like Redis. */
-class SharedJournal implements StateStore {
-  readonly durable = true;
-  readonly journals = true;
-  readonly #inner = new MemoryStore({ journal: true });
-  claim(partition: number): Promise<ClaimedPartition> {
-    return this.#inner.claim(partition);
-  }
-  append(partition: number, epoch: number, entry: JournalEntry): Promise<void> {
-    return this.#inner.append(partition, epoch, entry);
-  }
-  snapshot(partition: number, epoch: number, snapshot: CoreSnapshot): Promise<void> {
-    return this.#inner.snapshot(partition, epoch, snapshot);
-  }
-  async close(): Promise<void> {}
-}
 
 const clients: LockClient[] = [];
 const coordinators: Coordinator[] = [];
@@ -61,7 +45,7 @@ let scenario: Promise<Outcome> | undefined;
 function runScenario(): Promise<Outcome> {
   scenario ??= (async () => {
     const broker = new MemoryBroker();
-    const store = new SharedJournal();
+    const store = new MemoryStore({ journal: true });
     const start = async () => {
       const c = await Coordinator.start({ transport: new MemoryServerTransport(broker), store });
       coordinators.push(c);

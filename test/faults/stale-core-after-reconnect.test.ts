@@ -19,7 +19,7 @@
  * without being fenced on the way.
  */
 import { randomUUID } from 'node:crypto';
-import { AmqpServerTransport, Coordinator, type ClaimedPartition, type CoreSnapshot, type JournalEntry, MemoryStore, type StateStore } from '@lockq/coordinator';
+import { AmqpServerTransport, Coordinator, MemoryStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
 import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
 import { connect } from 'amqplib';
@@ -32,22 +32,6 @@ const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ready = (await requireRabbit()) && (await rabbitmqctlWorks());
 const STANDBY_PAUSE_MS = 3000;
 
-/** A journaling store that says it is durable and outlives the coordinators sharing it, like Redis. */
-class SharedJournal implements StateStore {
-  readonly durable = true;
-  readonly journals = true;
-  readonly #inner = new MemoryStore({ journal: true });
-  claim(partition: number): Promise<ClaimedPartition> {
-    return this.#inner.claim(partition);
-  }
-  append(partition: number, epoch: number, entry: JournalEntry): Promise<void> {
-    return this.#inner.append(partition, epoch, entry);
-  }
-  snapshot(partition: number, epoch: number, snapshot: CoreSnapshot): Promise<void> {
-    return this.#inner.snapshot(partition, epoch, snapshot);
-  }
-  async close(): Promise<void> {}
-}
 
 interface Outcome {
   readonly firstEpochHolder: string;
@@ -72,7 +56,7 @@ afterAll(async () => {
 let scenario: Promise<Outcome> | undefined;
 function runScenario(): Promise<Outcome> {
   scenario ??= (async () => {
-    const store = new SharedJournal();
+    const store = new MemoryStore({ journal: true });
     const lines: { level: number; msg: string; at: number }[] = [];
     const logger = pino({ level: 'info' }, { write: (l: string) => void lines.push({ ...(JSON.parse(l) as { level: number; msg: string }), at: Date.now() }) });
     let reconnects = 0;

@@ -334,14 +334,15 @@ class PartitionRunner {
   }
 
   /**
-   * Waits for the work in progress, then stops the timer. Without a durable store the state dies
-   * here, so waiters are answered SHUTTING_DOWN and holders told their hold is lost first.
+   * Waits for the work in progress, then stops the timer. Without a journaling store the state
+   * dies here, so waiters are answered SHUTTING_DOWN and holders told their hold is lost first.
    */
   async stop(): Promise<void> {
     this.#stopped = true;
     await this.#serial(async () => {
       const core = this.#core;
-      if (core === undefined || this.#opts.store.durable) return;
+      // A successor rebuilds from the journal; without one, this state dies here.
+      if (core === undefined || this.#opts.store.journals) return;
       const out: Decision[] = [];
       core.shutdown(this.#now(), out);
       if (out.length > 0) await this.#commit(core, core.now, undefined, out, 0);
