@@ -1,4 +1,4 @@
-/** Exponential backoff with full jitter, as a policy shared by every reconnect loop. */
+/** Exponential backoff with jitter, as a policy shared by every reconnect and retry loop. */
 export interface RetryPolicy {
   /** First delay. @defaultValue 100 */
   readonly initialMs: number;
@@ -23,35 +23,15 @@ export function backoffMs(policy: RetryPolicy, attempt: number, random: () => nu
   return Math.round(cap * (0.5 + random() / 2));
 }
 
-/**
- * Runs `attempt` until it succeeds, the policy runs out, `shouldRetry` says no (by default:
- * errors marked `retriable: false` are final) or `signal` aborts.
- */
-export async function retry<T>(
-  attempt: (n: number) => Promise<T>,
-  policy: RetryPolicy = DEFAULT_RETRY_POLICY,
-  options: { readonly signal?: AbortSignal; readonly shouldRetry?: (err: unknown) => boolean } = {},
-): Promise<T> {
-  const shouldRetry =
-    options.shouldRetry ?? ((err: unknown) => !(typeof err === 'object' && err !== null && (err as { retriable?: unknown }).retriable === false));
-  for (let n = 0; ; n++) {
-    try {
-      return await attempt(n);
-    } catch (err) {
-      if (n + 1 >= policy.attempts || !shouldRetry(err) || options.signal?.aborted === true) throw err;
-      await sleep(backoffMs(policy, n), options.signal);
-    }
-  }
-}
-
-function sleep(ms: number, signal?: AbortSignal): Promise<void> {
-  return new Promise((resolve) => {
-    const timer = setTimeout(done, ms);
-    function done(): void {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', done);
-      resolve();
-    }
-    signal?.addEventListener('abort', done, { once: true });
-  });
+/** Fills in and validates a policy, naming the bad field (`<name>.<field>`), and freezes it. */
+export function resolveRetryPolicy(policy: Partial<RetryPolicy> = {}, name = 'retry'): RetryPolicy {
+  const p = { ...DEFAULT_RETRY_POLICY, ...policy };
+  const check = (field: keyof RetryPolicy, ok: boolean) => {
+    if (!ok) throw new RangeError(`${name}.${field}: out of range (${String(p[field])})`);
+  };
+  check('initialMs', Number.isFinite(p.initialMs) && p.initialMs >= 0);
+  check('maxMs', Number.isFinite(p.maxMs) && p.maxMs >= p.initialMs);
+  check('factor', Number.isFinite(p.factor) && p.factor >= 1);
+  check('attempts', p.attempts >= 1);
+  return Object.freeze(p);
 }

@@ -1,13 +1,12 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
-import { backoffMs, type RetryPolicy } from '@lockq/worker-sdk';
+import { backoffMs, type RetryPolicy, resolveRetryPolicy } from '@lockq/worker-sdk';
 import {
   AmqpTransportError,
   amqpUrlForLogs,
   amqpUrlWithHeartbeat,
   openAmqpConnection,
-  resolveReconnectPolicy,
 } from '@lockq/worker-sdk/transport';
 import type { Outbound, ServerTransport } from './types.js';
 
@@ -87,7 +86,7 @@ function resolveServerOptions(o: AmqpServerTransportOptions): ResolvedServerOpti
     prefix,
     connectTimeoutMs: integer('connectTimeoutMs', o.connectTimeoutMs ?? 10_000, 1),
     prefetch: integer('prefetch', o.prefetch ?? 256, 1),
-    reconnect: resolveReconnectPolicy(o.reconnect),
+    reconnect: resolveRetryPolicy(o.reconnect, 'reconnect'),
     connectionName: o.connectionName ?? 'lockq coordinator',
     queueArguments: Object.freeze(queueArguments),
   });

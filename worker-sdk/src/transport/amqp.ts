@@ -2,7 +2,7 @@ import type { ChannelModel, ConfirmChannel, ConsumeMessage, Message } from 'amqp
 import type { Logger } from 'pino';
 import { LockqError } from '../errors.js';
 import { replyDestination, requestDestination, TOPOLOGY_PREFIX } from '../protocol/topology.js';
-import { backoffMs, DEFAULT_RETRY_POLICY, type RetryPolicy } from '../retry.js';
+import { backoffMs, type RetryPolicy, resolveRetryPolicy } from '../retry.js';
 import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions } from './types.js';
 
 // amqplib is imported lazily (types only up here) so that importing this package's transports
@@ -11,22 +11,6 @@ import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions }
 // ---------------------------------------------------------------------------------------------
 // Shared by the client and the server adapters (the coordinator imports these from here).
 // ---------------------------------------------------------------------------------------------
-
-/**
- * Fills in and validates a reconnect policy (the SDK's shared {@link RetryPolicy}: backoff with
- * jitter), naming the bad field.
- */
-export function resolveReconnectPolicy(policy: Partial<RetryPolicy> = {}): RetryPolicy {
-  const p = { ...DEFAULT_RETRY_POLICY, ...policy };
-  const check = (field: keyof RetryPolicy, ok: boolean) => {
-    if (!ok) throw new RangeError(`reconnect.${field}: out of range (${String(p[field])})`);
-  };
-  check('initialMs', Number.isFinite(p.initialMs) && p.initialMs >= 0);
-  check('maxMs', Number.isFinite(p.maxMs) && p.maxMs >= p.initialMs);
-  check('factor', Number.isFinite(p.factor) && p.factor >= 1);
-  check('attempts', p.attempts >= 1);
-  return Object.freeze(p);
-}
 
 /**
  * A broker operation failed: not connected (reconnecting), the connection dropped with the
@@ -145,7 +129,7 @@ function resolveClientOptions(o: AmqpClientTransportOptions): ResolvedClientOpti
     connectTimeoutMs: nonNegativeInteger('connectTimeoutMs', o.connectTimeoutMs ?? 10_000, 1),
     prefetch: nonNegativeInteger('prefetch', o.prefetch ?? 256, 1),
     replyExpiresMs: nonNegativeInteger('replyExpiresMs', o.replyExpiresMs ?? 60_000, 1),
-    reconnect: resolveReconnectPolicy(o.reconnect),
+    reconnect: resolveRetryPolicy(o.reconnect, 'reconnect'),
     connectionName: o.connectionName ?? `lockq worker ${o.workerId}/${o.instance}`,
   });
 }
