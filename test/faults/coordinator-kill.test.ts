@@ -42,15 +42,8 @@ describe.skipIf(!ready)('fault: SIGKILL of the active coordinator', () => {
     async () => {
       const seed = faultSeed();
       console.log(`[coordinator-kill] LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_KILLS=${KILLS}`);
-      const r = await FaultRig.start({ name: 'kill', seed });
+      const { rig: r, began } = await FaultRig.underLoad({ name: 'kill', seed });
       rig = r;
-      const partitions = Array.from({ length: r.o.partitions }, (_, p) => p);
-      const began = Date.now();
-      await r.startCoordinator(); // first to consume: active
-      await r.startCoordinator(); // standby
-      await r.startWorkers();
-      await r.takeover(began, partitions, 30_000);
-      await r.progress(20, 30_000);
 
       const takeovers: Takeover[] = [];
       for (let k = 0; k < KILLS; k++) {

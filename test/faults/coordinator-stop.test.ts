@@ -55,15 +55,8 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
       const seed = faultSeed();
       console.log(`[coordinator-stop] LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_STOPS=${STOPS}`);
       // trace: workers report every reply they receive, so replies of a replaced term can be seen.
-      const r = await FaultRig.start({ name: 'stop', seed, coordinatorHeartbeatS: 1, gateTtlMs: 3000, trace: true });
+      const { rig: r, began } = await FaultRig.underLoad({ name: 'stop', seed, coordinatorHeartbeatS: 1, gateTtlMs: 3000, trace: true });
       rig = r;
-      const partitions = Array.from({ length: r.o.partitions }, (_, p) => p);
-      const began = Date.now();
-      await r.startCoordinator();
-      await r.startCoordinator();
-      await r.startWorkers();
-      await r.takeover(began, partitions, 30_000);
-      await r.progress(20, 30_000);
 
       const takeovers: Takeover[] = [];
       let fenced = 0;

@@ -52,15 +52,8 @@ describe.skipIf(!ctl)('fault: RabbitMQ restarts under load (restarts the shared 
       const seed = faultSeed();
       console.log(`[rabbitmq-restart] LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_RABBIT_RESTARTS=${RESTARTS}`);
       // Requests in flight wait out the outage: the SDK re-sends them after its reconnect.
-      const r = await FaultRig.start({ name: 'rabbit', seed, requestTimeoutMs: 120_000 });
+      const { rig: r, began } = await FaultRig.underLoad({ name: 'rabbit', seed, requestTimeoutMs: 120_000 });
       rig = r;
-      const partitions = Array.from({ length: r.o.partitions }, (_, p) => p);
-      const began = Date.now();
-      await r.startCoordinator();
-      await r.startCoordinator();
-      await r.startWorkers();
-      await r.takeover(began, partitions, 30_000);
-      await r.progress(20, 30_000);
 
       const recoveries: number[] = [];
       for (let i = 0; i < RESTARTS; i++) {

@@ -46,15 +46,8 @@ afterEach(async () => {
 async function restarts(kind: 'kill' | 'shutdown'): Promise<void> {
   const seed = faultSeed() + (kind === 'kill' ? 0 : 1);
   console.log(`[redis-restart] ${kind}: LOCKQ_FAULT_SEED=${faultSeed()} LOCKQ_FAULT_REDIS_RESTARTS=${RESTARTS}`);
-  const r = await FaultRig.start({ name: `redis-${kind}`, seed });
+  const { rig: r, partitions, began } = await FaultRig.underLoad({ name: `redis-${kind}`, seed });
   rig = r;
-  const partitions = Array.from({ length: r.o.partitions }, (_, p) => p);
-  const began = Date.now();
-  await r.startCoordinator();
-  await r.startCoordinator();
-  await r.startWorkers();
-  await r.takeover(began, partitions, 30_000);
-  await r.progress(20, 30_000);
 
   const key = (p: number, name: string) => `{${r.prefix}:p${p}}:${name}`;
   const read = async (name: string) => Promise.all(partitions.map(async (p) => Number(await r.redis.command('GET', key(p, name)))));

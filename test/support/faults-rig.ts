@@ -118,6 +118,22 @@ export class FaultRig {
     return new FaultRig(o, redis, resource);
   }
 
+  /**
+   * The prologue every scenario shares: an active and a standby coordinator, the workers, the
+   * first claim of every partition, and some progress under load.
+   */
+  static async underLoad(o: RigOptions): Promise<{ rig: FaultRig; partitions: number[]; began: number }> {
+    const rig = await FaultRig.start(o);
+    const partitions = Array.from({ length: rig.o.partitions }, (_, p) => p);
+    const began = Date.now();
+    await rig.startCoordinator(); // first to consume: active
+    await rig.startCoordinator(); // standby
+    await rig.startWorkers();
+    await rig.takeover(began, partitions, 30_000);
+    await rig.progress(20, 30_000);
+    return { rig, partitions, began };
+  }
+
   get amqpUrlForCoordinators(): string {
     const u = new URL(AMQP_URL);
     u.searchParams.set('heartbeat', String(this.o.coordinatorHeartbeatS));
