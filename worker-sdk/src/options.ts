@@ -54,15 +54,15 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
   if (!isPrintableName(workerId, { min: 1, max: 100 })) {
     throw new RangeError('workerId: 1 to 100 printable ASCII characters without spaces');
   }
-  integer('partitions', o.partitions, RANGES.partitions.min, RANGES.partitions.max);
-  integer('sessionTtlMs', o.sessionTtlMs, RANGES.sessionTtlMs.min, RANGES.sessionTtlMs.max);
+  checkInteger('partitions', o.partitions, RANGES.partitions.min, RANGES.partitions.max);
+  checkInteger('sessionTtlMs', o.sessionTtlMs, RANGES.sessionTtlMs.min, RANGES.sessionTtlMs.max);
   const heartbeatMs = options.heartbeatMs ?? Math.max(10, Math.floor(o.sessionTtlMs / 3));
-  integer('heartbeatMs', heartbeatMs, 10, o.sessionTtlMs - 1);
-  integer('requestTimeoutMs', o.requestTimeoutMs, 1, 3_600_000);
-  integer('defaultTtlMs', o.defaultTtlMs, RANGES.ttlMs.min, RANGES.ttlMs.max);
-  integer('defaultWaitMs', o.defaultWaitMs, RANGES.waitMs.min, RANGES.waitMs.max);
+  checkInteger('heartbeatMs', heartbeatMs, 10, o.sessionTtlMs - 1);
+  checkInteger('requestTimeoutMs', o.requestTimeoutMs, 1, 3_600_000);
+  checkInteger('defaultTtlMs', o.defaultTtlMs, RANGES.ttlMs.min, RANGES.ttlMs.max);
+  checkInteger('defaultWaitMs', o.defaultWaitMs, RANGES.waitMs.min, RANGES.waitMs.max);
   fraction('driftFactor', o.driftFactor, 0, 0.5);
-  integer('driftMarginMs', o.driftMarginMs, 0, 60_000);
+  checkInteger('driftMarginMs', o.driftMarginMs, 0, 60_000);
   fraction('renewAt', o.renewAt, 0.05, 0.95);
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(o.prefix)) throw new RangeError('prefix: 1 to 64 of A-Z a-z 0-9 _ . -');
   return Object.freeze({
@@ -77,10 +77,16 @@ function withoutUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
 }
 
-export function integer(field: string, value: number, min: number, max: number): void {
+/**
+ * Checks an option is an integer in [min, max], naming the field when not; returns it. Shared by
+ * every options resolver of the SDK and the coordinator.
+ * @internal
+ */
+export function checkInteger(field: string, value: number, min: number, max: number = Number.MAX_SAFE_INTEGER): number {
   if (!Number.isSafeInteger(value) || value < min || value > max) {
     throw new RangeError(`${field}: expected an integer from ${min} to ${max}, got ${String(value)}`);
   }
+  return value;
 }
 
 function fraction(field: string, value: number, min: number, max: number): void {

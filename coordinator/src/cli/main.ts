@@ -5,7 +5,7 @@ import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '../admin/server.js';
 import { runCoordinatorCommand } from './coordinator-command.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_ADMIN_URL, runInspect } from './inspect-command.js';
-import { COORDINATOR_ENV, coordinatorSettings, UsageError } from './settings.js';
+import { COORDINATOR_ENV, coordinatorSettings, parseInteger, UsageError } from './settings.js';
 
 const HELP = `lockq — FIFO locks, leases and fencing tokens behind a message queue
 
@@ -61,12 +61,6 @@ Usage:
 Exit codes: 0 success, 1 failure, 2 usage error.
 `;
 
-function positive(name: string, value: string | undefined, fallback: number): number {
-  if (value === undefined) return fallback;
-  const n = Number(value);
-  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${name}: expected a positive integer, got ${value}`);
-  return n;
-}
 
 async function main(argv: readonly string[]): Promise<number> {
   const [command, ...rest] = argv;
@@ -146,10 +140,10 @@ async function main(argv: readonly string[]): Promise<number> {
       });
       const logger = pino({ level: process.env.LOCKQ_LOG_LEVEL ?? 'warn' }, pino.destination({ fd: 2, sync: true }));
       const summary = await runDemo({
-        workers: positive('workers', values.workers, 32),
-        locks: positive('locks', values.locks, 100),
-        seconds: positive('seconds', values.seconds, 10),
-        permits: positive('permits', values.permits, 4),
+        workers: parseInteger('--workers', values.workers, 32, 1, Number.MAX_SAFE_INTEGER),
+        locks: parseInteger('--locks', values.locks, 100, 1, Number.MAX_SAFE_INTEGER),
+        seconds: parseInteger('--seconds', values.seconds, 10, 1, Number.MAX_SAFE_INTEGER),
+        permits: parseInteger('--permits', values.permits, 4, 1, Number.MAX_SAFE_INTEGER),
         logger,
         write: (line) => process.stdout.write(`${line}\n`),
       });

@@ -72,22 +72,22 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps:// or memory:)`);
   }
 
-  const partitions = integer(where('partitions'), pick('partitions'), 1, RANGES.partitions.min, RANGES.partitions.max);
+  const partitions = parseInteger(where('partitions'), pick('partitions'), 1, RANGES.partitions.min, RANGES.partitions.max);
   const ownText = pick('own');
   let ownPartitions: number[] | undefined;
   if (ownText !== undefined) {
-    ownPartitions = ownText.split(',').map((part) => integer(where('own'), part.trim(), 0, 0, partitions - 1));
+    ownPartitions = ownText.split(',').map((part) => parseInteger(where('own'), part.trim(), 0, 0, partitions - 1));
   }
 
   const adminHost = pick('admin-host') ?? DEFAULT_ADMIN_HOST;
-  const adminPort = integer(where('admin-port'), pick('admin-port'), DEFAULT_ADMIN_PORT, 0, 65_535);
+  const adminPort = parseInteger(where('admin-port'), pick('admin-port'), DEFAULT_ADMIN_PORT, 0, 65_535);
   const prefix = pick('prefix') ?? TOPOLOGY_PREFIX;
   if (!PREFIX_PATTERN.test(prefix)) {
     throw new UsageError(`${where('prefix')}: expected 1-64 letters, digits, '_', '-' or '.', got ${JSON.stringify(prefix)}`);
   }
   const prefetchText = pick('prefetch');
   // AMQP's prefetch count is a 16-bit field.
-  const prefetch = prefetchText === undefined ? undefined : integer(where('prefetch'), prefetchText, 0, 1, 65_535);
+  const prefetch = prefetchText === undefined ? undefined : parseInteger(where('prefetch'), prefetchText, 0, 1, 65_535);
   const logLevel = pick('log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`${where('log-level')}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
@@ -117,7 +117,8 @@ export function redactUrl(url: string): string {
   }
 }
 
-function integer(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
+/** A whole number from a flag or environment variable, in [min, max]; `fallback` when absent. */
+export function parseInteger(name: string, text: string | undefined, fallback: number, min: number, max: number): number {
   if (text === undefined) return fallback;
   const n = /^\d+$/.test(text) ? Number(text) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {

@@ -1,3 +1,4 @@
+import { checkInteger } from '@lockq/worker-sdk';
 import { DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES } from '@lockq/worker-sdk/protocol';
 import { pino, type Logger } from 'pino';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
@@ -66,18 +67,18 @@ export interface ResolvedCoordinatorOptions {
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
 export function resolveCoordinatorOptions(options: CoordinatorOptions): ResolvedCoordinatorOptions {
   const partitions = options.partitions ?? 1;
-  integer('partitions', partitions, RANGES.partitions.min, RANGES.partitions.max);
+  checkInteger('partitions', partitions, RANGES.partitions.min, RANGES.partitions.max);
   const ownPartitions = options.ownPartitions ?? Array.from({ length: partitions }, (_, i) => i);
   if (ownPartitions.length === 0) throw new RangeError('ownPartitions: must name at least one partition');
-  for (const p of ownPartitions) integer('ownPartitions[]', p, 0, partitions - 1);
+  for (const p of ownPartitions) checkInteger('ownPartitions[]', p, 0, partitions - 1);
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
-  integer('maxMessageBytes', maxMessageBytes, 256, MAX_MESSAGE_BYTES);
+  checkInteger('maxMessageBytes', maxMessageBytes, 256, MAX_MESSAGE_BYTES);
   const limits = { ...DEFAULT_CORE_LIMITS, ...options.limits };
-  for (const [name, value] of Object.entries(limits)) integer(`limits.${name}`, value, 1, Number.MAX_SAFE_INTEGER);
+  for (const [name, value] of Object.entries(limits)) checkInteger(`limits.${name}`, value, 1, Number.MAX_SAFE_INTEGER);
   const tokenBlockSize = options.tokenBlockSize ?? DEFAULT_TOKEN_BLOCK_SIZE;
-  integer('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);
+  checkInteger('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);
   const snapshotEvery = options.snapshotEvery ?? 1000;
-  integer('snapshotEvery', snapshotEvery, 1, 1_000_000_000);
+  checkInteger('snapshotEvery', snapshotEvery, 1, 1_000_000_000);
   return Object.freeze({
     transport: options.transport,
     store: options.store ?? new MemoryStore(),
@@ -93,10 +94,4 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     claimAtStart: options.claimAtStart ?? false,
     standbyPauseMs: options.standbyPauseMs ?? 1000,
   });
-}
-
-function integer(field: string, value: number, min: number, max: number): void {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(`${field}: expected an integer from ${min} to ${max}, got ${String(value)}`);
-  }
 }

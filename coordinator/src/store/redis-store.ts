@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { checkInteger } from '@lockq/worker-sdk';
 import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import type { CoreSnapshot } from '../core/snapshot.js';
@@ -49,9 +50,9 @@ export function resolveRedisStoreOptions(options: RedisStoreOptions = {}): Resol
   // Braces would break the hash tag that keeps a partition's keys in one slot.
   if (!/^[A-Za-z0-9_.:-]{1,64}$/.test(keyPrefix)) throw new RangeError('keyPrefix: 1 to 64 of A-Z a-z 0-9 _ . : -');
   const connectTimeoutMs = options.connectTimeoutMs ?? DEFAULT_REDIS_STORE_OPTIONS.connectTimeoutMs;
-  integer('connectTimeoutMs', connectTimeoutMs, 1, 600_000);
+  checkInteger('connectTimeoutMs', connectTimeoutMs, 1, 600_000);
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_REDIS_STORE_OPTIONS.commandTimeoutMs;
-  integer('commandTimeoutMs', commandTimeoutMs, 1, 600_000);
+  checkInteger('commandTimeoutMs', commandTimeoutMs, 1, 600_000);
   return Object.freeze({
     url,
     keyPrefix,
@@ -59,12 +60,6 @@ export function resolveRedisStoreOptions(options: RedisStoreOptions = {}): Resol
     commandTimeoutMs,
     logger: options.logger ?? pino({ level: 'silent' }),
   });
-}
-
-function integer(field: string, value: number, min: number, max: number): void {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(`${field}: expected an integer from ${min} to ${max}, got ${String(value)}`);
-  }
 }
 
 /** The keys of one partition. The `{…}` hash tag puts all of them in one Redis Cluster slot. */

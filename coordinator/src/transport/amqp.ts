@@ -1,7 +1,7 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
-import { backoffMs, type RetryPolicy, resolveRetryPolicy } from '@lockq/worker-sdk';
+import { backoffMs, checkInteger, type RetryPolicy, resolveRetryPolicy } from '@lockq/worker-sdk';
 import {
   AmqpTransportError,
   amqpUrlForLogs,
@@ -65,27 +65,22 @@ interface ResolvedServerOptions {
   readonly queueArguments: Readonly<Record<string, string | number | boolean>>;
 }
 
-function integer(field: string, value: number, min: number): number {
-  if (!Number.isSafeInteger(value) || value < min) throw new RangeError(`${field}: expected an integer >= ${min}, got ${value}`);
-  return value;
-}
-
 function resolveServerOptions(o: AmqpServerTransportOptions): ResolvedServerOptions {
   const prefix = o.prefix ?? TOPOLOGY_PREFIX;
   const queueArguments: Record<string, string | number | boolean> = {
     'x-queue-type': 'quorum',
     'x-single-active-consumer': true,
     'x-overflow': 'reject-publish',
-    'x-delivery-limit': integer('deliveryLimit', o.deliveryLimit ?? 20, 0),
+    'x-delivery-limit': checkInteger('deliveryLimit', o.deliveryLimit ?? 20, 0),
     'x-dead-letter-exchange': deadLetterDestination(prefix),
   };
-  if (o.maxLength !== undefined) queueArguments['x-max-length'] = integer('maxLength', o.maxLength, 1);
+  if (o.maxLength !== undefined) queueArguments['x-max-length'] = checkInteger('maxLength', o.maxLength, 1);
   return Object.freeze({
-    connectUrl: amqpUrlWithHeartbeat(o.url, integer('heartbeatMs', o.heartbeatMs ?? 10_000, 0)),
+    connectUrl: amqpUrlWithHeartbeat(o.url, checkInteger('heartbeatMs', o.heartbeatMs ?? 10_000, 0)),
     logUrl: amqpUrlForLogs(o.url),
     prefix,
-    connectTimeoutMs: integer('connectTimeoutMs', o.connectTimeoutMs ?? 10_000, 1),
-    prefetch: integer('prefetch', o.prefetch ?? 256, 1),
+    connectTimeoutMs: checkInteger('connectTimeoutMs', o.connectTimeoutMs ?? 10_000, 1),
+    prefetch: checkInteger('prefetch', o.prefetch ?? 256, 1),
     reconnect: resolveRetryPolicy(o.reconnect, 'reconnect'),
     connectionName: o.connectionName ?? 'lockq coordinator',
     queueArguments: Object.freeze(queueArguments),
@@ -198,7 +193,7 @@ export class AmqpServerTransport implements ServerTransport {
   }
 
   async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
-    integer('partition', partition, 0);
+    checkInteger('partition', partition, 0);
     if (this.#state !== 'open') throw new AmqpTransportError('transport is closed');
     if (this.#partitions.has(partition)) throw new Error(`partition ${partition} is already being consumed`);
     const state: Partition = {
