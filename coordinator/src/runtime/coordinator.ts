@@ -106,8 +106,16 @@ class PartitionRunner {
     return run;
   }
 
+  /**
+   * Claims at once rather than on the first delivery (`claimAtStart`), then commits nothing: that
+   * sends what the claim re-derived and arms the expiry timer, as a first batch would.
+   */
+  claimNow(): Promise<void> {
+    return this.#serial(async () => this.#commit(await this.#claim(), undefined, [], 0));
+  }
+
   /** Takes the partition for a new term and rebuilds its state: snapshot, then journal replay. */
-  async claim(): Promise<LockCore> {
+  async #claim(): Promise<LockCore> {
     const o = this.#opts;
     const claimed = await o.store.claim(this.partition);
     const options = {
@@ -130,18 +138,16 @@ class PartitionRunner {
     // Time resumes where the last term's journal ends: every live lease and wait is extended by
     // the time the partition was unattended, never cut short by it.
     this.#clockOffset = Number.isFinite(core.now) ? core.now - o.clock() : 0;
-    // The last entry's replies may never have gone out: its coordinator can have died between
-    // making it durable and publishing. Its own requesters will ask again (redelivery), but a
-    // grant it handed to a waiter, or a `lost` it sent, would be lost for good: send them all
-    // again, in this term's epoch. Replies that did get out arrive twice, which workers ignore.
-    const replies: Outbound[] = [];
-    for (const d of last) if (d.type === 'reply') replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, this.partition) });
-    if (replies.length > 0) await o.transport.publish(replies);
     // The new term starts from a snapshot of what it rebuilt, so its journal never spans two
     // terms: the token floor just raised, which no journal entry records, is in the snapshot.
     if (o.store.journals) await o.store.snapshot(this.partition, claimed.epoch, core.snapshot());
     this.#sinceSnapshot = 0;
     this.#core = core;
+    // The last entry's replies may never have gone out: its coordinator can have died between
+    // making it durable and publishing. Its own requesters will ask again (redelivery), but a
+    // grant it handed to a waiter, or a `lost` it sent, would be lost for good: they go out
+    // again, in this term's epoch, ahead of the next commit's. Duplicates are ignored by workers.
+    this.#unpublished = this.#encode(core, last).replies;
     this.#log.info(
       { epoch: claimed.epoch, replayed: claimed.journal.length, snapshot: claimed.snapshot !== null, ...core.counts() },
       'partition claimed',
@@ -186,7 +192,7 @@ class PartitionRunner {
       // An inspect that expired nothing changed nothing: it need not cost a journal write.
       if (decoded.request.op !== 'inspect' || out.length - before > 1) fed.push(decoded.request);
     }
-    await this.#commit(core, now, fed.length > 0 ? { now, requests: fed } : undefined, out, batch.length);
+    await this.#commit(core, fed.length > 0 ? { now, requests: fed } : undefined, out, batch.length);
     // Only once the batch is committed, so a batch that fails and comes back parks nothing twice.
     for (const p of poison) {
       this.#stats.deadLettered++;
@@ -196,7 +202,7 @@ class PartitionRunner {
 
   async #claimOrFail(): Promise<LockCore> {
     try {
-      return await this.claim();
+      return await this.#claim();
     } catch (err) {
       throw new StoreUnavailable('claiming the partition failed', { cause: err });
     }
@@ -208,7 +214,8 @@ class PartitionRunner {
     const now = this.#now();
     const out: Decision[] = [];
     core.tick(now, out);
-    if (out.length > 0) await this.#commit(core, now, { now, requests: [] }, out, 0);
+    if (out.length > 0) await this.#commit(core, { now, requests: [] }, out, 0);
+    else if (this.#unpublished.length > 0) await this.#commit(core, undefined, out, 0);
     else this.#schedule();
   }
 
@@ -217,21 +224,18 @@ class PartitionRunner {
    * reservation), then publishes its replies: nothing is answered before it is durable. On any
    * failure the in-memory state is dropped and the next delivery reloads it from the store.
    */
-  async #commit(core: LockCore, now: number, entry: JournalEntry | undefined, out: readonly Decision[], count: number): Promise<void> {
+  async #commit(core: LockCore, entry: JournalEntry | undefined, out: readonly Decision[], count: number): Promise<void> {
     const store = this.#opts.store;
-    // Replies a failed publish left behind go first (only without a journal: with one, the
-    // next claim re-sends them from the journal's last entry).
-    const replies: Outbound[] = this.#unpublished;
+    const { replies: fresh, ceiling } = this.#encode(core, out);
+    // Replies not out yet go first: those a failed publish left (without a journal), or those a
+    // claim re-derived from the journal's last entry.
+    const replies = this.#unpublished.length === 0 ? fresh : this.#unpublished.concat(fresh);
     this.#unpublished = [];
-    let ceiling = 0;
-    for (const d of out) {
-      if (d.type === 'reserve-tokens') ceiling = d.ceiling;
-      else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
-    }
-    if (store.journals ? entry !== undefined : ceiling > 0) {
-      const requests = store.journals && entry !== undefined ? entry.requests : [];
+    // A reservation comes only with a grant, so only with an entry.
+    if (entry !== undefined && (store.journals || ceiling > 0)) {
+      const journaled = store.journals ? entry : { now: entry.now, requests: [] };
       try {
-        await store.append(this.partition, core.epoch, ceiling > 0 ? { now, requests, tokenCeiling: ceiling } : { now, requests });
+        await store.append(this.partition, core.epoch, ceiling > 0 ? { ...journaled, tokenCeiling: ceiling } : journaled);
       } catch (err) {
         this.#reset(err);
         throw err instanceof StaleEpochError ? err : new StoreUnavailable('journal append failed', { cause: err });
@@ -254,6 +258,17 @@ class PartitionRunner {
     this.#stats.count(out);
     this.#opts.observer?.batch(core.partition, count, out);
     this.#schedule();
+  }
+
+  /** The wire form of the decisions' replies, and the token ceiling they reserve (0: none). */
+  #encode(core: LockCore, decisions: readonly Decision[]): { replies: Outbound[]; ceiling: number } {
+    const replies: Outbound[] = [];
+    let ceiling = 0;
+    for (const d of decisions) {
+      if (d.type === 'reserve-tokens') ceiling = d.ceiling;
+      else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
+    }
+    return { replies, ceiling };
   }
 
   /** A failed snapshot costs nothing but a longer replay: the journal still has everything. */
@@ -345,7 +360,7 @@ class PartitionRunner {
       if (core === undefined || this.#opts.store.journals) return;
       const out: Decision[] = [];
       core.shutdown(this.#now(), out);
-      if (out.length > 0) await this.#commit(core, core.now, undefined, out, 0);
+      if (out.length > 0) await this.#commit(core, undefined, out, 0);
     }).catch((err: unknown) => this.#log.warn({ err }, 'could not tell clients about the shutdown'));
     this.#clearTimer();
   }
@@ -386,7 +401,7 @@ export class Coordinator {
     for (const partition of o.ownPartitions) {
       const runner = new PartitionRunner(partition, o, this.stats.partition(partition), this.#log.child({ partition }));
       this.#runners.set(partition, runner);
-      if (o.claimAtStart) await runner.claim();
+      if (o.claimAtStart) await runner.claimNow();
       await o.transport.consume(partition, runner.onBatch, runner.onConsumerLost);
       this.#log.info({ partition }, 'consuming');
     }
