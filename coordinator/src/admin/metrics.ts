@@ -76,15 +76,11 @@ export class CoordinatorMetrics implements CoordinatorObserver {
           for (const [p, t] of partitions()) this.inc({ partition: String(p) }, t[field]);
         },
       });
+    const histogram = (name: string, help: string, buckets: readonly number[]) =>
+      new CountedHistogram({ name, help, label: 'partition', buckets, registry });
     total('lockq_requests_total', 'Requests consumed, including ones refused as malformed.', 'requests');
     total('lockq_batches_total', 'Request batches decided (expiry ticks are not batches).', 'batches');
-    this.#batchSize = new CountedHistogram({
-      name: 'lockq_batch_size',
-      help: 'Requests per batch.',
-      label: 'partition',
-      buckets: BATCH_SIZE_BUCKETS,
-      registry,
-    });
+    this.#batchSize = histogram('lockq_batch_size', 'Requests per batch.', BATCH_SIZE_BUCKETS);
     total('lockq_grants_total', 'Holds granted, at once or from the queue.', 'grants');
     total('lockq_queued_total', 'Acquires that joined a queue.', 'queued');
     total('lockq_releases_total', 'Holds released by their holder.', 'releases');
@@ -100,20 +96,8 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     });
     total('lockq_lease_expiries_total', 'Holds lost because their lease ran out.', 'expiries');
     total('lockq_session_expiries_total', "Holds lost because their owner's session expired (one per hold).", 'sessionExpiries');
-    this.#waitS = new CountedHistogram({
-      name: 'lockq_wait_seconds',
-      help: 'Time from acquire to grant; immediate grants observe 0.',
-      label: 'partition',
-      buckets: options.waitBucketsS ?? DEFAULT_WAIT_BUCKETS_S,
-      registry,
-    });
-    this.#holdS = new CountedHistogram({
-      name: 'lockq_hold_seconds',
-      help: 'Time from grant to release or loss of a hold.',
-      label: 'partition',
-      buckets: options.holdBucketsS ?? DEFAULT_HOLD_BUCKETS_S,
-      registry,
-    });
+    this.#waitS = histogram('lockq_wait_seconds', 'Time from acquire to grant; immediate grants observe 0.', options.waitBucketsS ?? DEFAULT_WAIT_BUCKETS_S);
+    this.#holdS = histogram('lockq_hold_seconds', 'Time from grant to release or loss of a hold.', options.holdBucketsS ?? DEFAULT_HOLD_BUCKETS_S);
     this.#reconnects = new Counter({
       name: 'lockq_transport_reconnects_total',
       help: 'Times the transport re-established its broker connection.',
