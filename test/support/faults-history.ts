@@ -1,17 +1,7 @@
 import type { FencedResource } from './fenced-resource.js';
 import type { WorkerEvent } from './faults-processes.js';
 
-/** mulberry32: a small seedable generator, so a failing fault run can be replayed. */
-export function seededRandom(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seededRandom } from '../fixtures/src/worker-io.js';
 
 /** An integer in [min, max]. */
 export function between(random: () => number, min: number, max: number): number {
