@@ -190,6 +190,7 @@ const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
   'ok',
   'error',
   'lost',
+  'successor',
   'inspected',
 ]);
 

@@ -167,6 +167,25 @@ export interface LostEvent extends ReplyBase {
   readonly reason: 'LEASE_EXPIRED' | 'NO_SESSION' | 'SHUTTING_DOWN';
 }
 
+/**
+ * Unsolicited, to the holder of a contended mutex: the waiter next in line and the grant it is
+ * to get, with its fencing token already reserved. When the holder releases, its SDK forwards
+ * `grant` (with this event's `v`, `epoch` and `partition`) straight to `to`, the successor's
+ * reply address, so the hand-off costs one hop instead of a round trip through the coordinator.
+ * The coordinator grants the same hold with the same token when it processes the release (or the
+ * holder's lease or session ends), so the successor gets it either way and keeps the first copy.
+ * A later event for the same hold replaces this one; one without `next` means nobody is named.
+ */
+export interface SuccessorEvent extends ReplyBase {
+  readonly type: 'successor';
+  /** The holder's acquire. */
+  readonly re: string;
+  readonly lock: string;
+  /** The holder's token. */
+  readonly token: number;
+  readonly next?: { readonly to: string; readonly grant: Omit<GrantedReply, 'v' | 'epoch' | 'partition'> };
+}
+
 export interface HolderView {
   readonly worker: string;
   readonly session: string;
@@ -221,6 +240,7 @@ export type Reply =
   | OkReply
   | ErrorReply
   | LostEvent
+  | SuccessorEvent
   | InspectedReply;
 export type ReplyType = Reply['type'];
 
