@@ -424,6 +424,7 @@ describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)'
           },
         }),
       send: (partition, body) => inner.send(partition, body),
+      forward: (address, body) => inner.forward(address, body),
       close: () => inner.close(),
     };
     const holder = await client(AMQP_URL, { prefix, workerId, transport: repeating });

@@ -1,8 +1,8 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LeaseLostError, LockClient, type LockClientOptions, LockqError } from '@lockq/worker-sdk';
-import { encode } from '@lockq/worker-sdk/protocol';
-import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
+import { decodeReply, encode, type GrantedReply, type Reply } from '@lockq/worker-sdk/protocol';
+import { type ClientTransportHandlers, MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { FencedResource } from './support/fenced-resource.js';
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
@@ -226,5 +226,194 @@ describe('end to end over the memory transport', () => {
     expect(err).toMatchObject({ code: 'KIND_MISMATCH', retriable: false });
     // One client shared by several tasks: a second acquire of a held mutex waits its turn.
     await expect(a.acquire('kind', { waitMs: 30 })).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
+  });
+});
+
+/** A memory client transport that records what the client forwards, sends and receives, and can hold its releases back. */
+class HandOffTransport extends MemoryClientTransport {
+  readonly forwarded: GrantedReply[] = [];
+  readonly sent: { op: string; id: string; token?: number }[] = [];
+  readonly replies: Reply[] = [];
+  /** While set, release requests wait here instead of reaching the broker. */
+  holdReleases = false;
+  readonly heldReleases: (() => void)[] = [];
+
+  override forward(address: string, body: Uint8Array): Promise<void> {
+    this.forwarded.push(decodeReply(body) as GrantedReply);
+    return super.forward(address, body);
+  }
+  override async send(partition: number, body: Uint8Array): Promise<void> {
+    const request = JSON.parse(Buffer.from(body).toString()) as { op: string; id: string; token?: number };
+    this.sent.push(request);
+    if (this.holdReleases && request.op === 'release') await new Promise<void>((resolve) => this.heldReleases.push(resolve));
+    return super.send(partition, body);
+  }
+  override open(handlers: ClientTransportHandlers): Promise<void> {
+    return super.open({
+      ...handlers,
+      onReply: (body) => {
+        this.replies.push(decodeReply(body) as Reply);
+        handlers.onReply(body);
+      },
+    });
+  }
+  releases(): number[] {
+    return this.sent.filter((r) => r.op === 'release').map((r) => r.token as number);
+  }
+  /** Every `granted` this client received for its request `re` (forwarded copies and the coordinator's). */
+  grantsFor(re: string): GrantedReply[] {
+    return this.replies.filter((r): r is GrantedReply => r.type === 'granted' && r.re === re);
+  }
+}
+
+async function handOffClient(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: HandOffTransport }> {
+  const transport = new HandOffTransport(broker, { workerId, instance: 'i' });
+  const c = await LockClient.connect('memory:', { workerId, transport, ...options });
+  clients.push(c);
+  return { client: c, transport };
+}
+
+/** `promise`, or a failure naming `what` after `timeoutMs` (rather than the test's own long timeout). */
+function within<T>(promise: Promise<T>, what: string, timeoutMs = 3000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out waiting for ${what}`)), timeoutMs);
+  });
+  return Promise.race([promise, late]).finally(() => clearTimeout(timer));
+}
+
+async function until(condition: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
+  const deadline = performance.now() + timeoutMs;
+  while (!condition()) {
+    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
+    await sleep(2);
+  }
+}
+
+describe('hand-off of a contended mutex over the memory transport', () => {
+  it('grants the successor by the holder’s forwarded copy, before the coordinator sees the release; the coordinator’s copy is a duplicate', async () => {
+    const h = await handOffClient('h');
+    const w = await handOffClient('w');
+    const held = await h.client.acquire('hot', { ttlMs: 30_000 });
+    const waiting = w.client.acquire('hot', { ttlMs: 30_000, waitMs: 10_000 });
+    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    const named = held.successor?.next;
+    expect(named?.to).toBe(w.transport.replyAddress);
+    const acquireId = w.transport.sent.find((r) => r.op === 'acquire')?.id as string;
+    expect(named?.grant).toMatchObject({ type: 'granted', re: acquireId, lock: 'hot' });
+
+    // The release is held back on its way to the broker: only the forwarded copy can grant W now.
+    h.transport.holdReleases = true;
+    const releasing = held.release();
+    const lease = await within(waiting, 'the forwarded grant', 1000);
+    expect(h.transport.heldReleases).toHaveLength(1);
+    expect(h.transport.forwarded).toEqual([{ v: 1, epoch: expect.any(Number), partition: 0, ...named?.grant }]);
+    expect(lease.token).toBe(named?.grant.token);
+    expect(lease.token).toBeGreaterThan(held.token);
+    const before = await w.client.inspect('hot');
+    expect(before.lock?.holders.map((x) => [x.worker, x.token])).toEqual([['h', held.token]]);
+
+    // The release reaches the coordinator, which grants W itself: same request, same token.
+    h.transport.holdReleases = false;
+    for (const go of h.transport.heldReleases.splice(0)) go();
+    await releasing;
+    await until(() => w.transport.grantsFor(acquireId).length === 2, 'the coordinator’s own grant');
+    expect(w.transport.grantsFor(acquireId).map((g) => g.token)).toEqual([lease.token, lease.token]);
+    await sleep(20);
+    expect(w.transport.releases()).toEqual([]); // the second copy was not taken for an orphan
+    expect(lease.expired).toBe(false);
+    const after = await w.client.inspect('hot');
+    expect(after.lock?.holders.map((x) => [x.worker, x.token])).toEqual([['w', lease.token]]);
+    await lease.release();
+    expect(await h.client.tryAcquire('hot')).not.toBeNull();
+  });
+
+  it('hands a hot lock along a long chain: holders that know their successor forward, tokens strictly increase, never two holders', async () => {
+    const counter = new FencedResource();
+    const ws = await Promise.all(Array.from({ length: 6 }, (_, i) => handOffClient(`chain${i}`)));
+    const rounds = 30;
+    let inside = 0;
+    let overlaps = 0;
+    let named = 0;
+    const tokens: number[] = [];
+    await Promise.all(
+      ws.map(async ({ client: c }) => {
+        for (let i = 0; i < rounds; i++) {
+          await c.withLock('chain', { ttlMs: 10_000, waitMs: 10_000 }, async ({ token, signal, lease }) => {
+            if (++inside > 1) overlaps++;
+            tokens.push(token);
+            const read = counter.read('k');
+            // Some holds end at once (the successor is done before the coordinator's copy of its
+            // grant arrives), some after a timer (the copy arrives while it holds).
+            if (i % 3 !== 0) await sleep(i % 3 - 1);
+            expect(signal.aborted).toBe(false);
+            expect(counter.write('k', token, read + 1, c.options.workerId)).toBe(true);
+            if (lease.successor?.next !== undefined) named++;
+            inside--;
+          });
+        }
+      }),
+    );
+    const total = ws.length * rounds;
+    expect(overlaps).toBe(0);
+    expect(counter.read('k')).toBe(total);
+    expect(counter.violations()).toEqual([]);
+    // Granted in token order, every token once.
+    expect(tokens).toEqual([...tokens].sort((a, b) => a - b));
+    expect(new Set(tokens).size).toBe(total);
+    // Every holder that knew its successor by the time it released handed the lock over directly.
+    // A hold that ends before the coordinator has even processed the release before it cannot know
+    // (the successor is named to a holder once the coordinator has granted it), so it goes the
+    // usual way; each forwarded grant was the token its successor then used.
+    const forwarded = ws.flatMap(({ transport }) => transport.forwarded);
+    expect(named).toBeGreaterThan(total / 3);
+    expect(forwarded.length).toBeGreaterThanOrEqual(named);
+    expect(forwarded.length).toBeLessThan(total);
+    for (const g of forwarded) expect(tokens).toContain(g.token);
+    // Nothing was given back: every duplicate copy was recognised as one.
+    expect(ws.flatMap(({ transport }) => transport.releases()).sort((a, b) => a - b)).toEqual([...tokens].sort((a, b) => a - b));
+  });
+
+  it('a holder whose lease was lost does not forward; the coordinator grants the named successor itself', async () => {
+    const h = await handOffClient('h');
+    const w = await handOffClient('w');
+    const held = await h.client.acquire('lapsed', { ttlMs: 100 });
+    const signal = held.signal;
+    const waiting = w.client.acquire('lapsed', { ttlMs: 30_000, waitMs: 10_000 });
+    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    const reserved = held.successor?.next?.grant.token;
+    await until(() => signal.aborted, 'the lease to run out');
+    const lease = await waiting;
+    await held.release();
+    expect(h.transport.forwarded).toEqual([]);
+    expect(lease.token).toBe(reserved);
+    await sleep(20);
+    expect(w.transport.releases()).toEqual([]);
+    expect((await w.client.inspect('lapsed')).lock?.holders.map((x) => x.token)).toEqual([lease.token]);
+  });
+
+  it('a successor whose wait ran out gives a late grant back, and the lock moves on to the next waiter', async () => {
+    const h = await handOffClient('h');
+    const late = await handOffClient('late');
+    const next = await handOffClient('next');
+    const held = await h.client.acquire('moving', { ttlMs: 30_000 });
+    const timingOut = late.client.acquire('moving', { ttlMs: 30_000, waitMs: 50 });
+    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    expect(held.successor?.next?.to).toBe(late.transport.replyAddress);
+    const reserved = held.successor?.next?.grant.token as number;
+    await expect(timingOut).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
+    const waiting = next.client.acquire('moving', { ttlMs: 30_000, waitMs: 10_000 });
+    await sleep(20);
+    const started = performance.now();
+    await held.release();
+    // The holder still forwards to the waiter it was told of: the coordinator keeps a successor
+    // named after its wait ran out, since it may already hold the lock by a forwarded copy.
+    expect(h.transport.forwarded.map((g) => g.token)).toEqual([reserved]);
+    const lease = await within(waiting, 'the next waiter’s grant', 1000);
+    // Long before the 30 s lease of a grant nobody gave back would have run out.
+    expect(performance.now() - started).toBeLessThan(1000);
+    expect(lease.token).toBeGreaterThan(reserved);
+    expect(late.transport.releases()).toContain(reserved);
+    expect((await next.client.inspect('moving')).lock?.holders.map((x) => [x.worker, x.token])).toEqual([['next', lease.token]]);
   });
 });

@@ -154,6 +154,31 @@ export function defineTransportContract(
       expect(rb).toEqual(['b1', 'b2']);
     });
 
+    it('forwards bytes from one client to another’s reply address, intact and in order with its replies', async () => {
+      const rb: string[] = [];
+      const raw: Uint8Array[] = [];
+      const a = await opened('fa');
+      const b = client('fb');
+      await b.open({
+        onReply: (body) => {
+          raw.push(body);
+          rb.push(dec(body));
+        },
+      });
+      const s = server();
+      // Every byte value, so nothing on the way treats the body as text.
+      const binary = Uint8Array.from({ length: 256 }, (_, i) => i);
+      await s.publish([{ to: b.replyAddress, body: enc('r1') }]);
+      await a.forward(b.replyAddress, enc('f1'));
+      await a.forward(b.replyAddress, binary);
+      await s.publish([{ to: b.replyAddress, body: enc('r2') }]);
+      await a.forward(b.replyAddress, enc('f2 {"type":"granted"} ünïcødé'));
+      await waitFor(() => rb.length >= 5, 'the replies and forwards');
+      await sleep(20);
+      expect(rb.filter((_, i) => i !== 2)).toEqual(['r1', 'f1', 'r2', 'f2 {"type":"granted"} ünïcødé']);
+      expect([...(raw[2] as Uint8Array)]).toEqual([...binary]);
+    });
+
     it('redelivers a rejected batch, in order, ahead of later requests', async () => {
       let failed: string[] | null = null;
       const accepted: string[] = [];

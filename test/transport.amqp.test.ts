@@ -284,6 +284,17 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await expect(s.publish([{ to: `${t.prefix}.replies.nobody.i`, body: enc('lost') }])).resolves.toBeUndefined();
   });
 
+  it('confirms a forward to a reply queue that does not exist (the broker drops it)', async () => {
+    setup();
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    await expect(c.forward(`${t.prefix}.replies.nobody.i`, enc('lost'))).resolves.toBeUndefined();
+    // The link survives it: requests still go out.
+    const got = await collect(track(t.server()), 0);
+    await c.send(0, enc('after'));
+    await waitFor(() => got.messages.includes('after'), 'a request after the dropped forward');
+  });
+
   it('refuses to consume a queue declared with other settings', async () => {
     setup();
     const s1 = track(t.server({ deliveryLimit: 5 }));
@@ -301,6 +312,7 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await Promise.all([c.close(), c.close()]);
     await Promise.all([s.close(), s.close()]);
     await expect(c.send(0, enc('x'))).rejects.toThrow(AmqpTransportError);
+    await expect(c.forward(c.replyAddress, enc('x'))).rejects.toThrow(AmqpTransportError);
     await expect(c.open({ onReply: () => {} })).rejects.toThrow();
     await expect(s.publish([{ to: c.replyAddress, body: enc('x') }])).rejects.toThrow(AmqpTransportError);
     await expect(s.consume(1, async () => {})).rejects.toThrow(AmqpTransportError);

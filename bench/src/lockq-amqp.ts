@@ -14,7 +14,7 @@ export function uniquePrefix(kind: string): string {
   return `lockq-bench-${kind}-${Date.now().toString(36)}-${randomUUID().slice(0, 6)}`;
 }
 
-/** Counts every request a worker publishes. */
+/** Counts every message a worker publishes: its requests and the grants it forwards. */
 class CountingClientTransport implements ClientTransport {
   readonly #inner: ClientTransport;
   readonly #count: { n: number };
@@ -31,6 +31,10 @@ class CountingClientTransport implements ClientTransport {
   send(partition: number, body: Uint8Array): Promise<void> {
     this.#count.n++;
     return this.#inner.send(partition, body);
+  }
+  forward(address: string, body: Uint8Array): Promise<void> {
+    this.#count.n++;
+    return this.#inner.forward(address, body);
   }
   close(): Promise<void> {
     return this.#inner.close();
@@ -83,7 +87,7 @@ export async function inBatches<T>(count: number, width: number, open: (i: numbe
 /**
  * lockq over RabbitMQ: a coordinator in this process on {@link AmqpServerTransport}, and
  * `workers` LockClients, each on its own {@link AmqpClientTransport} (its own connection and
- * reply queue). Both sides count what they publish: requests plus replies.
+ * reply queue). Both sides count what they publish: requests and forwarded grants plus replies.
  */
 export async function openLockqAmqp(options: { readonly workers: number; readonly store?: StateStore; readonly label?: string }): Promise<LockqAmqpSystem> {
   const prefix = uniquePrefix('q');

@@ -166,6 +166,7 @@ const MUST_REACH = [
   ...['NO_SESSION', 'KIND_MISMATCH', 'LIMIT_MISMATCH', 'LOCK_BUSY', 'QUEUE_FULL', 'WAIT_TIMEOUT', 'CANCELLED', 'NOT_WAITING'],
   ...['NOT_HOLDER', 'LEASE_EXPIRED', 'TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION'],
   ...['IDEMPOTENCY_CONFLICT', 'INVALID_FIELD', 'replayed', 'several-ended', 'open-ttl-shortened', 'clock-back'],
+  ...['successor', 'successor-none', 'named-granted', 'named-granted-after-timeout', 'handed-off-early'],
 ];
 
 // ---- driving the core and the model side by side ---------------------------------------------------
@@ -192,7 +193,7 @@ class Run {
     const { partition, partitions, tokenFloor, tokenBlockSize } = config;
     this.core = new LockCore({ partition, partitions, epoch: 1, tokenFloor, tokenBlockSize, limits });
     this.model = new ReferenceModel({ partition, partitions, tokenFloor, limits });
-    this.checker = new Checker(tokenFloor, tokenBlockSize);
+    this.checker = new Checker(tokenFloor, tokenBlockSize, (session, worker) => this.model.hasSession(session, worker));
   }
 
   prelude(): void {
@@ -218,12 +219,16 @@ class Run {
     const where = () => `step ${this.#step} at ${this.#now} (clock ${this.#clock}): ${JSON.stringify(cmd)}\nrequest: ${JSON.stringify(request)}`;
     compare(out, expected, where);
     const seen = this.#seen;
-    for (const d of out) seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
+    for (const d of out) {
+      seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
+      if (d.type === 'reply' && d.body.type === 'successor' && d.body.next === undefined) seen.add('successor-none');
+    }
     if (expected.replayed) seen.add('replayed');
     if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('several-ended');
     if (request?.op === 'open' && ttlBefore !== undefined && request.sessionTtlMs < ttlBefore) seen.add('open-ttl-shortened');
     if (this.#clock < this.#now) seen.add('clock-back');
     this.checker.observe(request, out, expected.replayed, this.#now, where);
+    for (const key of this.checker.namedGrants.splice(0)) seen.add(key);
     this.#checkState(request, where);
     if (request !== undefined) this.#sent.push(request);
   }
@@ -334,10 +339,13 @@ class Run {
 
   /**
    * A lock and token to release or extend with: mostly a hold the session has, else an old token
-   * of its own (likely expired), someone else's, or junk.
+   * of its own (likely expired), a token reserved for it as a named successor (as if the holder had
+   * forwarded its grant), someone else's, or junk.
    */
   #token(session: string, lock: string, which: number, pick: number): { lock: string; token: number } {
     const live = this.checker.holding(session);
+    const named = this.checker.namedFor(session);
+    if (which === 5 && named !== undefined) return named;
     const mine = this.checker.grants.filter((g) => g.session === session && g.lock === lock);
     const all = this.checker.grants;
     const junk = { lock, token: this.#config.tokenFloor + 1 + (pick % 40) };
@@ -381,6 +389,8 @@ function compare(all: readonly Decision[], expected: ModelStep, where: () => str
 
 interface SeenAcquire {
   readonly request: AcquireRequest;
+  /** Which opening of its session sent it. */
+  incarnation?: number;
   state: 'sent' | 'queued' | 'granted' | 'failed';
   /** When its wait runs out (queued acquires). */
   waitDeadline: number;
@@ -400,7 +410,17 @@ interface SeenHold {
  */
 class Checker {
   readonly grants: { readonly session: string; readonly lock: string; readonly token: number }[] = [];
+  /** Grants to named successors seen in the last step, for the coverage counts. */
+  readonly namedGrants: string[] = [];
   readonly #acquires = new Map<string, SeenAcquire>();
+  /** Per lock: the successor its holder was told of, and the token reserved for it. */
+  readonly #named = new Map<string, { readonly re: string; readonly token: number; readonly holder: number }>();
+  /** The acquire being decided in this step, if any. */
+  #current: AcquireRequest | undefined;
+  /** The token being released in this step, if any (its answer comes after the grants it causes). */
+  #releasing: number | undefined;
+  /** Per lock: the last token granted on it. */
+  readonly #lockTokens = new Map<string, number>();
   readonly #holds = new Map<number, SeenHold>();
   /** Per lock, the ids of queued acquires in the order they were queued. */
   readonly #queues = new Map<string, string[]>();
@@ -409,8 +429,13 @@ class Checker {
   #grantedThisStep: AcquireRequest[] = [];
 
   readonly #blockSize: number;
+  /** Whether a session is open now (after the step being checked). */
+  readonly #open: (session: string, worker: string) => boolean;
+  /** Per session id: how many times it was opened afresh (not resumed). */
+  readonly #incarnations = new Map<string, number>();
 
-  constructor(tokenFloor: number, tokenBlockSize: number) {
+  constructor(tokenFloor: number, tokenBlockSize: number, open: (session: string, worker: string) => boolean) {
+    this.#open = open;
     this.#lastToken = tokenFloor;
     this.#reserved = tokenFloor;
     this.#blockSize = tokenBlockSize;
@@ -426,6 +451,9 @@ class Checker {
       const own = out[last];
       if (own?.type !== 'reply' || own.body.re !== request.id || own.to !== request.replyTo) fail('the last decision is not the answer to the request');
     }
+    // A fresh acquire that queues behind a mutex holder is named next before its own answer.
+    this.#current = request?.op === 'acquire' && !replayed ? request : undefined;
+    this.#releasing = request?.op === 'release' ? request.token : undefined;
     out.forEach((d, i) => {
       if (d.type === 'reserve-tokens') {
         if (d.ceiling <= this.#reserved || d.ceiling <= this.#lastToken) fail(`reservation ${d.ceiling} does not move the ceiling up`);
@@ -437,7 +465,8 @@ class Checker {
       if (i === last && request !== undefined) {
         if (replayed) this.#replayed(request, body, fail);
         else if (request.op === 'acquire') {
-          this.#acquires.set(request.id, { request, state: 'sent', waitDeadline: 0, token: 0, code: '' });
+          const incarnation = this.#incarnations.get(request.session) ?? 0;
+          this.#acquires.set(request.id, { request, incarnation, state: 'sent', waitDeadline: 0, token: 0, code: '' });
           this.#acquireAnswer(body, true, now, fail);
         } else this.#answer(request, body, now, fail);
         return;
@@ -460,6 +489,12 @@ class Checker {
   /** Holds of a session, as the replies tell. */
   holding(session: string): { lock: string; token: number }[] {
     return [...this.#holds.values()].filter((h) => h.request.session === session).map((h) => ({ lock: h.request.lock, token: h.token }));
+  }
+
+  /** A token reserved for a waiter of this session named next, as its holder was told. */
+  namedFor(session: string): { lock: string; token: number } | undefined {
+    for (const [lock, n] of this.#named) if (this.#acquires.get(n.re)?.request.session === session) return { lock, token: n.token };
+    return undefined;
   }
 
   /** Waiting acquires of a session, as the replies tell. */
@@ -497,6 +532,10 @@ class Checker {
 
   /** An answer about an acquire: the request's own answer (`own`) or one that came later. */
   #acquireAnswer(body: ReplyBody, own: boolean, now: number, fail: (what: string) => never): void {
+    if (body.type === 'successor') {
+      this.#successor(body, fail);
+      return;
+    }
     const a = body.type === 'lost' ? undefined : this.#acquires.get(body.re);
     if (body.type === 'lost') {
       const h = this.#holds.get(body.token);
@@ -510,8 +549,24 @@ class Checker {
     this.#queues.set(a.request.lock, queue);
     switch (body.type) {
       case 'granted': {
+        const named = this.#named.get(body.lock);
+        this.#named.delete(body.lock);
+        const late = named?.re === body.re && a.state === 'failed' && a.code === 'WAIT_TIMEOUT';
+        if (named !== undefined && named.re !== body.re) {
+          // The name passes on only when the named waiter cancelled or its session ended.
+          const left = this.#acquires.get(named.re);
+          const ended =
+            left !== undefined &&
+            (!this.#open(left.request.session, left.request.worker) || this.#incarnations.get(left.request.session) !== left.incarnation);
+          if (left?.state !== 'failed' || !(['CANCELLED', 'NO_SESSION'].includes(left.code) || ended)) {
+            fail(`${body.re} granted, but ${named.re} was named next`);
+          }
+        }
         if (own) {
           if (queue.length > 0) fail(`${body.re} granted at once ahead of waiters [${queue}]`);
+        } else if (late) {
+          // A named successor whose wait ran out: it may hold the lock by the forwarded grant.
+          this.namedGrants.push('named-granted-after-timeout');
         } else {
           if (a.state !== 'queued') fail(`${body.re} granted while ${a.state}`);
           if (queue[0] !== body.re) fail(`${body.re} granted out of turn: queue is [${queue}]`);
@@ -519,9 +574,19 @@ class Checker {
           queue.shift();
         }
         if (body.lock !== a.request.lock || body.ttlMs !== a.request.ttlMs) fail(`grant does not match its acquire: ${canon(body)}`);
-        if (body.token <= this.#lastToken) fail(`token ${body.token} not above the last one issued, ${this.#lastToken}`);
-        if (body.token > this.#reserved) fail(`token ${body.token} issued above the reservation ${this.#reserved}`);
-        this.#lastToken = body.token;
+        if (named?.re === body.re) {
+          // Its token was issued when it was named. The holder's hold may still be on record: its
+          // release was overtaken by the successor presenting the forwarded token, which ends it.
+          if (body.token !== named.token) fail(`${body.re} was named with token ${named.token} but granted ${body.token}`);
+          if (!late) this.namedGrants.push('named-granted');
+          if (named.holder !== this.#releasing && this.#holds.delete(named.holder)) this.namedGrants.push('handed-off-early');
+        } else {
+          if (body.token <= this.#lastToken) fail(`token ${body.token} not above the last one issued, ${this.#lastToken}`);
+          if (body.token > this.#reserved) fail(`token ${body.token} issued above the reservation ${this.#reserved}`);
+          this.#lastToken = body.token;
+        }
+        if (body.token <= (this.#lockTokens.get(body.lock) ?? 0)) fail(`token ${body.token} not above the last on ${body.lock}`);
+        this.#lockTokens.set(body.lock, body.token);
         a.state = 'granted';
         a.token = body.token;
         this.#holds.set(body.token, { request: a.request, token: body.token, deadline: now + body.ttlMs });
@@ -541,6 +606,8 @@ class Checker {
         if (!own) {
           if (!['CANCELLED', 'NO_SESSION', 'WAIT_TIMEOUT'].includes(body.code)) fail(`a waiter answered ${body.code}`);
           if (body.code === 'WAIT_TIMEOUT' && now < a.waitDeadline) fail(`${body.re} timed out ${a.waitDeadline - now} ms early`);
+          // A named waiter that cancelled or lost its session is no longer next; one that timed out still is.
+          if (body.code !== 'WAIT_TIMEOUT' && this.#named.get(a.request.lock)?.re === body.re) this.#named.delete(a.request.lock);
           queue.splice(queue.indexOf(body.re), 1);
         }
         a.state = 'failed';
@@ -549,6 +616,29 @@ class Checker {
       default:
         throw fail(`unexpected answer about an acquire: ${canon(body)}`);
     }
+  }
+
+  /** A holder told who is next: the head of its queue, with a newly issued token; or nobody. */
+  #successor(body: ReplyBody & { type: 'successor' }, fail: (what: string) => never): void {
+    const h = this.#holds.get(body.token);
+    if (h === undefined || h.request.id !== body.re || h.request.lock !== body.lock || h.request.kind !== 'mutex') {
+      throw fail(`successor event for a hold never seen or not a mutex: ${canon(body)}`);
+    }
+    if (body.next === undefined) {
+      if (this.#named.has(body.lock)) fail(`told nobody is next on ${body.lock} while ${this.#named.get(body.lock)?.re} is named`);
+      return;
+    }
+    const g = body.next.grant;
+    // The head of the queue, or the acquire being decided now when it queues first.
+    const current = this.#current?.id === g.re ? this.#current : undefined;
+    const head = this.#queues.get(body.lock)?.[0] ?? current?.id;
+    const request = current ?? this.#acquires.get(g.re)?.request;
+    if (g.re !== head || request === undefined) throw fail(`${g.re} named next on ${body.lock}, but the queue is [${this.#queues.get(body.lock)}]`);
+    if (g.lock !== body.lock || g.ttlMs !== request.ttlMs) fail(`named grant does not match its acquire: ${canon(body)}`);
+    if (g.token <= this.#lastToken) fail(`named token ${g.token} not above the last one issued, ${this.#lastToken}`);
+    if (g.token > this.#reserved) fail(`named token ${g.token} issued above the reservation ${this.#reserved}`);
+    this.#lastToken = g.token;
+    this.#named.set(body.lock, { re: g.re, token: g.token, holder: body.token });
   }
 
   /** The answer to anything but a fresh acquire. */
@@ -562,6 +652,7 @@ class Checker {
       else h.deadline = now + body.ttlMs;
       return;
     }
+    if (body.type === 'opened' && !body.resumed) this.#incarnations.set(request.session, (this.#incarnations.get(request.session) ?? 0) + 1);
     if (request.op === 'close' && body.type === 'ok') {
       for (const [token, h] of this.#holds) if (h.request.session === request.session) this.#holds.delete(token);
     }

@@ -24,14 +24,15 @@ describe('core smoke', () => {
     c.handle(acq('b', 'x'), 2, out);
     c.handle(acq('c', 'x'), 3, out);
     const r = replies(out);
-    expect(r.map((b) => b.type)).toEqual(['granted', 'queued', 'queued']);
-    expect(r[2]).toMatchObject({ position: 2 });
+    // b queues first, so a is told it is next.
+    expect(r.map((b) => b.type)).toEqual(['granted', 'successor', 'queued', 'queued']);
+    expect(r[3]).toMatchObject({ position: 2 });
     out.length = 0;
     const tokenA = (r[0] as { token: number }).token;
     c.handle({ ...base('a'), op: 'release', lock: 'x', token: tokenA }, 10, out);
-    expect(replies(out).map((b) => [b.type, b.re])).toEqual([['granted', r[1]?.re], ['released', expect.any(String)]]);
+    expect(replies(out).map((b) => [b.type, b.re])).toEqual([['granted', r[2]?.re], ['successor', r[2]?.re], ['released', expect.any(String)]]);
     out.length = 0;
-    c.tick(10 + 500, out); // b's lease ends; sessions of a and c are kept alive? no: a's session expires at 1010
+    c.tick(10 + 500, out); // b's lease ends
     expect(replies(out).map((b) => b.type)).toEqual(['lost', 'granted']);
     expect(c.nextDeadline()).toBeGreaterThan(510);
   });

@@ -154,7 +154,8 @@ describe('queues', () => {
     expect(h.ask(c)).toMatchObject({ type: 'queued', position: 2 });
 
     const r1 = h.releaseReq('a', 'x', ta);
-    expect(brief(h.send(r1))).toEqual([`granted ${b.id} #${ta + 1}`, `released ${r1.id} #${ta}`]);
+    // b takes the token reserved when it was named next (see 'hand-off'), then c is named to b.
+    expect(brief(h.send(r1))).toEqual([`granted ${b.id} #${ta + 1}`, `successor ${b.id}`, `released ${r1.id} #${ta}`]);
     expect(h.decisions[0]).toMatchObject({ to: 'reply.b' });
     expect(brief(h.send(h.releaseReq('b', 'x', ta + 1))).slice(0, 1)).toEqual([`granted ${c.id} #${ta + 2}`]);
     expect(h.core.inspect('x', h.now)?.holders.map((x) => x.session)).toEqual(['c']);
@@ -245,12 +246,14 @@ describe('queues', () => {
 // ---- deadlines, cancellation, leases -------------------------------------------------------------------
 
 describe('waiting', () => {
+  // On an rwlock: a mutex's first waiter is named next and timed out differently (see 'hand-off').
   it('answers WAIT_TIMEOUT at the wait deadline, and the next waiter can still be granted', () => {
     const h = new Harness();
     h.open('a', 'b', 'c');
-    const ta = h.hold('a', 'x');
-    const b = h.at(100).queue('b', 'x', { waitMs: 200 });
-    const c = h.at(150).queue('c', 'x', { waitMs: 1000 });
+    const rw = { kind: 'rwlock' } as const;
+    const ta = h.hold('a', 'x', rw);
+    const b = h.at(100).queue('b', 'x', { ...rw, waitMs: 200 });
+    const c = h.at(150).queue('c', 'x', { ...rw, waitMs: 1000 });
     expect(h.tick(299)).toEqual([]);
     expect(brief(h.tick(300))).toEqual([`error ${b.id} WAIT_TIMEOUT`]);
     expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.position)).toEqual([1]);
@@ -260,8 +263,9 @@ describe('waiting', () => {
   it('never grants a waiter whose wait ends at the moment the lock frees up', () => {
     const h = new Harness();
     h.open('a', 'b');
-    h.hold('a', 'x', { ttlMs: 500 });
-    const b = h.queue('b', 'x', { waitMs: 500 });
+    const rw = { kind: 'rwlock' } as const;
+    h.hold('a', 'x', { ...rw, ttlMs: 500 });
+    const b = h.queue('b', 'x', { ...rw, waitMs: 500 });
     expect(brief(h.tick(500))).toEqual([expect.stringMatching(/^lost .* LEASE_EXPIRED$/), `error ${b.id} WAIT_TIMEOUT`]);
     expect(h.core.inspect('x', h.now)).toBeNull();
   });
@@ -272,7 +276,8 @@ describe('waiting', () => {
     h.hold('a', 'x');
     const b = h.queue('b', 'x');
     const cancel = h.cancelReq('b', 'x', b.id);
-    expect(brief(h.send(cancel))).toEqual([`error ${b.id} CANCELLED`, `cancelled ${cancel.id}`]);
+    // The holder, told b was next, is told nobody is now.
+    expect(brief(h.send(cancel))).toEqual([`error ${b.id} CANCELLED`, 'successor r3', `cancelled ${cancel.id}`]);
     expect(h.core.counts().waiters).toBe(0);
   });
 
@@ -386,7 +391,8 @@ describe('sessions', () => {
     h.hold('c', 'y');
     const ay = h.queue('a', 'y');
     const close = h.closeReq('a');
-    expect(brief(h.send(close))).toEqual([`error ${ay.id} CANCELLED`, `granted ${bx.id} #3`, `ok ${close.id}`]);
+    // bx was named next with token 2 when it queued; c, told a was next on y, is told nobody is.
+    expect(brief(h.send(close))).toEqual([`error ${ay.id} CANCELLED`, `granted ${bx.id} #2`, 'successor r6', `ok ${close.id}`]);
     expect(h.core.counts()).toMatchObject({ sessions: 2, holds: 2, waiters: 0 });
   });
 
@@ -732,5 +738,112 @@ describe('time', () => {
     expect(h.core.nextDeadline()).toBe(1300);
     expect(h.tick(1299)).toEqual([]);
     expect(brief(h.tick(1300))).toEqual([`lost ${b.id} #${ta + 1} LEASE_EXPIRED`]);
+  });
+});
+
+describe('hand-off: the next waiter of a mutex is named to its holder', () => {
+  type Successor = ReplyBody & { type: 'successor' };
+  const successorIn = (replies: readonly ReplyBody[]) => replies.find((b): b is Successor => b.type === 'successor');
+
+  it('names the first waiter with a reserved token and the grant to forward, and grants it that token on release', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const a = h.acquireReq('a', 'x');
+    const ta = (h.ask(a) as ReplyBody & { type: 'granted' }).token;
+    const b = h.acquireReq('b', 'x', { ttlMs: 7000 });
+    const named = h.send(b);
+    expect(h.decisions.find((d) => d.type === 'reply' && d.body.type === 'successor')).toMatchObject({ to: 'reply.a' });
+    expect(successorIn(named)).toEqual({
+      type: 'successor',
+      re: a.id,
+      lock: 'x',
+      token: ta,
+      next: { to: 'reply.b', grant: { type: 'granted', re: b.id, lock: 'x', token: ta + 1, ttlMs: 7000, basis: b.id } },
+    });
+    // Only the first waiter is named; a grant elsewhere meanwhile takes a later token.
+    expect(successorIn(h.send(h.acquireReq('c', 'x')))).toBeUndefined();
+    expect(h.hold('c', 'other')).toBe(ta + 2);
+    expect(brief(h.send(h.releaseReq('a', 'x', ta))).slice(0, 1)).toEqual([`granted ${b.id} #${ta + 1}`]);
+  });
+
+  it("grants the named waiter its token when the holder's lease ends instead", () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    h.hold('a', 'x', { ttlMs: 500 });
+    const b = h.acquireReq('b', 'x', { waitMs: 5000 });
+    const token = successorIn(h.send(b))?.next?.grant.token;
+    expect(brief(h.tick(500))).toEqual([expect.stringMatching(/^lost .* LEASE_EXPIRED$/), `granted ${b.id} #${token}`]);
+  });
+
+  it("completes the hand-off when the named waiter presents its token before the holder's release arrives", () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const ta = h.hold('a', 'x');
+    const b = h.acquireReq('b', 'x');
+    const next = successorIn(h.send(b))?.next?.grant.token as number;
+    // b took the forwarded grant and extends it: a's hold ends, b holds, and a's release is late.
+    const extend = h.extendReq('b', 'x', next, 9000);
+    expect(brief(h.send(extend))).toEqual([`granted ${b.id} #${next}`, `extended ${extend.id}`]);
+    expect(h.core.inspect('x', h.now)?.holders.map((x) => [x.session, x.token])).toEqual([['b', next]]);
+    expect(errorOf(h.ask(h.releaseReq('a', 'x', ta)))).toBe('NOT_HOLDER');
+    // The token only works for the named waiter's own session.
+    const h2 = new Harness();
+    h2.open('a', 'b', 'c');
+    h2.hold('a', 'x');
+    const t2 = successorIn(h2.send(h2.acquireReq('b', 'x')))?.next?.grant.token as number;
+    expect(errorOf(h2.ask(h2.releaseReq('c', 'x', t2)))).toBe('NOT_HOLDER');
+    expect(h2.core.inspect('x', h2.now)?.holders.map((x) => x.session)).toEqual(['a']);
+  });
+
+  it('still grants a named waiter whose wait ran out (it may hold the forwarded grant), and nobody else meanwhile', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    const b = h.at(0).queue('b', 'x', { waitMs: 100 });
+    const c = h.queue('c', 'x');
+    expect(brief(h.tick(100))).toEqual([`error ${b.id} WAIT_TIMEOUT`]);
+    const released = brief(h.at(200).send(h.releaseReq('a', 'x', ta)));
+    expect(released[0]).toBe(`granted ${b.id} #${ta + 1}`);
+    expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.request)).toEqual([c.id]);
+    // b gives it back (its SDK no longer wants it): c is next, with the token it is named with now.
+    const tc = successorIn(bodies(h.decisions))?.next?.grant.token;
+    expect(brief(h.send(h.releaseReq('b', 'x', ta + 1)))[0]).toBe(`granted ${c.id} #${tc}`);
+  });
+
+  it('passes the name on when the named waiter cancels or its session ends, and tells the holder', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const ta = h.hold('a', 'x');
+    const b = h.queue('b', 'x');
+    const c = h.queue('c', 'x');
+    const cancelled = h.send(h.cancelReq('b', 'x', b.id));
+    const renamed = successorIn(cancelled);
+    expect(renamed?.next?.grant.re).toBe(c.id);
+    expect(h.ask(h.closeReq('c'))).toMatchObject({ type: 'ok' });
+    expect(successorIn(bodies(h.decisions))).toEqual({ type: 'successor', re: expect.any(String), lock: 'x', token: ta });
+    expect(brief(h.send(h.releaseReq('a', 'x', ta))).at(-1)).toMatch(/^released/);
+    expect(h.core.inspect('x', h.now)).toBeNull();
+  });
+
+  it('names nobody on rwlocks and semaphores', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c', 'd');
+    h.hold('a', 'rw', { kind: 'rwlock' });
+    expect(successorIn(h.send(h.acquireReq('b', 'rw', { kind: 'rwlock' })))).toBeUndefined();
+    const sem = { kind: 'semaphore', mode: 'shared', limit: 1, permits: 1 } as const;
+    h.hold('c', 's', sem);
+    expect(successorIn(h.send(h.acquireReq('d', 's', sem)))).toBeUndefined();
+  });
+
+  it('keeps the name across a snapshot and restore', () => {
+    const h = new Harness();
+    h.open('a', 'b');
+    const ta = h.hold('a', 'x');
+    const b = h.at(0).queue('b', 'x', { waitMs: 100 });
+    h.tick(100); // b's wait runs out: it stays named
+    const restored = LockCore.restore(h.core.snapshot(), { partition: 0, partitions: 1, epoch: 2, tokenFloor: 0, tokenBlockSize: 1000, limits: DEFAULT_CORE_LIMITS });
+    const out: Decision[] = [];
+    restored.handle(h.releaseReq('a', 'x', ta), 200, out);
+    expect(brief(bodies(out))[0]).toBe(`granted ${b.id} #${ta + 1}`);
   });
 });

@@ -68,7 +68,7 @@ describe('the settled watermark', () => {
     const held = acquire('a', 'h1');
     expect(send(held)).toMatchObject([{ type: 'granted' }]);
     const waiting = acquire('b', 'w1');
-    expect(send(waiting)).toMatchObject([{ type: 'queued', position: 1 }]);
+    expect(send(waiting)).toMatchObject([{ type: 'successor', re: 'h1' }, { type: 'queued', position: 1 }]);
     // b settles past its queued acquire (its first answer arrived), then re-sends it after a reconnect.
     const beat = { v: 1 as const, id: 'hb', worker: 'w-b', session: 'b', replyTo: 'to-b', seq: 100, settled: 99, op: 'heartbeat' as const };
     expect(send(beat)).toMatchObject([{ type: 'ok' }]);

@@ -4,7 +4,7 @@ import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
 import { Buffer } from 'node:buffer';
-import { decodeReply } from './protocol/codec.js';
+import { decodeReply, encodeReply } from './protocol/codec.js';
 import { PROTOCOL_VERSION } from './protocol/limits.js';
 import type {
   AcquireWire,
@@ -57,6 +57,17 @@ export interface LockContext {
 
 type RequestFields = DistributiveOmit<Request | AcquireWire, 'v' | 'id' | 'worker' | 'session' | 'replyTo'>;
 
+/** What an acquire watches while it waits for its answer. */
+interface Watch {
+  readonly signal?: AbortSignal | undefined;
+  readonly onQueued?: ((position: number) => void) | undefined;
+  /**
+   * Runs as the grant is read, before any reply after it: the lease must exist by then, since the
+   * coordinator's next reply may be about it (a `lost`, a `successor`, a second copy of the grant).
+   */
+  readonly onGranted?: ((reply: GrantedReply) => void) | undefined;
+}
+
 interface Pending {
   readonly id: string;
   readonly seq: number;
@@ -68,6 +79,7 @@ interface Pending {
   /** For an acquire: its lock, so a timed-out wait can be cancelled. */
   readonly lock: string | undefined;
   readonly onQueued: ((position: number) => void) | undefined;
+  readonly onGranted: ((reply: GrantedReply) => void) | undefined;
   /** When this request last went out (first send, re-send, or re-ask of a queued acquire). */
   lastSentAt: number;
   queued: boolean;
@@ -133,11 +145,13 @@ export class LockClient implements LeaseOwner {
   /** Live leases by `${partition}:${token}`. */
   readonly #leases = new Map<string, Lease>();
   /**
-   * Ids of requests whose final answer arrived, in two generations (a bounded memory): replies
-   * come at least once, and a second copy of a grant must not be taken for an orphan.
+   * Ids of requests whose final answer arrived, and whether it was a grant, in two generations (a
+   * bounded memory). Replies come at least once, and with a hand-off a grant comes twice (the
+   * holder's forwarded copy, then the coordinator's): a second copy of a grant this client took
+   * is a duplicate, while a grant for a request answered otherwise (its wait ended) is given back.
    */
-  #answered = new Set<string>();
-  #answeredBefore = new Set<string>();
+  #answered = new Map<string, boolean>();
+  #answeredBefore = new Map<string, boolean>();
   #seq = 0;
   #closed = false;
   readonly #sweeper: NodeJS.Timeout;
@@ -261,21 +275,25 @@ export class LockClient implements LeaseOwner {
           ? { ...base, kind: 'rwlock', mode: spec.mode }
           : base;
     const partition = partitionOf(name, this.options.partitions);
-    let reply: Reply;
+    const taken: { lease?: Lease } = {};
+    const onGranted = (g: GrantedReply): void => {
+      const lease = new Lease(
+        this,
+        { lock: name, token: g.token, mode: spec.mode, permits: spec.permits ?? 1, partition, ttlMs },
+        this.#localDeadline(g.basis, g.re, g.ttlMs),
+      );
+      this.#leases.set(`${partition}:${g.token}`, lease);
+      this.#sessions.get(partition)?.leases.add(lease);
+      taken.lease = lease;
+    };
     try {
-      reply = await this.#call(partition, fields, options.signal, options.onQueued);
+      await this.#call(partition, fields, { signal: options.signal, onQueued: options.onQueued, onGranted });
     } catch (err) {
       if (err instanceof LockqError && err.code === 'LOCK_BUSY' && waitMs === 0) return null;
       throw err;
     }
-    const g = reply as GrantedReply;
-    const lease = new Lease(
-      this,
-      { lock: name, token: g.token, mode: spec.mode, permits: spec.permits ?? 1, partition, ttlMs },
-      this.#localDeadline(g.basis, g.re, g.ttlMs),
-    );
-    this.#leases.set(`${partition}:${g.token}`, lease);
-    this.#sessions.get(partition)?.leases.add(lease);
+    const lease = taken.lease;
+    if (lease === undefined) throw new LockqError('TRANSPORT_ERROR', 'an acquire was answered without a grant');
     // A grant after a long wait may come with little of its lease provably left (its basis is the
     // session's last request, maybe long ago): extend it now, so the caller gets a usable lease.
     if (lease.deadline - performance.now() < ttlMs / 2) {
@@ -292,6 +310,7 @@ export class LockClient implements LeaseOwner {
 
   async releaseLease(lease: Lease): Promise<void> {
     this.#forget(lease);
+    this.#handOff(lease);
     try {
       await this.#call(lease.partition, { op: 'release', lock: lease.lock, token: lease.token });
     } catch (err) {
@@ -305,6 +324,22 @@ export class LockClient implements LeaseOwner {
     const reply = await this.#call(lease.partition, { op: 'extend', lock: lease.lock, token: lease.token, ttlMs });
     const r = reply as GrantedReply | (Reply & { type: 'extended'; basis: string; ttlMs: number });
     return this.#localDeadline(r.basis, r.re, r.ttlMs);
+  }
+
+  /**
+   * Passes the lock straight to the waiter the coordinator named (a contended mutex), one hop
+   * ahead of the release: the forwarded grant is the one the coordinator reserved and grants
+   * itself on the release, so the successor gets the same token either way. Only while this
+   * worker may still trust the lease: a lease that is lost, or past its local deadline, may have
+   * gone to someone else already, and its successor event may be stale.
+   */
+  #handOff(lease: Lease): void {
+    const event = lease.successor;
+    if (event?.next === undefined || lease.lostReason !== undefined || performance.now() >= lease.deadline) return;
+    const { to, grant } = event.next;
+    const body = encodeReply(grant, event.epoch, event.partition);
+    // Best effort: if it is lost, the coordinator's own grant follows the release.
+    this.#transport.forward(to, body).catch((err: unknown) => this.logger.debug({ err, to }, 'forwarding a grant failed'));
   }
 
   #forget(lease: Lease): void {
@@ -416,17 +451,12 @@ export class LockClient implements LeaseOwner {
   // ---- requests and replies -------------------------------------------------------------------
 
   /** Sends a request in an open session (opening one first), retrying once if the session was lost. */
-  async #call(
-    partition: number,
-    fields: RequestFields,
-    signal?: AbortSignal,
-    onQueued?: (position: number) => void,
-  ): Promise<Reply> {
+  async #call(partition: number, fields: RequestFields, watch: Watch = {}): Promise<Reply> {
     const s = this.#session(partition);
     for (let attempt = 0; ; attempt++) {
       if (fields.op !== 'inspect') await this.#ensureSession(s);
       try {
-        return await this.#send(s, fields, signal, onQueued);
+        return await this.#send(s, fields, watch);
       } catch (err) {
         if (!(err instanceof LockqError) || err.code !== 'NO_SESSION' || attempt >= 2) throw err;
         this.#sessionLost(s);
@@ -437,12 +467,8 @@ export class LockClient implements LeaseOwner {
   }
 
   /** One request, one final answer (a waiting acquire: its grant or its error). */
-  #send(
-    s: PartitionSession,
-    fields: RequestFields,
-    signal?: AbortSignal,
-    onQueued?: (position: number) => void,
-  ): Promise<Reply> {
+  #send(s: PartitionSession, fields: RequestFields, watch: Watch = {}): Promise<Reply> {
+    const { signal } = watch;
     if (this.#closed) return Promise.reject(new LockqError('CLIENT_CLOSED'));
     if (signal?.aborted === true) return Promise.reject(new LockqError('ABORTED', undefined, { cause: signal.reason }));
     const seq = ++this.#seq;
@@ -462,7 +488,8 @@ export class LockClient implements LeaseOwner {
         dueAt: performance.now() + this.options.requestTimeoutMs,
         waitMs,
         lock: fields.op === 'acquire' ? fields.lock : undefined,
-        onQueued,
+        onQueued: watch.onQueued,
+        onGranted: watch.onGranted,
         lastSentAt: 0,
         queued: false,
         resolve,
@@ -534,13 +561,20 @@ export class LockClient implements LeaseOwner {
       }
       return;
     }
+    if (reply.type === 'successor') {
+      this.#leases.get(`${reply.partition}:${reply.token}`)?.setSuccessor(reply);
+      return;
+    }
     const pending = this.#pending.get(reply.re);
     if (pending === undefined) {
-      if (this.#answered.has(reply.re) || this.#answeredBefore.has(reply.re)) return; // a second copy
-      // A grant nobody waits for any more (timed out, aborted): give it back at once.
-      if (reply.type === 'granted' && !this.#leases.has(`${reply.partition}:${reply.token}`)) {
-        this.#call(reply.partition, { op: 'release', lock: reply.lock, token: reply.token }).catch(() => undefined);
-      }
+      if (reply.type !== 'granted') return; // a second copy, or an answer nobody waits for any more
+      if (this.#leases.has(`${reply.partition}:${reply.token}`)) return; // a second copy of a grant held
+      if ((this.#answered.get(reply.re) ?? this.#answeredBefore.get(reply.re)) === true) return; // taken and since let go
+      // A grant for a request whose wait ended (answered with an error, timed out here, aborted):
+      // nobody wants it, but the coordinator may hold it for this client, since a named successor
+      // is granted even after its wait ran out (it may have taken the holder's forwarded copy).
+      // Give it back at once.
+      this.#call(reply.partition, { op: 'release', lock: reply.lock, token: reply.token }).catch(() => undefined);
       return;
     }
     // From its first answer on, a request's answer is no longer needed from the coordinator's
@@ -554,14 +588,15 @@ export class LockClient implements LeaseOwner {
       return;
     }
     this.#pending.delete(reply.re);
-    this.#answered.add(reply.re);
+    this.#answered.set(reply.re, reply.type === 'granted');
     if (this.#answered.size >= 4096) {
       this.#answeredBefore = this.#answered;
-      this.#answered = new Set();
+      this.#answered = new Map();
     }
     if (reply.type === 'error') {
       pending.reject(errorFromWire(reply.code, reply.message, reply.field));
     } else {
+      if (reply.type === 'granted') pending.onGranted?.(reply);
       pending.resolve(reply);
     }
   }

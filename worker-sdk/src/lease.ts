@@ -1,5 +1,5 @@
 import { LeaseLostError, type LockqError } from './errors.js';
-import type { LockMode } from './protocol/messages.js';
+import type { LockMode, SuccessorEvent } from './protocol/messages.js';
 
 /** What a lease needs from its client; kept narrow so the lease never sees the wire. */
 export interface LeaseOwner {
@@ -32,6 +32,7 @@ export class Lease {
   #renewing = false;
   #lost: LeaseLostError | undefined;
   #released = false;
+  #successor: SuccessorEvent | undefined;
 
   /** @internal Created by the client on a grant. */
   constructor(
@@ -62,6 +63,19 @@ export class Lease {
   /** Why the lease was lost, if it was. */
   get lostReason(): LeaseLostError | undefined {
     return this.#lost;
+  }
+
+  /**
+   * @internal The coordinator's latest word on who is next for this hold (a contended mutex): the
+   * grant the client forwards to that waiter when it releases. Undefined while nobody is named.
+   */
+  get successor(): SuccessorEvent | undefined {
+    return this.#successor;
+  }
+
+  /** @internal A later event replaces an earlier one; one without `next` means nobody is named any more. */
+  setSuccessor(event: SuccessorEvent): void {
+    this.#successor = event.next === undefined ? undefined : event;
   }
 
   /** Aborts (with a {@link LeaseLostError}) the moment the lease can no longer be trusted. */

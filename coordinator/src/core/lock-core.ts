@@ -74,6 +74,26 @@ interface LockState {
   head: Waiter | null;
   tail: Waiter | null;
   waiting: number;
+  /** Mutex only: the waiter named to the holder as next (see {@link Successor}). */
+  next: Successor | null;
+  /** The named waiter left the queue: the holder is to be told who is next now, if anyone. */
+  retell: boolean;
+}
+
+/**
+ * The waiter a contended mutex's holder was told is next, with the token reserved for it. The
+ * holder forwards that grant to the waiter as it releases (one hop instead of a round trip
+ * through the request queue), so whatever ends the hold, the named waiter gets this token here
+ * too: it may already hold the lock by the forwarded copy. For the same reason a named waiter
+ * whose wait runs out stays named and is still granted (its SDK gives a grant it no longer
+ * wants back at once); only cancelling (its SDK then refuses a forwarded grant) or the end of
+ * its session (which ends its holds anyway) lets the name pass to the next waiter.
+ */
+interface Successor {
+  readonly holder: Hold;
+  readonly waiter: Waiter;
+  readonly token: number;
+  timedOut: boolean;
 }
 
 interface Hold {
@@ -313,10 +333,24 @@ export class LockCore {
       for (let w = lock.head; w !== null; w = w.next) {
         waiters.push({ session: w.session.id, request: w.request, queuedAt: w.queuedAt, deadline: w.deadline });
       }
+      const named = lock.next;
       locks.push({
         name: lock.name,
         kind: lock.kind,
         limit: lock.limit,
+        ...(named === null
+          ? {}
+          : {
+              next: {
+                holder: named.holder.token,
+                session: named.waiter.session.id,
+                request: named.waiter.request,
+                queuedAt: named.waiter.queuedAt,
+                deadline: named.waiter.deadline,
+                token: named.token,
+                timedOut: named.timedOut,
+              },
+            }),
         holders: [...lock.holders.values()].map((h) => ({
           token: h.token,
           session: h.session.id,
@@ -450,6 +484,23 @@ export class LockCore {
       }
       this.#addMemo(memo);
     }
+    // Named successors last: a waiter whose wait ran out is found through its memo, if kept.
+    for (const l of snap.locks) {
+      if (l.next === undefined) continue;
+      const lock = this.#locks.get(l.name) as LockState;
+      const n = l.next;
+      const holder = holds.get(n.holder);
+      if (holder === undefined) throw new RangeError(`snapshot names a successor of unknown hold ${n.holder}`);
+      let waiter = lock.head;
+      if (n.timedOut) {
+        const session = sessionOf(n.session);
+        const memo = session.memos.get(n.request.id) ?? { request: n.request, session, outcome: error(n.request.id, 'WAIT_TIMEOUT'), at: this.#now };
+        waiter = { kind: 'waiter', lock, session, request: n.request, queuedAt: n.queuedAt, deadline: n.deadline, memo, prev: null, next: null, live: false };
+      } else if (waiter === null || waiter.request.id !== n.request.id || waiter.session.id !== n.session) {
+        throw new RangeError(`snapshot names ${n.request.id} successor on ${l.name} but it is not first in line`);
+      }
+      lock.next = { holder, waiter, token: n.token, timedOut: n.timedOut };
+    }
     for (const e of snap.expiredTokens) {
       this.#expiredTokens.set(e.token, e.session);
       this.#expiredQueue.push({ token: e.token, at: e.at });
@@ -482,7 +533,7 @@ export class LockCore {
       case 'release':
         return this.#owned(request.lock) ? this.#release(session, request, now, out) : wrongPartition(request.id);
       case 'extend':
-        return this.#owned(request.lock) ? this.#extend(session, request, now) : wrongPartition(request.id);
+        return this.#owned(request.lock) ? this.#extend(session, request, now, out) : wrongPartition(request.id);
       case 'cancel':
         return this.#owned(request.lock) ? this.#cancel(session, request, now, out) : wrongPartition(request.id);
     }
@@ -538,7 +589,7 @@ export class LockCore {
     if (existing === undefined || (existing.head === null && fits(existing, req.mode, req.permits))) {
       if (busy) return error(req.id, 'TOO_MANY_HOLDS');
       const lock = existing ?? this.#newLock(req);
-      const hold = this.#grant(lock, session, req, now, out);
+      const hold = this.#grant(lock, session, req, now, this.#nextToken(out));
       return granted(req.id, hold, now, session.lastRequest);
     }
     const lock = existing;
@@ -550,11 +601,12 @@ export class LockCore {
     const memo: Memo = { request: req, session, outcome: null as unknown as Waiter, at: now };
     this.#enqueue(lock, session, req, now, now + req.waitMs, memo);
     this.#addMemo(memo);
+    this.#nameSuccessor(lock, out);
     return { type: 'queued', re: req.id, lock: lock.name, position: lock.waiting };
   }
 
   #release(session: Session, req: ReleaseRequest, now: number, out: Decision[]): ReplyBody {
-    const hold = this.#locks.get(req.lock)?.holders.get(req.token);
+    const hold = this.#holdFor(session, req, now, out);
     if (hold === undefined || hold.session !== session) return this.#notHeld(session, req);
     this.#dropHold(hold);
     this.#releasedHeldMs = now - hold.grantedAt;
@@ -562,8 +614,8 @@ export class LockCore {
     return { type: 'released', re: req.id, lock: req.lock, token: req.token };
   }
 
-  #extend(session: Session, req: ExtendRequest, now: number): ReplyBody {
-    const hold = this.#locks.get(req.lock)?.holders.get(req.token);
+  #extend(session: Session, req: ExtendRequest, now: number, out: Decision[]): ReplyBody {
+    const hold = this.#holdFor(session, req, now, out);
     if (hold === undefined || hold.session !== session) return this.#notHeld(session, req);
     const deadline = now + req.ttlMs;
     // The heap entry stays at the old deadline and is re-queued when it pops (lazy re-key); a
@@ -571,6 +623,21 @@ export class LockCore {
     if (deadline < hold.deadline) this.#heap.push(deadline, hold);
     hold.deadline = deadline;
     return { type: 'extended', re: req.id, lock: req.lock, token: req.token, ttlMs: req.ttlMs, basis: req.id };
+  }
+
+  /**
+   * The hold a release or extend names. A named successor presenting its reserved token got it
+   * from the holder's forwarded grant, which the holder sends only as it releases: its request
+   * may overtake the holder's release (they travel separately), so the hand-off completes here.
+   */
+  #holdFor(session: Session, req: ReleaseRequest | ExtendRequest, now: number, out: Decision[]): Hold | undefined {
+    const lock = this.#locks.get(req.lock);
+    const named = lock?.next;
+    if (lock !== undefined && named != null && named.token === req.token && named.waiter.session === session && named.holder.live) {
+      this.#dropHold(named.holder);
+      this.#drain(lock, now, out);
+    }
+    return this.#locks.get(req.lock)?.holders.get(req.token);
   }
 
   #notHeld(session: Session, req: ReleaseRequest | ExtendRequest): ReplyBody {
@@ -661,18 +728,23 @@ export class LockCore {
 
   // ---- grants, queues and expiry --------------------------------------------------------------
 
-  #grant(lock: LockState, session: Session, req: AcquireRequest, now: number, out: Decision[]): Hold {
+  /** The next fencing token of the partition. */
+  #nextToken(out: Decision[]): number {
     // Reserve the next block while half of this one is left, so the ceiling is durable well
     // before the tokens under it are issued (a lost journal tail then cannot repeat a token).
     if (this.#lastToken + 1 > this.#tokenCeiling - this.#blockSize / 2) {
       this.#tokenCeiling = Math.max(this.#tokenCeiling, this.#lastToken) + this.#blockSize;
       out.push({ type: 'reserve-tokens', ceiling: this.#tokenCeiling });
     }
+    return ++this.#lastToken;
+  }
+
+  #grant(lock: LockState, session: Session, req: AcquireRequest, now: number, token: number): Hold {
     const hold: Hold = {
       kind: 'hold',
       lock,
       session,
-      token: ++this.#lastToken,
+      token,
       mode: req.mode,
       permits: req.permits,
       request: req.id,
@@ -696,7 +768,19 @@ export class LockCore {
   #newLock(req: Pick<AcquireRequest, 'lock' | 'kind' | 'limit'>): LockState {
     let lock = this.#freeLocks.pop();
     if (lock === undefined) {
-      lock = { name: req.lock, kind: req.kind, limit: req.limit, used: 0, exclusiveHeld: false, holders: new Map(), head: null, tail: null, waiting: 0 };
+      lock = {
+        name: req.lock,
+        kind: req.kind,
+        limit: req.limit,
+        used: 0,
+        exclusiveHeld: false,
+        holders: new Map(),
+        head: null,
+        tail: null,
+        waiting: 0,
+        next: null,
+        retell: false,
+      };
     } else {
       // An idle entry is empty already: no holders, no waiters, nothing in use.
       lock.name = req.lock;
@@ -730,23 +814,73 @@ export class LockCore {
     if (this.#heap.size > 2 * live + 1024) this.#heap.compact((r) => r.live);
   }
 
-  /** Grants waiters from the head of the queue for as long as they fit; never skips one. */
+  /**
+   * Grants waiters from the head of the queue for as long as they fit; never skips one. A named
+   * successor whose holder is gone comes first, with its reserved token.
+   */
   #drain(lock: LockState, now: number, out: Decision[]): void {
+    const named = lock.next;
+    if (named !== null && !named.holder.live) {
+      lock.next = null;
+      const w = named.waiter;
+      // Still waiting, it is still at the head: nobody is queued ahead of a waiter once named.
+      if (w.live) this.#grantWaiter(w, now, named.token, out);
+      else if (named.timedOut && w.session.live) this.#grantTimedOut(w, now, named.token, out);
+    }
     for (let w = lock.head; w !== null && fits(lock, w.request.mode, w.request.permits); w = lock.head) {
-      this.#unlinkWaiter(w);
-      const hold = this.#grant(lock, w.session, w.request, now, out);
-      w.memo.outcome = hold;
-      out.push({
-        type: 'reply',
-        to: w.session.replyTo,
-        body: granted(w.request.id, hold, now, w.session.lastRequest),
-        waitedMs: now - w.queuedAt,
-      });
+      this.#grantWaiter(w, now, this.#nextToken(out), out);
     }
     if (lock.holders.size === 0 && lock.head === null) {
+      lock.retell = false;
       this.#locks.delete(lock.name);
       if (this.#freeLocks.length < 1024) this.#freeLocks.push(lock);
+      return;
     }
+    this.#nameSuccessor(lock, out);
+  }
+
+  #grantWaiter(w: Waiter, now: number, token: number, out: Decision[]): void {
+    this.#unlinkWaiter(w);
+    const hold = this.#grant(w.lock, w.session, w.request, now, token);
+    w.memo.outcome = hold;
+    out.push({
+      type: 'reply',
+      to: w.session.replyTo,
+      body: granted(w.request.id, hold, now, w.session.lastRequest),
+      waitedMs: now - w.queuedAt,
+    });
+  }
+
+  /** A named successor whose wait ran out may hold the lock by the forwarded grant: so it does here. */
+  #grantTimedOut(w: Waiter, now: number, token: number, out: Decision[]): void {
+    const hold = this.#grant(w.lock, w.session, w.request, now, token);
+    w.memo.outcome = hold;
+    out.push({ type: 'reply', to: w.session.replyTo, body: granted(w.request.id, hold, now, w.session.lastRequest) });
+  }
+
+  /**
+   * Names the head waiter of a held, contended mutex to its holder, with a token reserved for it
+   * (see {@link Successor}), unless one is named already; or tells the holder nobody is named any
+   * more when the waiter it was told of left.
+   */
+  #nameSuccessor(lock: LockState, out: Decision[]): void {
+    const retell = lock.retell;
+    lock.retell = false;
+    if (lock.kind !== 'mutex' || lock.next !== null || lock.holders.size !== 1) return;
+    const holder = lock.holders.values().next().value as Hold;
+    const w = lock.head;
+    let body: ReplyBody;
+    if (w !== null) {
+      const token = this.#nextToken(out);
+      lock.next = { holder, waiter: w, token, timedOut: false };
+      const grant = { type: 'granted', re: w.request.id, lock: lock.name, token, ttlMs: w.request.ttlMs, basis: w.session.lastRequest } as const;
+      body = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token, next: { to: w.session.replyTo, grant } };
+    } else if (retell) {
+      body = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token };
+    } else {
+      return;
+    }
+    out.push({ type: 'reply', to: holder.session.replyTo, body });
   }
 
   #dropHold(hold: Hold): void {
@@ -776,6 +910,15 @@ export class LockCore {
   /** Removes a waiter without granting it and gives its acquire its final answer. */
   #dropWaiter(w: Waiter, code: ErrorCode, out: Decision[]): void {
     this.#unlinkWaiter(w);
+    const named = w.lock.next;
+    if (named !== null && named.waiter === w) {
+      if (code === 'WAIT_TIMEOUT') {
+        named.timedOut = true;
+      } else {
+        w.lock.next = null;
+        w.lock.retell = true;
+      }
+    }
     const body = error(w.request.id, code);
     w.memo.outcome = body;
     out.push({ type: 'reply', to: w.session.replyTo, body });

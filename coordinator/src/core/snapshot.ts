@@ -48,6 +48,20 @@ export interface LockSnapshot {
     readonly queuedAt: number;
     readonly deadline: number;
   }[];
+  /**
+   * Mutex only: the waiter named to the holder (by its token) as next, with the token reserved
+   * for it. First in line while it waits; `timedOut` once its wait ran out (it is no longer in
+   * `waiters` but still gets the lock when the holder is done).
+   */
+  readonly next?: {
+    readonly holder: number;
+    readonly session: string;
+    readonly request: AcquireRequest;
+    readonly queuedAt: number;
+    readonly deadline: number;
+    readonly token: number;
+    readonly timedOut: boolean;
+  };
 }
 
 export interface MemoSnapshot {

@@ -88,6 +88,17 @@ interface Memo {
   outcome: Outcome;
 }
 
+/** The waiter a contended mutex's holder was told is next, with the token reserved for it. */
+interface ModelSuccessor {
+  /** The holder's token. */
+  readonly holder: number;
+  readonly waiter: ModelWaiter;
+  /** The waiter's session when it was named (a session re-opened after it ended is another). */
+  readonly session: ModelSession;
+  readonly token: number;
+  timedOut: boolean;
+}
+
 export class ReferenceModel {
   readonly #o: ModelOptions;
   sessions: ModelSession[] = [];
@@ -99,6 +110,10 @@ export class ReferenceModel {
   #expired: { readonly token: number; readonly session: string }[] = [];
   /** Holds ended by a release (for how long they were held). */
   #released: ModelHold[] = [];
+  /** By lock: its named successor. */
+  readonly #named = new Map<string, ModelSuccessor>();
+  /** Locks whose named waiter left (cancelled, session ended): the holder is told anew. */
+  readonly #retell = new Set<string>();
   #lastToken: number;
   #now = Number.NEGATIVE_INFINITY;
 
@@ -274,8 +289,9 @@ export class ReferenceModel {
     if (!this.#owned(request.lock)) return error(request.id, 'WRONG_PARTITION', 'lock');
     switch (request.op) {
       case 'acquire':
-        return this.#acquire(session, request, now);
+        return this.#acquire(session, request, now, out);
       case 'release': {
+        this.#handedOff(session, request.lock, request.token, now, out);
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         this.holds = this.holds.filter((h) => h !== hold);
@@ -284,6 +300,7 @@ export class ReferenceModel {
         return { type: 'released', re: request.id, lock: request.lock, token: request.token };
       }
       case 'extend': {
+        this.#handedOff(session, request.lock, request.token, now, out);
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         hold.deadline = now + request.ttlMs;
@@ -298,6 +315,19 @@ export class ReferenceModel {
         return { type: 'cancelled', re: request.id, lock: request.lock };
       }
     }
+  }
+
+  /**
+   * A named successor presenting its reserved token had the holder's forwarded grant, which the
+   * holder sends as it releases: the holder's hold ends (silently) and the successor is granted.
+   */
+  #handedOff(session: ModelSession, lock: string, token: number, now: number, out: Decision[]): void {
+    const named = this.#named.get(lock);
+    if (named === undefined || named.token !== token || named.session !== session) return;
+    const holder = this.holds.find((h) => h.token === named.holder);
+    if (holder === undefined) return;
+    this.holds = this.holds.filter((h) => h !== holder);
+    this.#drain(lock, now, out);
   }
 
   #owned(lock: string): boolean {
@@ -328,7 +358,7 @@ export class ReferenceModel {
     return { type: 'ok', re: id };
   }
 
-  #acquire(session: ModelSession, req: AcquireRequest, now: number): ReplyBody {
+  #acquire(session: ModelSession, req: AcquireRequest, now: number, out: Decision[]): ReplyBody {
     const holds = this.holds.filter((h) => h.lock === req.lock);
     const queue = this.waiters.filter((w) => w.request.lock === req.lock);
     const inUse = holds[0] ?? queue[0]?.request;
@@ -347,6 +377,7 @@ export class ReferenceModel {
     if (myWaits >= this.#o.limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
     this.waiters.push({ request: req, queuedAt: now, deadline: now + req.waitMs });
+    this.#nameSuccessor(req.lock, out);
     return { type: 'queued', re: req.id, lock: req.lock, position: queue.length + 1 };
   }
 
@@ -384,23 +415,70 @@ export class ReferenceModel {
 
   // ---- grants and queues --------------------------------------------------------------------------
 
-  /** Grants from the head of the lock's queue for as long as the head fits. Never skips a waiter. */
+  /**
+   * Grants from the head of the lock's queue for as long as the head fits. Never skips a waiter.
+   * When the holder a successor was named to is gone, that successor is granted first with its
+   * reserved token: while it waits, or once its wait ran out if its session lives (it may hold
+   * the lock by the grant the holder forwarded). Then the head is named to a sole mutex holder.
+   */
   #drain(lock: string, now: number, out: Decision[]): void {
+    const named = this.#named.get(lock);
+    if (named !== undefined && !this.holds.some((h) => h.token === named.holder)) {
+      this.#named.delete(lock);
+      const { waiter: w, session } = named;
+      if (this.waiters.includes(w)) this.#grantWaiter(w, named.token, now, out);
+      else if (named.timedOut && this.sessions.includes(session)) {
+        this.#grant(w.request, session, now, named.token);
+        this.#memo(w.request).outcome = { kind: 'held', token: named.token };
+        const body: ReplyBody = { type: 'granted', re: w.request.id, lock, token: named.token, ttlMs: w.request.ttlMs, basis: session.lastRequest };
+        out.push(reply(session.replyTo, body));
+      }
+    }
     for (;;) {
       const head = this.waiters.find((w) => w.request.lock === lock);
-      if (head === undefined || !fits(head.request, this.holds.filter((h) => h.lock === lock))) return;
-      this.waiters = this.waiters.filter((w) => w !== head);
-      const session = this.#session(head.request.session);
-      const token = this.#grant(head.request, session, now);
-      this.#memo(head.request).outcome = { kind: 'held', token };
-      const { id, ttlMs } = head.request;
-      const body: ReplyBody = { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest };
-      out.push(reply(session.replyTo, body, { waitedMs: now - head.queuedAt }));
+      if (head === undefined || !fits(head.request, this.holds.filter((h) => h.lock === lock))) break;
+      this.#grantWaiter(head, ++this.#lastToken, now, out);
     }
+    if (!this.holds.some((h) => h.lock === lock) && !this.waiters.some((w) => w.request.lock === lock)) {
+      this.#retell.delete(lock);
+      return;
+    }
+    this.#nameSuccessor(lock, out);
   }
 
-  #grant(req: AcquireRequest, session: ModelSession, now: number): number {
+  #grantWaiter(w: ModelWaiter, token: number, now: number, out: Decision[]): void {
+    this.waiters = this.waiters.filter((x) => x !== w);
+    const session = this.#session(w.request.session);
+    this.#grant(w.request, session, now, token);
+    this.#memo(w.request).outcome = { kind: 'held', token };
+    const { id, ttlMs, lock } = w.request;
+    const body: ReplyBody = { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest };
+    out.push(reply(session.replyTo, body, { waitedMs: now - w.queuedAt }));
+  }
+
+  /**
+   * A mutex with exactly one holder and a queue, and nobody named yet: the head is named to the
+   * holder with the next token. If the waiter it was told of left, it is told nobody is next.
+   */
+  #nameSuccessor(lock: string, out: Decision[]): void {
+    const retell = this.#retell.delete(lock);
+    const holds = this.holds.filter((h) => h.lock === lock);
+    const holder = holds[0];
+    if (holder === undefined || holds.length !== 1 || holder.kind !== 'mutex' || this.#named.has(lock)) return;
+    const to = this.#session(holder.session).replyTo;
+    const head = this.waiters.find((w) => w.request.lock === lock);
+    if (head === undefined) {
+      if (retell) out.push(reply(to, { type: 'successor', re: holder.acquire, lock, token: holder.token }));
+      return;
+    }
     const token = ++this.#lastToken;
+    const session = this.#session(head.request.session);
+    this.#named.set(lock, { holder: holder.token, waiter: head, session, token, timedOut: false });
+    const grant = { type: 'granted', re: head.request.id, lock, token, ttlMs: head.request.ttlMs, basis: session.lastRequest } as const;
+    out.push(reply(to, { type: 'successor', re: holder.acquire, lock, token: holder.token, next: { to: session.replyTo, grant } }));
+  }
+
+  #grant(req: AcquireRequest, session: ModelSession, now: number, token = ++this.#lastToken): number {
     this.holds.push({
       lock: req.lock,
       kind: req.kind,
@@ -420,6 +498,15 @@ export class ReferenceModel {
   /** Takes a waiter off its queue and gives its acquire a final error answer. */
   #answerWaiter(w: ModelWaiter, code: ErrorCode, to: string, out: Decision[]): void {
     this.waiters = this.waiters.filter((x) => x !== w);
+    // A named successor whose wait ran out stays named; one that cancelled or lost its session does not.
+    const named = this.#named.get(w.request.lock);
+    if (named?.waiter === w) {
+      if (code === 'WAIT_TIMEOUT') named.timedOut = true;
+      else {
+        this.#named.delete(w.request.lock);
+        this.#retell.add(w.request.lock);
+      }
+    }
     const body = error(w.request.id, code);
     this.#memo(w.request).outcome = { kind: 'answer', body };
     out.push(reply(to, body));

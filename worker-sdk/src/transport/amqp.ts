@@ -237,6 +237,30 @@ export class AmqpClientTransport implements ClientTransport {
     });
   }
 
+  /**
+   * Publishes to another client's reply queue as the coordinator publishes replies: default
+   * exchange, transient, not mandatory (a queue that has expired just drops it). On the same
+   * channel as requests, so a forward leaves before a request sent after it.
+   */
+  forward(address: string, body: Uint8Array): Promise<void> {
+    const link = this.#link;
+    if (link === null) {
+      const why = this.#state === 'closed' ? 'transport is closed' : `not connected to the broker (${this.#state})`;
+      return Promise.reject(new AmqpTransportError(why));
+    }
+    return new Promise<void>((resolve, reject) => {
+      const confirmed = (err: unknown) => {
+        if (err == null) resolve();
+        else reject(new AmqpTransportError(`lost a forward to ${address} in flight`, { cause: err }));
+      };
+      try {
+        link.ch.publish('', address, asBuffer(body), {}, confirmed);
+      } catch (err) {
+        reject(new AmqpTransportError('publishing the forward failed', { cause: err }));
+      }
+    });
+  }
+
   /** Closes the connection and stops reconnecting. The reply queue stays until it expires. */
   close(): Promise<void> {
     this.#closing ??= this.#close();

@@ -173,6 +173,11 @@ export class MemoryClientTransport implements ClientTransport {
     this.#broker.publishRequest(partition, body);
   }
 
+  async forward(address: string, body: Uint8Array): Promise<void> {
+    if (!this.#open) throw new Error('memory transport is not open');
+    this.#broker.publishReply(address, body);
+  }
+
   async close(): Promise<void> {
     if (!this.#open) return;
     this.#open = false;

@@ -15,6 +15,13 @@ export interface ClientTransport {
    * caller re-sends what is still in flight.
    */
   send(partition: number, body: Uint8Array): Promise<void>;
+  /**
+   * Publishes `body` straight to another client's reply address (a hand-off: the holder of a
+   * contended lock passes the successor its grant). Best effort: a message to an address that no
+   * longer exists is dropped, and a rejection (not connected) means it was not sent; the
+   * coordinator sends the same grant itself anyway. Resolves once the broker has accepted it.
+   */
+  forward(address: string, body: Uint8Array): Promise<void>;
   /** Stops delivering replies and closes the connection. Idempotent; a closed transport is not reopened. */
   close(): Promise<void>;
 }

@@ -1,0 +1,336 @@
+/**
+ * The client's side of a hand-off, against a scripted coordinator on the memory broker: what a
+ * holder forwards (and when it must not), and how a successor treats the two copies of its grant.
+ * The real coordinator's side is tested end to end in test/e2e.memory.test.ts.
+ */
+import { Buffer } from 'node:buffer';
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient } from '../src/client.js';
+import { decodeReply, encodeReply } from '../src/protocol/codec.js';
+import type { GrantedReply, Reply } from '../src/protocol/messages.js';
+import { MemoryBroker, MemoryClientTransport } from '../src/transport/memory.js';
+
+const EPOCH = 3;
+const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+const text = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
+
+type Request = { id: string; op: string; replyTo: string; lock?: string; token?: number; ttlMs?: number } & Record<string, unknown>;
+type Body = Record<string, unknown> & { type: Reply['type']; re: string };
+
+/**
+ * Partition 0 of a coordinator that answers sessions and releases itself and leaves acquires to
+ * the test (`onAcquire`), which answers through `reply`.
+ */
+class ScriptedCoordinator {
+  readonly requests: Request[] = [];
+  onAcquire: (req: Request) => void = () => {};
+  readonly #broker: MemoryBroker;
+
+  constructor(broker: MemoryBroker) {
+    this.#broker = broker;
+    broker.consumeRequests(0, async (batch) => {
+      for (const body of batch) this.#handle(JSON.parse(text(body)) as Request);
+    });
+  }
+
+  reply(to: string, body: Body): void {
+    this.#broker.publishReply(to, encodeReply(body as never, EPOCH, 0));
+  }
+
+  /** The acquires so far, oldest first. */
+  acquires(): Request[] {
+    return this.requests.filter((r) => r.op === 'acquire');
+  }
+
+  releases(): Request[] {
+    return this.requests.filter((r) => r.op === 'release');
+  }
+
+  #handle(req: Request): void {
+    this.requests.push(req);
+    switch (req.op) {
+      case 'open':
+        this.reply(req.replyTo, { type: 'opened', re: req.id, session: req.session, resumed: false, sessionTtlMs: req.sessionTtlMs });
+        return;
+      case 'heartbeat':
+      case 'close':
+        this.reply(req.replyTo, { type: 'ok', re: req.id });
+        return;
+      case 'release':
+        this.reply(req.replyTo, { type: 'released', re: req.id, lock: req.lock, token: req.token });
+        return;
+      case 'extend':
+        this.reply(req.replyTo, { type: 'extended', re: req.id, lock: req.lock, token: req.token, ttlMs: req.ttlMs, basis: req.id });
+        return;
+      case 'cancel':
+        this.reply(req.replyTo, { type: 'cancelled', re: req.id, lock: req.lock });
+        return;
+      case 'acquire':
+        this.onAcquire(req);
+        return;
+    }
+  }
+}
+
+/** Every call a client makes on its transport, in order. */
+type Call = { kind: 'send'; body: Request } | { kind: 'forward'; to: string; body: Uint8Array };
+
+class RecordingTransport extends MemoryClientTransport {
+  readonly calls: Call[] = [];
+  override send(partition: number, body: Uint8Array): Promise<void> {
+    this.calls.push({ kind: 'send', body: JSON.parse(text(body)) as Request });
+    return super.send(partition, body);
+  }
+  override forward(address: string, body: Uint8Array): Promise<void> {
+    this.calls.push({ kind: 'forward', to: address, body });
+    return super.forward(address, body);
+  }
+  forwards(): Extract<Call, { kind: 'forward' }>[] {
+    return this.calls.filter((c) => c.kind === 'forward');
+  }
+}
+
+let broker: MemoryBroker;
+let coordinator: ScriptedCoordinator;
+const clients: LockClient[] = [];
+
+async function client(workerId: string): Promise<{ client: LockClient; transport: RecordingTransport }> {
+  broker ??= new MemoryBroker();
+  const transport = new RecordingTransport(broker, { workerId, instance: 'i' });
+  const c = await LockClient.connect('memory:', { workerId, transport, requestTimeoutMs: 2000 });
+  clients.push(c);
+  return { client: c, transport };
+}
+
+function fresh(): void {
+  broker = new MemoryBroker();
+  coordinator = new ScriptedCoordinator(broker);
+}
+
+/** The grant the coordinator would reserve for a successor. */
+function reservedGrant(re: string, token: number): Omit<GrantedReply, 'v' | 'epoch' | 'partition'> {
+  return { type: 'granted', re, lock: 'L', token, ttlMs: 10_000, basis: re };
+}
+
+/** Grants every acquire at once with the next token (from 100). */
+function grantEveryAcquire(): void {
+  let token = 100;
+  coordinator.onAcquire = (req) =>
+    coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: req.lock, token: ++token, ttlMs: req.ttlMs, basis: req.id });
+}
+
+afterEach(async () => {
+  coordinator.onAcquire = () => {};
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+describe('hand-off: the holder', () => {
+  it('forwards the named successor’s grant, with the event’s envelope, before it sends its release', async () => {
+    fresh();
+    grantEveryAcquire();
+    const { client: h, transport } = await client('h');
+    const forwarded: Uint8Array[] = [];
+    broker.subscribeReplies('succ', (body) => forwarded.push(body));
+    const lease = await h.acquire('L', { ttlMs: 10_000 });
+    const held = coordinator.acquires()[0] as Request;
+    const grant = reservedGrant('s-1', lease.token + 1);
+    coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, next: { to: 'succ', grant } });
+    await sleep(5);
+    await lease.release();
+
+    const after = transport.calls.slice(transport.calls.findIndex((c) => c.kind === 'forward'));
+    expect(after.map((c) => (c.kind === 'send' ? c.body.op : 'forward'))).toEqual(['forward', 'release']);
+    expect(transport.forwards()[0]?.to).toBe('succ');
+    await sleep(5);
+    expect(forwarded).toHaveLength(1);
+    // It decodes exactly as the coordinator's own grant would.
+    expect(decodeReply(forwarded[0] as Uint8Array)).toEqual({ v: 1, epoch: EPOCH, partition: 0, ...grant });
+  });
+
+  it('forwards the latest event only, and nothing once an event says nobody is next', async () => {
+    fresh();
+    grantEveryAcquire();
+    const { client: h, transport } = await client('h');
+    const tell = async (lease: { token: number }, next?: { to: string; grant: object }) => {
+      const held = coordinator.acquires().at(-1) as Request;
+      coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, ...(next ? { next } : {}) });
+      await sleep(5);
+    };
+    const first = await h.acquire('L');
+    await tell(first, { to: 'a', grant: reservedGrant('a-1', 500) });
+    await tell(first, { to: 'b', grant: reservedGrant('b-1', 501) });
+    await first.release();
+    expect(transport.forwards().map((f) => [f.to, decodeReply(f.body)?.re])).toEqual([['b', 'b-1']]);
+
+    const second = await h.acquire('L');
+    await tell(second, { to: 'c', grant: reservedGrant('c-1', 502) });
+    await tell(second); // the named waiter left
+    await second.release();
+    // An event about another hold (here: the first, long released) changes nothing either.
+    expect(transport.forwards()).toHaveLength(1);
+    expect(coordinator.releases()).toHaveLength(2);
+  });
+
+  it('does not forward for a lease the coordinator said is lost', async () => {
+    fresh();
+    grantEveryAcquire();
+    const { client: h, transport } = await client('h');
+    const lease = await h.acquire('L', { ttlMs: 10_000 });
+    const held = coordinator.acquires()[0] as Request;
+    coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, next: { to: 'succ', grant: reservedGrant('s-1', 999) } });
+    coordinator.reply(held.replyTo, { type: 'lost', re: held.id, lock: 'L', token: lease.token, reason: 'LEASE_EXPIRED' });
+    await sleep(5);
+    expect(lease.signal.aborted).toBe(true);
+    await lease.release();
+    expect(transport.forwards()).toEqual([]);
+  });
+
+  it('does not forward once the lease is past its local deadline, whether or not its timer noticed', async () => {
+    fresh();
+    let token = 6;
+    coordinator.onAcquire = (req) => coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: req.lock, token: ++token, ttlMs: 60, basis: req.id });
+    const { client: h, transport } = await client('h');
+    const tell = (lease: { token: number }) => {
+      const held = coordinator.acquires().at(-1) as Request;
+      coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, next: { to: 'succ', grant: reservedGrant('s-1', 50) } });
+    };
+    // Its signal read: the deadline timer marks it lost (locally) when the lease runs out.
+    const watched = await h.acquire('L', { ttlMs: 60 });
+    tell(watched);
+    const signal = watched.signal;
+    await sleep(80);
+    expect(signal.aborted).toBe(true);
+    expect(watched.lostReason?.local).toBe(true);
+    await watched.release();
+    // Never renewed and its signal never read: no timer runs, only the clock says it is over.
+    const unwatched = await h.acquire('L', { ttlMs: 60 });
+    tell(unwatched);
+    await sleep(80);
+    expect(unwatched.lostReason).toBeUndefined();
+    await unwatched.release();
+
+    expect(transport.forwards()).toEqual([]);
+    // Both are still released: the coordinator may hold them a little longer than the worker trusts them.
+    expect(coordinator.releases().map((r) => r.token)).toEqual([watched.token, unwatched.token]);
+  });
+
+  it('keeps a successor event that comes in the same delivery as the grant (and a lost event likewise)', async () => {
+    fresh();
+    let token = 20;
+    let then: 'successor' | 'lost' = 'successor';
+    coordinator.onAcquire = (req) => {
+      const t = ++token;
+      coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: req.lock, token: t, ttlMs: req.ttlMs, basis: req.id });
+      if (then === 'successor') {
+        coordinator.reply(req.replyTo, { type: 'successor', re: req.id, lock: 'L', token: t, next: { to: 'succ', grant: reservedGrant('s-1', t + 100) } });
+      } else {
+        coordinator.reply(req.replyTo, { type: 'lost', re: req.id, lock: 'L', token: t, reason: 'NO_SESSION' });
+      }
+    };
+    const { client: h, transport } = await client('h');
+    const lease = await h.acquire('L', { ttlMs: 10_000 });
+    await lease.release();
+    expect(transport.forwards().map((f) => decodeReply(f.body)?.re)).toEqual(['s-1']);
+
+    then = 'lost';
+    const gone = await h.acquire('L', { ttlMs: 10_000 });
+    expect(gone.lostReason?.reason).toBe('NO_SESSION');
+  });
+});
+
+describe('hand-off: the successor', () => {
+  /** Queues every acquire (position 1). */
+  function queueEveryAcquire(): void {
+    coordinator.onAcquire = (req) => coordinator.reply(req.replyTo, { type: 'queued', re: req.id, lock: req.lock, position: 1 });
+  }
+  /** The grant for `req`, as a holder forwards it and as the coordinator sends it. */
+  const grantFor = (req: Request, token: number) => ({ type: 'granted' as const, re: req.id, lock: 'L', token, ttlMs: 10_000, basis: req.id });
+
+  it('takes the first copy of its grant and treats the coordinator’s as a duplicate', async () => {
+    fresh();
+    queueEveryAcquire();
+    const { client: w } = await client('w');
+    const waiting = w.acquire('L', { ttlMs: 10_000 });
+    await sleep(5);
+    const req = coordinator.acquires()[0] as Request;
+    // The holder's forwarded copy: published into the reply queue by another client.
+    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 41), EPOCH, 0));
+    const lease = await waiting;
+    expect(lease.token).toBe(41);
+    coordinator.reply(req.replyTo, grantFor(req, 41)); // the coordinator's own, after the release
+    await sleep(20);
+    expect(coordinator.releases()).toEqual([]);
+    expect(lease.expired).toBe(false);
+    await lease.release();
+    expect(coordinator.releases().map((r) => r.token)).toEqual([41]);
+    // The usual order on a hot lock: the coordinator's copy comes after the successor is done. It
+    // is a copy of a grant this client took, not a new one: nothing more is sent.
+    coordinator.reply(req.replyTo, grantFor(req, 41));
+    await sleep(20);
+    expect(coordinator.releases().map((r) => r.token)).toEqual([41]);
+  });
+
+  it('takes two copies delivered together once, without giving either back', async () => {
+    fresh();
+    queueEveryAcquire();
+    const { client: w } = await client('w');
+    const waiting = w.acquire('L', { ttlMs: 10_000 });
+    await sleep(5);
+    const req = coordinator.acquires()[0] as Request;
+    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 42), EPOCH, 0));
+    coordinator.reply(req.replyTo, grantFor(req, 42));
+    const lease = await waiting;
+    await sleep(20);
+    expect(lease.token).toBe(42);
+    expect(coordinator.releases()).toEqual([]);
+  });
+
+  it('gives back a grant for a request whose wait ended with WAIT_TIMEOUT, and the coordinator’s copy too', async () => {
+    fresh();
+    queueEveryAcquire();
+    const { client: w } = await client('w');
+    const waiting = w.acquire('L', { ttlMs: 10_000, waitMs: 50 });
+    await sleep(5);
+    const req = coordinator.acquires()[0] as Request;
+    coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
+    await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
+    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 43), EPOCH, 0)); // forwarded, late
+    await sleep(20);
+    expect(coordinator.releases().map((r) => [r.lock, r.token])).toEqual([['L', 43]]);
+    coordinator.reply(req.replyTo, grantFor(req, 43)); // the coordinator's, which may come after the give-back
+    await sleep(20);
+    expect(coordinator.releases().map((r) => r.token)).toEqual([43, 43]);
+  });
+
+  it('gives back a grant for an acquire it aborted', async () => {
+    fresh();
+    queueEveryAcquire();
+    const { client: w } = await client('w');
+    const controller = new AbortController();
+    const waiting = w.acquire('L', { ttlMs: 10_000, signal: controller.signal });
+    await sleep(5);
+    const req = coordinator.acquires()[0] as Request;
+    controller.abort();
+    await expect(waiting).rejects.toMatchObject({ code: 'ABORTED' });
+    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 44), EPOCH, 0));
+    await sleep(20);
+    expect(coordinator.releases().map((r) => r.token)).toEqual([44]);
+  });
+
+  it('never forwards when giving a grant back', async () => {
+    fresh();
+    queueEveryAcquire();
+    const { client: w, transport } = await client('w');
+    const waiting = w.acquire('L', { ttlMs: 10_000, waitMs: 50 });
+    await sleep(5);
+    const req = coordinator.acquires()[0] as Request;
+    coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
+    await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
+    // A successor event for the unwanted hold, then the grant itself.
+    coordinator.reply(req.replyTo, { type: 'successor', re: req.id, lock: 'L', token: 45, next: { to: 'succ', grant: reservedGrant('s-1', 46) } });
+    coordinator.reply(req.replyTo, grantFor(req, 45));
+    await sleep(20);
+    expect(coordinator.releases().map((r) => r.token)).toEqual([45]);
+    expect(transport.forwards()).toEqual([]);
+  });
+});
