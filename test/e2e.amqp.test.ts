@@ -111,10 +111,15 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     expect(rejectedWrites('counter')).toEqual([]);
     expectExactCounter('counter', done);
     expect(new Set(acceptedWrites('counter').map((w) => w.worker)).size).toBe(4);
-    // One grant per increment, all released.
+    // One grant per increment, all released: by the holder's own release, or (when the successor
+    // that took the forwarded grant spoke first, which ends the hold) answered NOT_HOLDER after.
     const metrics = await coord.metrics();
     expect(metrics).toContain(`lockq_grants_total{partition="0"} ${4 * N}`);
-    expect(metrics).toContain(`lockq_releases_total{partition="0"} ${4 * N}`);
+    const count = (name: string) => Number(metrics.match(new RegExp(`^${name} (\\d+)$`, 'm'))?.[1] ?? 0);
+    const released = count('lockq_releases_total\\{partition="0"\\}');
+    const overtaken = count('lockq_errors_total\\{partition="0",code="NOT_HOLDER"\\}');
+    expect(released).toBeGreaterThan(0);
+    expect(released + overtaken).toBe(4 * N);
     expect(metrics).toMatch(/^lockq_holds\{partition="0"\} 0$/m);
     expect(await coord.stop()).toBe(0);
   }, 60_000);
