@@ -1,0 +1,112 @@
+import { RANGES } from './limits.js';
+import type { Reply } from './messages.js';
+
+/**
+ * The fast path of decoding: recognises, with one regular expression each, the exact layouts the
+ * reference SDK writes for the requests of a lock's life (client.ts `#send`) and the coordinator
+ * writes for their answers (`encodeReply`), and builds what `JSON.parse` would have built from
+ * them, without it. Anything else, however slightly different (another field order, whitespace,
+ * an escape, a number written as `1e3`, a value out of range, non-ASCII), is `undefined`, and the
+ * caller takes the general path, which stays the reference: `canonical.test.ts` checks that both paths
+ * agree on random and mutated inputs.
+ *
+ * Matching the text this way is sound because every value the patterns accept needs no decoding:
+ * a string of printable ASCII other than `"` and `\` is its own JSON value, and so is an integer of
+ * at most 15 digits without a sign or leading zero (always a safe integer).
+ */
+
+/** A string value that is its own JSON value (the identifier rule minus `"` and `\`), `range` characters long. */
+const name = (range: { readonly min: number; readonly max: number }): string =>
+  `"([\\x21\\x23-\\x5b\\x5d-\\x7e]{${range.min},${range.max}})"`;
+/** A non-negative integer as JSON.stringify writes it, short enough to be safe. */
+const INT = '(0|[1-9][0-9]{0,14})';
+/** A positive one. */
+const POSITIVE = '([1-9][0-9]{0,14})';
+
+/** Every request's envelope, as `#send` splices it in front of the op's fields. Sticky: the op's pattern continues from its end. */
+const REQUEST_ENVELOPE = new RegExp(
+  `\\{"v":1,"worker":${name(RANGES.id)},"session":${name(RANGES.id)},"replyTo":${name(RANGES.replyTo)},` +
+    `"id":${name(RANGES.id)},"seq":${POSITIVE},"settled":${INT},"op":"(acquire|release|extend|heartbeat)"`,
+  'y',
+);
+/** What follows the envelope, by op: the fields in the order `#send` writes them (an acquire of a mutex carries no kind). */
+const REQUEST_FIELDS = {
+  acquire: new RegExp(`,"lock":${name(RANGES.lockName)},"ttlMs":${INT},"waitMs":${INT}\\}$`, 'y'),
+  release: new RegExp(`,"lock":${name(RANGES.lockName)},"token":${POSITIVE}\\}$`, 'y'),
+  extend: new RegExp(`,"lock":${name(RANGES.lockName)},"token":${POSITIVE},"ttlMs":${INT}\\}$`, 'y'),
+  heartbeat: /\}$/y,
+} as const;
+
+const within = (value: number, range: { readonly min: number; readonly max: number }): boolean =>
+  value >= range.min && value <= range.max;
+
+/**
+ * A request in its canonical layout: what `JSON.parse` gives for `text`, already known to pass
+ * every check of `decodeRequest` (an acquire still needs normalising); otherwise undefined.
+ */
+export function parseCanonicalRequest(text: string): Record<string, unknown> | undefined {
+  REQUEST_ENVELOPE.lastIndex = 0;
+  const e = REQUEST_ENVELOPE.exec(text);
+  if (e === null) return undefined;
+  const op = e[7] as keyof typeof REQUEST_FIELDS;
+  const pattern = REQUEST_FIELDS[op];
+  pattern.lastIndex = REQUEST_ENVELOPE.lastIndex;
+  const f = pattern.exec(text);
+  if (f === null) return undefined;
+  const [, worker, session, replyTo, id] = e;
+  const seq = Number(e[5]);
+  const settled = Number(e[6]);
+  // Built as literals in wire order, so each equals JSON.parse's result down to its key order.
+  switch (op) {
+    case 'acquire': {
+      const ttlMs = Number(f[2]);
+      const waitMs = Number(f[3]);
+      if (!within(ttlMs, RANGES.ttlMs) || !within(waitMs, RANGES.waitMs)) return undefined;
+      return { v: 1, worker, session, replyTo, id, seq, settled, op, lock: f[1], ttlMs, waitMs };
+    }
+    case 'release':
+      return { v: 1, worker, session, replyTo, id, seq, settled, op, lock: f[1], token: Number(f[2]) };
+    case 'extend': {
+      const ttlMs = Number(f[3]);
+      if (!within(ttlMs, RANGES.ttlMs)) return undefined;
+      return { v: 1, worker, session, replyTo, id, seq, settled, op, lock: f[1], token: Number(f[2]), ttlMs };
+    }
+    case 'heartbeat':
+      return { v: 1, worker, session, replyTo, id, seq, settled, op };
+  }
+}
+
+/** A string in a reply: any printable ASCII but `"` and `\` (replies are not validated, only read). */
+const TEXT = '"([\\x20\\x21\\x23-\\x5b\\x5d-\\x7e]*)"';
+/**
+ * The answers to the requests above, as `encodeReply` writes the core's bodies: `granted` and
+ * `extended` carry a lease (`ttlMs`, `basis`), `released` does not.
+ */
+const REPLY = new RegExp(
+  `^\\{"v":1,"epoch":${INT},"partition":${INT},"type":"(granted|extended|released)","re":${TEXT},"lock":${TEXT},"token":${INT}` +
+    `(?:,"ttlMs":${INT},"basis":${TEXT})?\\}$`,
+);
+
+/** A reply in its canonical layout: what `JSON.parse` gives for `text`; otherwise undefined. */
+export function parseCanonicalReply(text: string): Reply | undefined {
+  const m = REPLY.exec(text);
+  if (m === null) return undefined;
+  const [, epoch, partition, type, re = '', lock = '', token, ttlMs, basis] = m;
+  // Literals, not spreads of a shared envelope: this runs for every answer a worker reads.
+  if (type === 'released') {
+    if (ttlMs !== undefined) return undefined;
+    return { v: 1, epoch: Number(epoch), partition: Number(partition), type, re, lock, token: Number(token) };
+  }
+  if (basis === undefined) return undefined;
+  return {
+    v: 1,
+    epoch: Number(epoch),
+    partition: Number(partition),
+    type: type as 'granted' | 'extended',
+    re,
+    lock,
+    token: Number(token),
+    ttlMs: Number(ttlMs),
+    basis,
+  };
+}
