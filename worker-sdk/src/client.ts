@@ -128,16 +128,14 @@ export class LockClient implements LeaseOwner {
   readonly #transport: ClientTransport;
   readonly #instance: string;
   readonly #pending = new Map<string, Pending>();
+  /**
+   * Send times, and which requests had their final answer (a bounded memory): replies come at
+   * least once, and a second copy of a grant must not be taken for an orphan.
+   */
   readonly #sentAt = new SendTimes();
   readonly #sessions = new Map<number, PartitionSession>();
   /** Live leases by `${partition}:${token}`. */
   readonly #leases = new Map<string, Lease>();
-  /**
-   * Ids of requests whose final answer arrived, in two generations (a bounded memory): replies
-   * come at least once, and a second copy of a grant must not be taken for an orphan.
-   */
-  #answered = new Set<string>();
-  #answeredBefore = new Set<string>();
   #seq = 0;
   #closed = false;
   readonly #sweeper: NodeJS.Timeout;
@@ -322,11 +320,16 @@ export class LockClient implements LeaseOwner {
     return sentAt + ttlMs - (ttlMs * this.options.driftFactor + this.options.driftMarginMs);
   }
 
-  /** Request ids are `<instance>-<seq in base 36>`; anything else was not sent by this client. */
   #sendTime(id: string): number | undefined {
+    const seq = this.#seqOf(id);
+    return seq === undefined ? undefined : this.#sentAt.get(seq);
+  }
+
+  /** Request ids are `<instance>-<seq in base 36>`; anything else was not sent by this client. */
+  #seqOf(id: string): number | undefined {
     const prefix = this.#instance.length + 1;
     if (!id.startsWith(this.#instance) || id.charCodeAt(prefix - 1) !== 45 /* - */) return undefined;
-    return this.#sentAt.get(Number.parseInt(id.slice(prefix), 36));
+    return Number.parseInt(id.slice(prefix), 36);
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -536,7 +539,8 @@ export class LockClient implements LeaseOwner {
     }
     const pending = this.#pending.get(reply.re);
     if (pending === undefined) {
-      if (this.#answered.has(reply.re) || this.#answeredBefore.has(reply.re)) return; // a second copy
+      const seq = this.#seqOf(reply.re);
+      if (seq !== undefined && this.#sentAt.answered(seq)) return; // a second copy
       // A grant nobody waits for any more (timed out, aborted): give it back at once.
       if (reply.type === 'granted' && !this.#leases.has(`${reply.partition}:${reply.token}`)) {
         this.#call(reply.partition, { op: 'release', lock: reply.lock, token: reply.token }).catch(() => undefined);
@@ -554,11 +558,7 @@ export class LockClient implements LeaseOwner {
       return;
     }
     this.#pending.delete(reply.re);
-    this.#answered.add(reply.re);
-    if (this.#answered.size >= 4096) {
-      this.#answeredBefore = this.#answered;
-      this.#answered = new Set();
-    }
+    this.#sentAt.markAnswered(pending.seq);
     if (reply.type === 'error') {
       pending.reject(errorFromWire(reply.code, reply.message, reply.field));
     } else {
