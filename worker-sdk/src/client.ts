@@ -61,6 +61,8 @@ interface Pending {
   readonly id: string;
   readonly seq: number;
   readonly partition: number;
+  /** The session of `partition`, at hand for every send and answer. */
+  readonly session: PartitionSession;
   readonly body: Uint8Array;
   /** Time by which an answer (for a waiting acquire: the final one) must have come. */
   dueAt: number;
@@ -101,8 +103,14 @@ function watermark(s: PartitionSession): number {
 }
 
 function settle(s: PartitionSession, seq: number): void {
-  s.settledEarly.add(seq);
-  while (s.unsettledHead < s.unsettled.length && s.settledEarly.delete(s.unsettled[s.unsettledHead] as number)) {
+  // Answers mostly come in send order: then the oldest is settled without going through the Set.
+  if (s.unsettled[s.unsettledHead] === seq) s.unsettledHead++;
+  else s.settledEarly.add(seq);
+  while (
+    s.settledEarly.size > 0 &&
+    s.unsettledHead < s.unsettled.length &&
+    s.settledEarly.delete(s.unsettled[s.unsettledHead] as number)
+  ) {
     s.unsettledHead++;
   }
   if (s.unsettledHead > 1024 && s.unsettledHead * 2 > s.unsettled.length) {
@@ -456,13 +464,15 @@ export class LockClient implements LeaseOwner {
     // The envelope is spliced in rather than spread: this runs for every request.
     const body = Buffer.from(`${s.envelope}${id}","seq":${seq},"settled":${settled},${JSON.stringify(fields).slice(1)}`, 'utf8');
     const waitMs = fields.op === 'acquire' ? fields.waitMs : 0;
+    const now = performance.now();
     return new Promise<Reply>((resolve, reject) => {
       const pending: Pending = {
         id,
         seq,
         partition: s.partition,
+        session: s,
         body,
-        dueAt: performance.now() + this.options.requestTimeoutMs,
+        dueAt: now + this.options.requestTimeoutMs,
         waitMs,
         lock: fields.op === 'acquire' ? fields.lock : undefined,
         onQueued,
@@ -490,19 +500,18 @@ export class LockClient implements LeaseOwner {
         };
       }
       this.#pending.set(id, pending);
-      this.#transmit(pending);
+      this.#transmit(pending, now);
     });
   }
 
-  #transmit(p: Pending): void {
-    const now = performance.now();
+  #transmit(p: Pending, now = performance.now()): void {
     this.#sentAt.record(p.seq, now);
     p.lastSentAt = now;
-    this.#session(p.partition).lastSentAt = now;
+    p.session.lastSentAt = now;
     this.#transport.send(p.partition, p.body).catch((err: unknown) => {
       if ((err as { refused?: unknown }).refused === true && this.#pending.delete(p.id)) {
         // The broker refused it (a full request queue, no coordinator): say so now, not at the timeout.
-        settle(this.#session(p.partition), p.seq);
+        settle(p.session, p.seq);
         p.reject(err instanceof LockqError ? err : new LockqError('TRANSPORT_ERROR', String(err), { cause: err }));
         return;
       }
@@ -549,7 +558,7 @@ export class LockClient implements LeaseOwner {
     }
     // From its first answer on, a request's answer is no longer needed from the coordinator's
     // memory: a queued acquire re-sent later is answered from the queue itself.
-    settle(this.#session(pending.partition), pending.seq);
+    settle(pending.session, pending.seq);
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
