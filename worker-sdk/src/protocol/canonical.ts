@@ -49,7 +49,9 @@ export function parseCanonicalRequest(text: string): Record<string, unknown> | u
   const e = REQUEST_ENVELOPE.exec(text);
   if (e === null) return undefined;
   const op = e[7] as keyof typeof REQUEST_FIELDS;
-  const pattern = REQUEST_FIELDS[op];
+  // Compared, not looked up as REQUEST_FIELDS[op]: a property lookup by a fresh string probes the string table.
+  const pattern =
+    op === 'acquire' ? REQUEST_FIELDS.acquire : op === 'release' ? REQUEST_FIELDS.release : op === 'extend' ? REQUEST_FIELDS.extend : REQUEST_FIELDS.heartbeat;
   pattern.lastIndex = REQUEST_ENVELOPE.lastIndex;
   const f = pattern.exec(text);
   if (f === null) return undefined;
