@@ -3,8 +3,7 @@ import type { Logger } from 'pino';
 import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { Buffer } from 'node:buffer';
-import { decodeReply } from './protocol/codec.js';
+import { decodeReply, encodeRequest } from './protocol/codec.js';
 import { PROTOCOL_VERSION } from './protocol/limits.js';
 import type {
   AcquireWire,
@@ -461,8 +460,7 @@ export class LockClient implements LeaseOwner {
     const settled = watermark(s);
     s.unsettled.push(seq);
     s.lastSeq = seq;
-    // The envelope is spliced in rather than spread: this runs for every request.
-    const body = Buffer.from(`${s.envelope}${id}","seq":${seq},"settled":${settled},${JSON.stringify(fields).slice(1)}`, 'utf8');
+    const body = encodeRequest(`${s.envelope}${id}","seq":${seq},"settled":${settled}`, fields);
     const waitMs = fields.op === 'acquire' ? fields.waitMs : 0;
     const now = performance.now();
     return new Promise<Reply>((resolve, reject) => {

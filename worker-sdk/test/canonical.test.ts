@@ -1,21 +1,23 @@
 import { Buffer } from 'node:buffer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseCanonicalReply, parseCanonicalRequest } from '../src/protocol/canonical.js';
+import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from '../src/protocol/canonical.js';
 import {
   decodeReply,
   decodeReplyText,
   decodeRequest,
   decodeRequestText,
   encodeReply,
+  encodeRequest,
   type ReplyBody,
 } from '../src/protocol/index.js';
 
 /**
- * The codec's fast path (canonical.ts) must never change an answer: on any input, decodeRequest
- * and decodeReply give exactly what their general paths give, down to the key order of what they
+ * The codec's fast path (canonical.ts) must never change a byte or an answer: on any input,
+ * encodeRequest and encodeReply write exactly what JSON.stringify writes, and decodeRequest and
+ * decodeReply give exactly what their general paths give, down to the key order of what they
  * build. The inputs start as the canonical layouts (so the fast path is exercised) and are then
- * mutated byte by byte towards everything near them.
+ * mutated towards everything near them.
  */
 
 // ---- inputs ------------------------------------------------------------------------------------
@@ -137,6 +139,66 @@ describe('the fast path of decodeReply', () => {
       fc.property(inputs(canonicalReply), (body) => {
         if (parseCanonicalReply(Buffer.from(body).toString('latin1')) !== undefined) fast++;
         expect(exactly(decodeReply(body))).toEqual(exactly(decodeReplyText(Buffer.from(body).toString('utf8'))));
+      }),
+      { numRuns: RUNS },
+    );
+    expect(fast).toBeGreaterThan(RUNS / 50);
+  });
+});
+
+// ---- writing -----------------------------------------------------------------------------------
+
+/** The canonical layouts, with the discriminant's value first. */
+const LAYOUTS: readonly (readonly string[])[] = [
+  ['op:acquire', 'lock', 'ttlMs', 'waitMs'],
+  ['op:release', 'lock', 'token'],
+  ['op:extend', 'lock', 'token', 'ttlMs'],
+  ['op:heartbeat'],
+  ['type:granted', 're', 'lock', 'token', 'ttlMs', 'basis'],
+  ['type:extended', 're', 'lock', 'token', 'ttlMs', 'basis'],
+  ['type:released', 're', 'lock', 'token'],
+];
+/** Any value a field might hold: mostly the right kind, then anything JSON.stringify treats specially. */
+const anyValue = fc.oneof(
+  { weight: 4, arbitrary: text(300) },
+  { weight: 4, arbitrary: int },
+  { weight: 1, arbitrary: fc.string({ unit: 'binary', maxLength: 6 }) },
+  {
+    weight: 1,
+    arbitrary: fc.constantFrom<unknown>(Number.NaN, Number.POSITIVE_INFINITY, -Number.POSITIVE_INFINITY, 1e21, 1e-7, -5, null, true, undefined, { a: 1 }, ['x'], '\ud800'),
+  },
+);
+/** An object with a canonical layout's fields, then perhaps one dropped, one added or two swapped. */
+const fieldsLike = fc
+  .tuple(fc.constantFrom(...LAYOUTS), fc.array(anyValue, { minLength: 6, maxLength: 6 }), fc.nat(), fc.constantFrom('none', 'drop', 'add', 'swap', 'inherit'))
+  .map(([layout, values, at, change]) => {
+    const [discriminant, value] = (layout[0] as string).split(':') as [string, string];
+    const entries: [string, unknown][] = [[discriminant, value], ...layout.slice(1).map((k, i): [string, unknown] => [k, values[i]])];
+    const i = at % entries.length;
+    const j = (at >> 3) % entries.length;
+    if (change === 'drop') entries.splice(i, 1);
+    if (change === 'add') entries.splice(i, 0, ['kind', values[5]]);
+    if (change === 'swap') [entries[i], entries[j]] = [entries[j] as [string, unknown], entries[i] as [string, unknown]];
+    const fields = Object.fromEntries(entries);
+    // An inherited enumerable field: JSON.stringify leaves it out, so the fast path must not match.
+    return change === 'inherit' ? Object.assign(Object.create({ inherited: 1 }), fields) : fields;
+  });
+
+describe('the fast path of encodeRequest and encodeReply', () => {
+  const ascii = (bytes: Uint8Array) => Buffer.from(bytes).toString('utf8');
+  it('writes exactly what JSON.stringify writes', () => {
+    let fast = 0;
+    fc.assert(
+      fc.property(fieldsLike, int, int, (fields, epoch, partition) => {
+        const head = `{"v":1,"epoch":${epoch},"partition":${partition}`;
+        const general = `${head},${JSON.stringify(fields).slice(1)}`;
+        if ('op' in fields) {
+          if (writeCanonicalRequest(head, fields) !== undefined) fast++;
+          expect(ascii(encodeRequest(head, fields))).toBe(general);
+        } else {
+          if (writeCanonicalReply(head, fields) !== undefined) fast++;
+          expect(ascii(encodeReply(fields, epoch, partition))).toBe(general);
+        }
       }),
       { numRuns: RUNS },
     );

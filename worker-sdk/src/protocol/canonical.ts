@@ -2,17 +2,23 @@ import { RANGES } from './limits.js';
 import type { Reply } from './messages.js';
 
 /**
- * The fast path of decoding: recognises, with one regular expression each, the exact layouts the
- * reference SDK writes for the requests of a lock's life (client.ts `#send`) and the coordinator
- * writes for their answers (`encodeReply`), and builds what `JSON.parse` would have built from
- * them, without it. Anything else, however slightly different (another field order, whitespace,
- * an escape, a number written as `1e3`, a value out of range, non-ASCII), is `undefined`, and the
- * caller takes the general path, which stays the reference: `canonical.test.ts` checks that both paths
- * agree on random and mutated inputs.
- *
- * Matching the text this way is sound because every value the patterns accept needs no decoding:
- * a string of printable ASCII other than `"` and `\` is its own JSON value, and so is an integer of
- * at most 15 digits without a sign or leading zero (always a safe integer).
+ * The fast path of the codec, for the messages of a lock's life: the acquire (of a mutex),
+ * release, extend and heartbeat requests, and the granted, extended and released replies. Each
+ * has one canonical layout, the one the SDK (client.ts `#send`) and the coordinator
+ * (`encodeReply`) write. Writing one is a string template instead of JSON.stringify; reading one
+ * is a regular expression instead of JSON.parse and the general validation. Anything else,
+ * however slightly different (another field order, an extra field, whitespace, an escape, a
+ * number written as `1e3`, a value out of range, non-ASCII), is `undefined` here, and the caller
+ * takes the general path, which stays the reference: `canonical.test.ts` checks that both paths
+ * give the same bytes and the same objects on random and mutated inputs.
+ */
+
+// ---- reading ----------------------------------------------------------------------------------
+
+/*
+ * Matching the text is sound because every value the patterns accept needs no decoding: a string
+ * of printable ASCII other than `"` and `\` is its own JSON value, and so is an integer of at most
+ * 15 digits without a sign or leading zero (always a safe integer).
  */
 
 /** A string value that is its own JSON value (the identifier rule minus `"` and `\`), `range` characters long. */
@@ -111,4 +117,82 @@ export function parseCanonicalReply(text: string): Reply | undefined {
     ttlMs: Number(ttlMs),
     basis,
   };
+}
+
+// ---- writing ----------------------------------------------------------------------------------
+
+/** True when JSON.stringify writes `value` as it is, between quotes: no `"`, `\`, control character or surrogate. */
+function isVerbatim(value: unknown): value is string {
+  if (typeof value !== 'string') return false;
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    if (c < 0x20 || c === 0x22 || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
+  }
+  return true;
+}
+
+/** True when JSON.stringify writes `value` as a template does (`${value}`). */
+const isFiniteNumber = (value: unknown): value is number => typeof value === 'number' && Number.isFinite(value);
+
+/**
+ * True when `value`'s keys are exactly `keys`, in that order: the fields JSON.stringify would
+ * write. for...in, not Object.keys: no array is built, and an inherited key is a mismatch too.
+ */
+function hasLayout(value: object, keys: readonly string[]): boolean {
+  let i = 0;
+  for (const key in value) if (key !== keys[i++]) return false;
+  return i === keys.length;
+}
+
+const ACQUIRE_LAYOUT = ['op', 'lock', 'ttlMs', 'waitMs'];
+const RELEASE_LAYOUT = ['op', 'lock', 'token'];
+const EXTEND_LAYOUT = ['op', 'lock', 'token', 'ttlMs'];
+const HEARTBEAT_LAYOUT = ['op'];
+
+/**
+ * `head` (a request's envelope, up to its last value) followed by `fields` and the closing brace,
+ * exactly as JSON.stringify would write `fields`, when they have a canonical layout; otherwise
+ * undefined.
+ */
+export function writeCanonicalRequest(head: string, fields: { readonly op: string }): string | undefined {
+  const f = fields as Readonly<Record<string, unknown>>;
+  switch (fields.op) {
+    case 'acquire':
+      if (!hasLayout(f, ACQUIRE_LAYOUT) || !isVerbatim(f.lock) || !isFiniteNumber(f.ttlMs) || !isFiniteNumber(f.waitMs)) return undefined;
+      return `${head},"op":"acquire","lock":"${f.lock}","ttlMs":${f.ttlMs},"waitMs":${f.waitMs}}`;
+    case 'release':
+      if (!hasLayout(f, RELEASE_LAYOUT) || !isVerbatim(f.lock) || !isFiniteNumber(f.token)) return undefined;
+      return `${head},"op":"release","lock":"${f.lock}","token":${f.token}}`;
+    case 'extend':
+      if (!hasLayout(f, EXTEND_LAYOUT) || !isVerbatim(f.lock) || !isFiniteNumber(f.token) || !isFiniteNumber(f.ttlMs)) return undefined;
+      return `${head},"op":"extend","lock":"${f.lock}","token":${f.token},"ttlMs":${f.ttlMs}}`;
+    case 'heartbeat':
+      return hasLayout(f, HEARTBEAT_LAYOUT) ? `${head},"op":"heartbeat"}` : undefined;
+    default:
+      return undefined;
+  }
+}
+
+const LEASE_LAYOUT = ['type', 're', 'lock', 'token', 'ttlMs', 'basis'];
+const RELEASED_LAYOUT = ['type', 're', 'lock', 'token'];
+
+/**
+ * `head` (a reply's envelope, up to its last value) followed by `body` and the closing brace,
+ * exactly as JSON.stringify would write `body`, when it has a canonical layout; otherwise undefined.
+ */
+export function writeCanonicalReply(head: string, body: { readonly type: string }): string | undefined {
+  const b = body as Readonly<Record<string, unknown>>;
+  switch (body.type) {
+    case 'granted':
+    case 'extended':
+      if (!hasLayout(b, LEASE_LAYOUT) || !isVerbatim(b.re) || !isVerbatim(b.lock) || !isFiniteNumber(b.token) || !isFiniteNumber(b.ttlMs) || !isVerbatim(b.basis)) {
+        return undefined;
+      }
+      return `${head},"type":"${body.type}","re":"${b.re}","lock":"${b.lock}","token":${b.token},"ttlMs":${b.ttlMs},"basis":"${b.basis}"}`;
+    case 'released':
+      if (!hasLayout(b, RELEASED_LAYOUT) || !isVerbatim(b.re) || !isVerbatim(b.lock) || !isFiniteNumber(b.token)) return undefined;
+      return `${head},"type":"released","re":"${b.re}","lock":"${b.lock}","token":${b.token}}`;
+    default:
+      return undefined;
+  }
 }

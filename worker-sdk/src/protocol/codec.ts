@@ -1,8 +1,8 @@
 import { Buffer } from 'node:buffer';
-import { parseCanonicalReply, parseCanonicalRequest } from './canonical.js';
+import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from './canonical.js';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
 import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
-import type { AcquireRequest, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request } from './messages.js';
+import type { AcquireRequest, AcquireWire, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request, RequestBase } from './messages.js';
 
 /** Why a request was refused, and where to answer if that could be read from it. */
 export interface DecodeFailure {
@@ -25,7 +25,16 @@ export function encode(message: Request | Reply): Buffer {
  * spreading it into a new object: this runs for every answer the coordinator sends.
  */
 export function encodeReply(body: DistributiveOmit<Reply, 'v' | 'epoch' | 'partition'>, epoch: number, partition: number): Buffer {
-  return Buffer.from(`{"v":1,"epoch":${epoch},"partition":${partition},${JSON.stringify(body).slice(1)}`, 'utf8');
+  const head = `{"v":1,"epoch":${epoch},"partition":${partition}`;
+  return Buffer.from(writeCanonicalReply(head, body) ?? `${head},${JSON.stringify(body).slice(1)}`, 'utf8');
+}
+
+/**
+ * Encodes a request from the JSON of its envelope up to its last value (which the SDK keeps per
+ * session) and the op's fields: this runs for every request a worker sends.
+ */
+export function encodeRequest(head: string, fields: DistributiveOmit<Request | AcquireWire, keyof RequestBase>): Buffer {
+  return Buffer.from(writeCanonicalRequest(head, fields) ?? `${head},${JSON.stringify(fields).slice(1)}`, 'utf8');
 }
 
 type Check = (value: unknown) => ErrorCode | null;
