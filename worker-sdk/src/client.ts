@@ -3,8 +3,7 @@ import type { Logger } from 'pino';
 import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { Buffer } from 'node:buffer';
-import { decodeReply, encodeReply } from './protocol/codec.js';
+import { decodeReply, encodeReply, encodeRequest } from './protocol/codec.js';
 import { PROTOCOL_VERSION } from './protocol/limits.js';
 import type {
   AcquireWire,
@@ -72,6 +71,8 @@ interface Pending {
   readonly id: string;
   readonly seq: number;
   readonly partition: number;
+  /** The session of `partition`, at hand for every send and answer. */
+  readonly session: PartitionSession;
   readonly body: Uint8Array;
   /** Time by which an answer (for a waiting acquire: the final one) must have come. */
   dueAt: number;
@@ -113,8 +114,14 @@ function watermark(s: PartitionSession): number {
 }
 
 function settle(s: PartitionSession, seq: number): void {
-  s.settledEarly.add(seq);
-  while (s.unsettledHead < s.unsettled.length && s.settledEarly.delete(s.unsettled[s.unsettledHead] as number)) {
+  // Answers mostly come in send order: then the oldest is settled without going through the Set.
+  if (s.unsettled[s.unsettledHead] === seq) s.unsettledHead++;
+  else s.settledEarly.add(seq);
+  while (
+    s.settledEarly.size > 0 &&
+    s.unsettledHead < s.unsettled.length &&
+    s.settledEarly.delete(s.unsettled[s.unsettledHead] as number)
+  ) {
     s.unsettledHead++;
   }
   if (s.unsettledHead > 1024 && s.unsettledHead * 2 > s.unsettled.length) {
@@ -140,18 +147,14 @@ export class LockClient implements LeaseOwner {
   readonly #transport: ClientTransport;
   readonly #instance: string;
   readonly #pending = new Map<string, Pending>();
+  /**
+   * Send times, and which requests had their final answer (a bounded memory): replies come at
+   * least once, and a second copy of a grant must not be taken for an orphan.
+   */
   readonly #sentAt = new SendTimes();
   readonly #sessions = new Map<number, PartitionSession>();
   /** Live leases by `${partition}:${token}`. */
   readonly #leases = new Map<string, Lease>();
-  /**
-   * Ids of requests whose final answer arrived, and whether it was a grant, in two generations (a
-   * bounded memory). Replies come at least once, and with a hand-off a grant comes twice (the
-   * holder's forwarded copy, then the coordinator's): a second copy of a grant this client took
-   * is a duplicate, while a grant for a request answered otherwise (its wait ended) is given back.
-   */
-  #answered = new Map<string, boolean>();
-  #answeredBefore = new Map<string, boolean>();
   #seq = 0;
   #closed = false;
   readonly #sweeper: NodeJS.Timeout;
@@ -357,11 +360,16 @@ export class LockClient implements LeaseOwner {
     return sentAt + ttlMs - (ttlMs * this.options.driftFactor + this.options.driftMarginMs);
   }
 
-  /** Request ids are `<instance>-<seq in base 36>`; anything else was not sent by this client. */
   #sendTime(id: string): number | undefined {
+    const seq = this.#seqOf(id);
+    return seq === undefined ? undefined : this.#sentAt.get(seq);
+  }
+
+  /** Request ids are `<instance>-<seq in base 36>`; anything else was not sent by this client. */
+  #seqOf(id: string): number | undefined {
     const prefix = this.#instance.length + 1;
     if (!id.startsWith(this.#instance) || id.charCodeAt(prefix - 1) !== 45 /* - */) return undefined;
-    return this.#sentAt.get(Number.parseInt(id.slice(prefix), 36));
+    return Number.parseInt(id.slice(prefix), 36);
   }
 
   // ---- sessions -------------------------------------------------------------------------------
@@ -476,16 +484,17 @@ export class LockClient implements LeaseOwner {
     const settled = watermark(s);
     s.unsettled.push(seq);
     s.lastSeq = seq;
-    // The envelope is spliced in rather than spread: this runs for every request.
-    const body = Buffer.from(`${s.envelope}${id}","seq":${seq},"settled":${settled},${JSON.stringify(fields).slice(1)}`, 'utf8');
+    const body = encodeRequest(`${s.envelope}${id}","seq":${seq},"settled":${settled}`, fields);
     const waitMs = fields.op === 'acquire' ? fields.waitMs : 0;
+    const now = performance.now();
     return new Promise<Reply>((resolve, reject) => {
       const pending: Pending = {
         id,
         seq,
         partition: s.partition,
+        session: s,
         body,
-        dueAt: performance.now() + this.options.requestTimeoutMs,
+        dueAt: now + this.options.requestTimeoutMs,
         waitMs,
         lock: fields.op === 'acquire' ? fields.lock : undefined,
         onQueued: watch.onQueued,
@@ -514,19 +523,18 @@ export class LockClient implements LeaseOwner {
         };
       }
       this.#pending.set(id, pending);
-      this.#transmit(pending);
+      this.#transmit(pending, now);
     });
   }
 
-  #transmit(p: Pending): void {
-    const now = performance.now();
+  #transmit(p: Pending, now = performance.now()): void {
     this.#sentAt.record(p.seq, now);
     p.lastSentAt = now;
-    this.#session(p.partition).lastSentAt = now;
+    p.session.lastSentAt = now;
     this.#transport.send(p.partition, p.body).catch((err: unknown) => {
       if ((err as { refused?: unknown }).refused === true && this.#pending.delete(p.id)) {
         // The broker refused it (a full request queue, no coordinator): say so now, not at the timeout.
-        settle(this.#session(p.partition), p.seq);
+        settle(p.session, p.seq);
         p.reject(err instanceof LockqError ? err : new LockqError('TRANSPORT_ERROR', String(err), { cause: err }));
         return;
       }
@@ -569,7 +577,8 @@ export class LockClient implements LeaseOwner {
     if (pending === undefined) {
       if (reply.type !== 'granted') return; // a second copy, or an answer nobody waits for any more
       if (this.#leases.has(`${reply.partition}:${reply.token}`)) return; // a second copy of a grant held
-      if ((this.#answered.get(reply.re) ?? this.#answeredBefore.get(reply.re)) === true) return; // taken and since let go
+      const seq = this.#seqOf(reply.re);
+      if (seq !== undefined && this.#sentAt.tookGrant(seq)) return; // taken and since let go
       // A grant for a request whose wait ended (answered with an error, timed out here, aborted):
       // nobody wants it, but the coordinator may hold it for this client, since a named successor
       // is granted even after its wait ran out (it may have taken the holder's forwarded copy).
@@ -579,7 +588,7 @@ export class LockClient implements LeaseOwner {
     }
     // From its first answer on, a request's answer is no longer needed from the coordinator's
     // memory: a queued acquire re-sent later is answered from the queue itself.
-    settle(this.#session(pending.partition), pending.seq);
+    settle(pending.session, pending.seq);
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
@@ -588,11 +597,7 @@ export class LockClient implements LeaseOwner {
       return;
     }
     this.#pending.delete(reply.re);
-    this.#answered.set(reply.re, reply.type === 'granted');
-    if (this.#answered.size >= 4096) {
-      this.#answeredBefore = this.#answered;
-      this.#answered = new Map();
-    }
+    this.#sentAt.markAnswered(pending.seq, reply.type === 'granted');
     if (reply.type === 'error') {
       pending.reject(errorFromWire(reply.code, reply.message, reply.field));
     } else {

@@ -1,7 +1,8 @@
 import { Buffer } from 'node:buffer';
+import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from './canonical.js';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
 import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
-import type { AcquireRequest, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request } from './messages.js';
+import type { AcquireRequest, AcquireWire, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request, RequestBase } from './messages.js';
 
 /** Why a request was refused, and where to answer if that could be read from it. */
 export interface DecodeFailure {
@@ -24,7 +25,16 @@ export function encode(message: Request | Reply): Buffer {
  * spreading it into a new object: this runs for every answer the coordinator sends.
  */
 export function encodeReply(body: DistributiveOmit<Reply, 'v' | 'epoch' | 'partition'>, epoch: number, partition: number): Buffer {
-  return Buffer.from(`{"v":1,"epoch":${epoch},"partition":${partition},${JSON.stringify(body).slice(1)}`, 'utf8');
+  const head = `{"v":1,"epoch":${epoch},"partition":${partition}`;
+  return Buffer.from(writeCanonicalReply(head, body) ?? `${head},${JSON.stringify(body).slice(1)}`, 'utf8');
+}
+
+/**
+ * Encodes a request from the JSON of its envelope up to its last value (which the SDK keeps per
+ * session) and the op's fields: this runs for every request a worker sends.
+ */
+export function encodeRequest(head: string, fields: DistributiveOmit<Request | AcquireWire, keyof RequestBase>): Buffer {
+  return Buffer.from(writeCanonicalRequest(head, fields) ?? `${head},${JSON.stringify(fields).slice(1)}`, 'utf8');
 }
 
 type Check = (value: unknown) => ErrorCode | null;
@@ -112,9 +122,21 @@ function fail(code: ErrorCode, field: string | undefined, raw: Record<string, un
  */
 export function decodeRequest(body: Uint8Array, maxBytes: number = MAX_MESSAGE_BYTES): DecodeResult {
   if (!(body.byteLength <= Math.min(maxBytes, MAX_MESSAGE_BYTES))) return fail('MESSAGE_TOO_LARGE', undefined, null);
+  const text = utf8(body);
+  const canonical = parseCanonicalRequest(text);
+  if (canonical === undefined) return decodeRequestText(text);
+  return canonical.op === 'acquire' ? normaliseAcquire(canonical) : { ok: true, request: canonical as unknown as Request };
+}
+
+/**
+ * The general path of {@link decodeRequest}, for any layout: parse, then check each field against
+ * its op's shape. Exported only so tests can hold the fast path to it.
+ * @internal
+ */
+export function decodeRequestText(text: string): DecodeResult {
   let raw: unknown;
   try {
-    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+    raw = JSON.parse(text);
   } catch {
     return fail('MALFORMED', undefined, null);
   }
@@ -136,6 +158,16 @@ export function decodeRequest(body: Uint8Array, maxBytes: number = MAX_MESSAGE_B
     if (code !== null) return fail(code, field, msg);
   }
   return op === 'acquire' ? normaliseAcquire(msg) : { ok: true, request: msg as unknown as Request };
+}
+
+/**
+ * Bodies to text. Invalid UTF-8 becomes U+FFFD, which no field accepts. A leading byte-order mark
+ * is kept (`ignoreBOM`), so JSON.parse refuses it, as the protocol says.
+ */
+const UTF8 = new TextDecoder('utf-8', { ignoreBOM: true });
+
+function utf8(body: Uint8Array): string {
+  return UTF8.decode(body);
 }
 
 function normaliseAcquire(msg: Record<string, unknown>): DecodeResult {
@@ -201,9 +233,19 @@ const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
  */
 export function decodeReply(body: Uint8Array): Reply | null {
   if (body.byteLength > MAX_MESSAGE_BYTES * 16) return null;
+  const text = utf8(body);
+  return parseCanonicalReply(text) ?? decodeReplyText(text);
+}
+
+/**
+ * The general path of {@link decodeReply}, for any layout. Exported only so tests can hold the
+ * fast path to it.
+ * @internal
+ */
+export function decodeReplyText(text: string): Reply | null {
   let raw: unknown;
   try {
-    raw = JSON.parse(Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8'));
+    raw = JSON.parse(text);
   } catch {
     return null;
   }

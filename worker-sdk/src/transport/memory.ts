@@ -28,6 +28,8 @@ export class MemoryBroker {
   readonly deadLetters: { readonly partition: number; readonly body: Uint8Array; readonly code: string }[] = [];
   /** Bound on a reply queue with no subscriber, like RabbitMQ's queue length limit. */
   readonly maxBufferedReplies: number;
+  /** Reply queues with something to deliver: all are delivered in one microtask, not one each. */
+  #ready: ReplyQueue[] = [];
 
   constructor(options: { readonly maxBufferedReplies?: number } = {}) {
     this.maxBufferedReplies = options.maxBufferedReplies ?? 10_000;
@@ -121,15 +123,23 @@ export class MemoryBroker {
   #flushReplies(q: ReplyQueue): void {
     if (q.scheduled || q.subscriber === null || q.pending.length === 0) return;
     q.scheduled = true;
-    queueMicrotask(() => {
-      q.scheduled = false;
+    this.#ready.push(q);
+    if (this.#ready.length === 1) queueMicrotask(this.#deliverReplies);
+  }
+
+  readonly #deliverReplies = (): void => {
+    const ready = this.#ready;
+    this.#ready = [];
+    // All unmarked first: a subscriber that throws must not leave the queues after it stuck.
+    for (const q of ready) q.scheduled = false;
+    for (const q of ready) {
       const sub = q.subscriber;
-      if (sub === null) return;
+      if (sub === null) continue;
       const pending = q.pending;
       q.pending = [];
       for (const body of pending) sub(body);
-    });
-  }
+    }
+  };
 }
 
 const brokers = new Map<string, MemoryBroker>();
