@@ -35,6 +35,10 @@ class ScriptedTransport implements ClientTransport {
     else this.answer(request, reply);
   }
 
+  async forward(_address: string, _body: Uint8Array): Promise<void> {
+    throw new Error('these tests name no successor, so nothing is forwarded');
+  }
+
   /** Hands the client a reply, as the broker would. */
   deliver(body: ReplyBody): void {
     this.#handlers?.onReply(encodeReply(body, 1, 0));
