@@ -397,6 +397,15 @@ interface SeenAcquire {
   token: number;
   code: string;
 }
+/** A lock's named successor: the acquire (this very one: ids may be re-sent), its token, its holder's token. */
+interface Named {
+  readonly re: string;
+  readonly token: number;
+  readonly holder: number;
+  /** Filled in by the acquire's own answer when it was named as it queued. */
+  acquire: SeenAcquire | undefined;
+}
+
 interface SeenHold {
   readonly request: AcquireRequest;
   readonly token: number;
@@ -414,7 +423,7 @@ class Checker {
   readonly namedGrants: string[] = [];
   readonly #acquires = new Map<string, SeenAcquire>();
   /** Per lock: the successor its holder was told of, and the token reserved for it. */
-  readonly #named = new Map<string, { readonly re: string; readonly token: number; readonly holder: number }>();
+  readonly #named = new Map<string, Named>();
   /** The acquire being decided in this step, if any. */
   #current: AcquireRequest | undefined;
   /** The token being released in this step, if any (its answer comes after the grants it causes). */
@@ -466,7 +475,10 @@ class Checker {
         if (replayed) this.#replayed(request, body, fail);
         else if (request.op === 'acquire') {
           const incarnation = this.#incarnations.get(request.session) ?? 0;
-          this.#acquires.set(request.id, { request, incarnation, state: 'sent', waitDeadline: 0, token: 0, code: '' });
+          const seen: SeenAcquire = { request, incarnation, state: 'sent', waitDeadline: 0, token: 0, code: '' };
+          this.#acquires.set(request.id, seen);
+          const named = this.#named.get(request.lock);
+          if (named?.re === request.id && named.acquire === undefined) named.acquire = seen;
           this.#acquireAnswer(body, true, now, fail);
         } else this.#answer(request, body, now, fail);
         return;
@@ -551,10 +563,11 @@ class Checker {
       case 'granted': {
         const named = this.#named.get(body.lock);
         this.#named.delete(body.lock);
-        const late = named?.re === body.re && a.state === 'failed' && a.code === 'WAIT_TIMEOUT';
-        if (named !== undefined && named.re !== body.re) {
+        const isNamed = named !== undefined && named.acquire === a && !own;
+        const late = isNamed && a.state === 'failed' && a.code === 'WAIT_TIMEOUT';
+        if (named !== undefined && !isNamed) {
           // The name passes on only when the named waiter cancelled or its session ended.
-          const left = this.#acquires.get(named.re);
+          const left = named.acquire;
           const ended =
             left !== undefined &&
             (!this.#open(left.request.session, left.request.worker) || this.#incarnations.get(left.request.session) !== left.incarnation);
@@ -574,7 +587,7 @@ class Checker {
           queue.shift();
         }
         if (body.lock !== a.request.lock || body.ttlMs !== a.request.ttlMs) fail(`grant does not match its acquire: ${canon(body)}`);
-        if (named?.re === body.re) {
+        if (isNamed) {
           // Its token was issued when it was named. The holder's hold may still be on record: its
           // release was overtaken by the successor presenting the forwarded token, which ends it.
           if (body.token !== named.token) fail(`${body.re} was named with token ${named.token} but granted ${body.token}`);
@@ -607,7 +620,7 @@ class Checker {
           if (!['CANCELLED', 'NO_SESSION', 'WAIT_TIMEOUT'].includes(body.code)) fail(`a waiter answered ${body.code}`);
           if (body.code === 'WAIT_TIMEOUT' && now < a.waitDeadline) fail(`${body.re} timed out ${a.waitDeadline - now} ms early`);
           // A named waiter that cancelled or lost its session is no longer next; one that timed out still is.
-          if (body.code !== 'WAIT_TIMEOUT' && this.#named.get(a.request.lock)?.re === body.re) this.#named.delete(a.request.lock);
+          if (body.code !== 'WAIT_TIMEOUT' && this.#named.get(a.request.lock)?.acquire === a) this.#named.delete(a.request.lock);
           queue.splice(queue.indexOf(body.re), 1);
         }
         a.state = 'failed';
@@ -638,7 +651,7 @@ class Checker {
     if (g.token <= this.#lastToken) fail(`named token ${g.token} not above the last one issued, ${this.#lastToken}`);
     if (g.token > this.#reserved) fail(`named token ${g.token} issued above the reservation ${this.#reserved}`);
     this.#lastToken = g.token;
-    this.#named.set(body.lock, { re: g.re, token: g.token, holder: body.token });
+    this.#named.set(body.lock, { re: g.re, token: g.token, holder: body.token, acquire: current === undefined ? this.#acquires.get(g.re) : undefined });
   }
 
   /** The answer to anything but a fresh acquire. */
@@ -705,7 +718,9 @@ function check(numRuns: number, maxCommands: number): Seen {
       for (const c of commands) run.exec(c);
       run.finish();
     }),
-    { seed: SEED, numRuns },
+    // A failure of a long run can take very long to shrink: stop after a while and report the
+    // smallest counterexample found so far rather than hang CI.
+    { seed: SEED, numRuns, interruptAfterTimeLimit: 120_000, markInterruptAsFailure: true },
   );
   if (process.env.LOCKQ_FC_STATS === '1') console.log(String(seen));
   return seen;
