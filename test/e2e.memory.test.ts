@@ -266,9 +266,10 @@ class HandOffTransport extends MemoryClientTransport {
   }
 }
 
+/** By default through the transport's forward, as between processes (`localHandOff: false`). */
 async function handOffClient(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: HandOffTransport }> {
   const transport = new HandOffTransport(broker, { workerId, instance: 'i' });
-  const c = await LockClient.connect('memory:', { workerId, transport, ...options });
+  const c = await LockClient.connect('memory:', { workerId, transport, localHandOff: false, ...options });
   clients.push(c);
   return { client: c, transport };
 }
@@ -291,6 +292,28 @@ async function until(condition: () => boolean, what: string, timeoutMs = 3000): 
 }
 
 describe('hand-off of a contended mutex over the memory transport', () => {
+  it('hands a successor in the same process the grant directly, without the transport, before the coordinator sees the release', async () => {
+    const h = await handOffClient('h-local', { localHandOff: true });
+    const w = await handOffClient('w-local', { localHandOff: true });
+    const held = await h.client.acquire('hot-local', { ttlMs: 30_000 });
+    const waiting = w.client.acquire('hot-local', { ttlMs: 30_000, waitMs: 10_000 });
+    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    const token = held.successor?.next?.grant.token;
+    h.transport.holdReleases = true;
+    const releasing = held.release();
+    const lease = await within(waiting, 'the successor to be granted in process');
+    expect(lease.token).toBe(token);
+    expect(h.transport.forwarded).toEqual([]);
+    expect(w.transport.replies.filter((r) => r.type === 'granted' && r.token === token)).toEqual([]); // nothing through its transport yet
+    expect((await h.client.inspect('hot-local')).lock?.holders.map((x) => x.worker)).toEqual(['h-local']);
+    for (const resume of h.transport.heldReleases) resume();
+    h.transport.holdReleases = false;
+    await releasing;
+    await until(() => w.transport.replies.some((r) => r.type === 'granted' && r.token === token), "the coordinator's own copy");
+    expect((await w.client.inspect('hot-local')).lock?.holders.map((x) => [x.worker, x.token])).toEqual([['w-local', token]]);
+    await lease.release();
+  });
+
   it('grants the successor by the holder’s forwarded copy, before the coordinator sees the release; the coordinator’s copy is a duplicate', async () => {
     const h = await handOffClient('h');
     const w = await handOffClient('w');

@@ -54,11 +54,14 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
   console.log('amqp: lockq over RabbitMQ vs the raw broker floor vs Redis peers (medians over rounds)');
   let floor: Floor | undefined;
   let lockq: LockqAmqpSystem | undefined;
+  let viaBroker: LockqAmqpSystem | undefined;
   let peers: RedisPeers | undefined;
   try {
     progress(`connecting ${WORKERS} floor requesters, ${WORKERS} lockq clients and ${WORKERS} Redis connections`);
     floor = await open('raw floor', AMQP_URL, () => openFloor(WORKERS));
     lockq = await open('lockq over RabbitMQ', AMQP_URL, () => openLockqAmqp({ workers: WORKERS }));
+    // The same, but every hand-off crosses the broker, as when each worker is its own process.
+    viaBroker = await open('lockq over RabbitMQ', AMQP_URL, () => openLockqAmqp({ workers: WORKERS, localHandOff: false, label: 'lockq (hand-off via broker)' }));
     peers = await open('Redis peers', REDIS_URL, () => openRedisPeers(WORKERS));
 
     const configs: Config[] = [];
@@ -74,7 +77,7 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
     }
     for (const hold of HOLDS) {
       const workload = `hot x${WORKERS} hold ${hold} ms`;
-      for (const s of lockq === undefined ? peerSystems : [lockq, ...peerSystems]) {
+      for (const s of [lockq, viaBroker, ...peerSystems].filter((x): x is LockSystem => x !== undefined)) {
         add('hot', workload, s.label, (namespace) => hotLock(s, hold, { seconds, namespace }));
       }
     }
@@ -90,6 +93,7 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
 
     console.log('');
     console.log(`lockq: coordinator in this process (AmqpServerTransport, MemoryStore); one LockClient per simulated worker, each with its own AMQP connection (AmqpClientTransport)`);
+    console.log(`       a hand-off to a client in the same process skips the broker (localHandOff); 'hand-off via broker' turns that off, as for workers in separate processes`);
     console.log(`floor: amqplib no-op responder on the same topology (quorum request queue, confirms both sides, prefetch 256, manual acks); one connection per requester`);
     if (peers !== undefined) {
       console.log(`peers: Redis ${peers.serverVersion} at ${REDIS_URL}, one ioredis connection per simulated worker; msgs/acq counts Redis commands`);
@@ -143,13 +147,15 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
           `  (strict round robin over this window would score ${cell(roundRobinJain((hot5.rate * seconds) / WORKERS), 3)})`,
       );
     }
-    if (hot5 !== undefined && floor1 !== undefined) {
-      // Through the coordinator a hand-off is a round trip (release in, grant out); the direct
-      // hand-off is one hop (the holder forwards the named successor's grant).
+    const hot5broker = find(`hot x${WORKERS} hold 5 ms`, 'lockq (hand-off via broker)');
+    if (hot5 !== undefined && hot5broker !== undefined && floor1 !== undefined) {
+      // Through the coordinator a hand-off is a round trip (release in, grant out); forwarded, it
+      // is one hop through the broker, or none between clients of one process.
       const bound = 1000 / (5 + floor1.p50);
       console.log(
-        `  i through the coordinator a hand-off is a round trip, at most 1000 / (5 ms + floor p50 ${ms(floor1.p50)} ms) = ${fmt(bound)} hand-offs/s here;` +
-          ` lockq forwards the grant holder to successor, one hop: its gap p50 was ${ms(hot5.gap)} ms`,
+        `  i through the coordinator a hand-off is a round trip, at most 1000 / (5 ms + floor p50 ${ms(floor1.p50)} ms) = ${fmt(bound)} hand-offs/s here.` +
+          ` Forwarded holder to successor it is one broker hop (gap p50 ${ms(hot5broker.gap)} ms: ${fmt(hot5broker.rate)} hand-offs/s),` +
+          ` or none in one process (gap p50 ${ms(hot5.gap)} ms)`,
       );
     }
     if (floor === undefined || lockq === undefined) console.log('  (targets need both lockq and the floor: RabbitMQ was not reachable)');
@@ -157,6 +163,7 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
     progress('cleaning up queues and keys');
     const report = (what: string) => (err: unknown) => console.log(`!! cleaning up ${what} failed: ${String(err)}`);
     await lockq?.close().catch(report('lockq'));
+    await viaBroker?.close().catch(report('lockq (hand-off via broker)'));
     await floor?.close().catch(report('the floor'));
     await peers?.close().catch(report('the Redis peers'));
   }

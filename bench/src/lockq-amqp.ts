@@ -89,7 +89,13 @@ export async function inBatches<T>(count: number, width: number, open: (i: numbe
  * `workers` LockClients, each on its own {@link AmqpClientTransport} (its own connection and
  * reply queue). Both sides count what they publish: requests and forwarded grants plus replies.
  */
-export async function openLockqAmqp(options: { readonly workers: number; readonly store?: StateStore; readonly label?: string }): Promise<LockqAmqpSystem> {
+export async function openLockqAmqp(options: {
+  readonly workers: number;
+  readonly store?: StateStore;
+  readonly label?: string;
+  /** False: every hand-off crosses the broker, as between workers in separate processes. @defaultValue true */
+  readonly localHandOff?: boolean;
+}): Promise<LockqAmqpSystem> {
   const prefix = uniquePrefix('q');
   const published = { n: 0 };
   const transport = new CountingServerTransport(new AmqpServerTransport({ url: AMQP_URL, prefix, connectionName: 'lockq bench coordinator' }), published);
@@ -108,7 +114,8 @@ export async function openLockqAmqp(options: { readonly workers: number; readonl
       const workerId = `bench-w${i}`;
       const inner = new AmqpClientTransport({ url: AMQP_URL, workerId, instance: randomUUID().slice(0, 8), prefix });
       replyQueues.push(inner.replyAddress);
-      return LockClient.connect(AMQP_URL, { workerId, prefix, transport: new CountingClientTransport(inner, published) });
+      const localHandOff = options.localHandOff ?? true;
+      return LockClient.connect(AMQP_URL, { workerId, prefix, localHandOff, transport: new CountingClientTransport(inner, published) });
     });
   } catch (err) {
     await close();

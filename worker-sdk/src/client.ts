@@ -107,6 +107,9 @@ interface PartitionSession {
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
 
+/** The open clients of this process by reply address, so a hand-off between two of them stays in process. */
+const clientsHere = new Map<string, LockClient>();
+
 /** Everything sent on the session up to the first request whose answer is still needed. */
 function watermark(s: PartitionSession): number {
   const first = s.unsettled[s.unsettledHead];
@@ -186,6 +189,7 @@ export class LockClient implements LeaseOwner {
       onReconnect: () => client.#onReconnect(),
       onError: (err) => client.logger.error({ err }, 'transport failed'),
     });
+    clientsHere.set(transport.replyAddress, client);
     return client;
   }
 
@@ -257,6 +261,7 @@ export class LockClient implements LeaseOwner {
       .map((s) => this.#call(s.partition, { op: 'close' }).catch(() => undefined));
     await Promise.all(closing);
     this.#closed = true;
+    if (clientsHere.get(this.#transport.replyAddress) === this) clientsHere.delete(this.#transport.replyAddress);
     clearInterval(this.#sweeper);
     clearInterval(this.#heartbeat);
     for (const p of this.#pending.values()) p.reject(new LockqError('CLIENT_CLOSED'));
@@ -341,6 +346,13 @@ export class LockClient implements LeaseOwner {
     if (event?.next === undefined || lease.lostReason !== undefined || performance.now() >= lease.deadline) return;
     const { to, grant } = event.next;
     const body = encodeReply(grant, event.epoch, event.partition);
+    // A successor in this process (this client, or another one here) is handed the same bytes
+    // directly, as its transport would deliver them, without the broker hop.
+    const here = this.options.localHandOff ? clientsHere.get(to) : undefined;
+    if (here !== undefined && !here.#closed) {
+      queueMicrotask(() => here.#onReply(body));
+      return;
+    }
     // Best effort: if it is lost, the coordinator's own grant follows the release.
     this.#transport.forward(to, body).catch((err: unknown) => this.logger.debug({ err, to }, 'forwarding a grant failed'));
   }

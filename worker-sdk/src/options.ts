@@ -27,6 +27,11 @@ export interface LockClientOptions {
   readonly renewAt?: number;
   /** Topology name prefix; must match the coordinators. @defaultValue 'lockq' */
   readonly prefix?: string;
+  /**
+   * Hand a contended mutex to a successor that is a client in this same process directly, not
+   * through the broker (see the successor event in docs/protocol.md). @defaultValue true
+   */
+  readonly localHandOff?: boolean;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
   /** A transport to use instead of the one the URL names (tests, custom brokers). */
@@ -45,6 +50,7 @@ export const DEFAULT_CLIENT_OPTIONS = Object.freeze({
   driftMarginMs: 5,
   renewAt: 0.5,
   prefix: 'lockq',
+  localHandOff: true,
 });
 
 /** Validates options (naming the bad field), fills in defaults and derived values, freezes. */
@@ -65,6 +71,7 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
   checkInteger('driftMarginMs', o.driftMarginMs, 0, 60_000);
   fraction('renewAt', o.renewAt, 0.05, 0.95);
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(o.prefix)) throw new RangeError('prefix: 1 to 64 of A-Z a-z 0-9 _ . -');
+  if (typeof o.localHandOff !== 'boolean') throw new RangeError('localHandOff: true or false');
   return Object.freeze({
     ...o,
     workerId,
