@@ -94,6 +94,8 @@ interface PartitionSession {
   /** The JSON of every request's envelope up to its id, which is all that varies. */
   readonly envelope: string;
   opened: Promise<void> | undefined;
+  /** `opened` once it has settled successfully: a request then goes out without awaiting it. */
+  ready: Promise<void> | undefined;
   lastSentAt: number;
   /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
   epoch: number;
@@ -398,6 +400,7 @@ export class LockClient implements LeaseOwner {
         id,
         envelope,
         opened: undefined,
+        ready: undefined,
         lastSentAt: 0,
         epoch: 0,
         leases: new Set(),
@@ -412,10 +415,18 @@ export class LockClient implements LeaseOwner {
   }
 
   #ensureSession(s: PartitionSession): Promise<void> {
-    s.opened ??= this.#openSession(s).catch((err: unknown) => {
-      s.opened = undefined;
-      throw err;
-    });
+    if (s.opened === undefined) {
+      const opening: Promise<void> = this.#openSession(s).then(
+        () => {
+          if (s.opened === opening) s.ready = opening;
+        },
+        (err: unknown) => {
+          s.opened = undefined;
+          throw err;
+        },
+      );
+      s.opened = opening;
+    }
     return s.opened;
   }
 
@@ -463,7 +474,14 @@ export class LockClient implements LeaseOwner {
     // then re-send everything in flight with the same ids; idempotency absorbs duplicates.
     const inFlight = [...this.#pending.values()];
     for (const s of this.#sessions.values()) {
-      if (s.opened !== undefined) s.opened = this.#openSession(s).catch(() => this.#sessionLost(s));
+      if (s.opened === undefined) continue;
+      const reopening: Promise<void> = this.#openSession(s).then(
+        () => {
+          if (s.opened === reopening) s.ready = reopening;
+        },
+        () => this.#sessionLost(s),
+      );
+      s.opened = reopening;
     }
     for (const p of inFlight) this.#transmit(p);
   }
@@ -474,7 +492,8 @@ export class LockClient implements LeaseOwner {
   async #call(partition: number, fields: RequestFields, watch: Watch = {}): Promise<Reply> {
     const s = this.#session(partition);
     for (let attempt = 0; ; attempt++) {
-      if (fields.op !== 'inspect') await this.#ensureSession(s);
+      // Awaited only while the session is (re-)opening: most requests go out in this same turn.
+      if (fields.op !== 'inspect' && (s.opened === undefined || s.ready !== s.opened)) await this.#ensureSession(s);
       try {
         return await this.#send(s, fields, watch);
       } catch (err) {

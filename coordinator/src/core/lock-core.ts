@@ -632,12 +632,13 @@ export class LockCore {
    */
   #holdFor(session: Session, req: ReleaseRequest | ExtendRequest, now: number, out: Decision[]): Hold | undefined {
     const lock = this.#locks.get(req.lock);
-    const named = lock?.next;
-    if (lock !== undefined && named != null && named.token === req.token && named.waiter.session === session && named.holder.live) {
+    if (lock === undefined) return undefined;
+    const named = lock.next;
+    if (named !== null && named.token === req.token && named.waiter.session === session && named.holder.live) {
       this.#dropHold(named.holder);
-      this.#drain(lock, now, out);
+      this.#drain(lock, now, out); // grants the named waiter: the lock stays in use
     }
-    return this.#locks.get(req.lock)?.holders.get(req.token);
+    return lock.holders.get(req.token);
   }
 
   #notHeld(session: Session, req: ReleaseRequest | ExtendRequest): ReplyBody {
