@@ -138,6 +138,34 @@ describe('end to end over the memory transport', () => {
     await dying.close().catch(() => undefined);
   });
 
+  it('a worker cut off from the coordinator stops trusting its lease before its session can expire there, however long the lease', async () => {
+    /** A network partition: nothing goes out, nothing comes in. */
+    class Partitionable extends MemoryClientTransport {
+      cut = false;
+      override send(partition: number, body: Uint8Array): Promise<void> {
+        return this.cut ? Promise.resolve() : super.send(partition, body);
+      }
+      override open(handlers: ClientTransportHandlers): Promise<void> {
+        return super.open({ ...handlers, onReply: (body) => this.cut || handlers.onReply(body) });
+      }
+    }
+    const transport = new Partitionable(broker, { workerId: 'cut', instance: 'i' });
+    const cut = await LockClient.connect('memory:', { workerId: 'cut', transport, sessionTtlMs: 300, requestTimeoutMs: 100 });
+    const held = await cut.acquire('cut-off', { ttlMs: 60_000 });
+    let untrustedAt = Number.POSITIVE_INFINITY;
+    held.signal.addEventListener('abort', () => (untrustedAt = performance.now()));
+    // Cut off: no heartbeat reaches the coordinator and no `lost` event reaches the worker.
+    transport.cut = true;
+    const other = await client('other');
+    const lease = await other.acquire('cut-off', { ttlMs: 5000, waitMs: 5000 });
+    const grantedAt = performance.now();
+    // The 60 s lease ended here with the session's proof, before the coordinator moved the lock on.
+    expect(untrustedAt).toBeLessThanOrEqual(grantedAt);
+    expect(held.expired).toBe(true);
+    expect(lease.token).toBeGreaterThan(held.token);
+    await cut.close().catch(() => undefined);
+  });
+
   it('never lets a stale token write: many workers increment a fenced counter', async () => {
     const counter = new FencedResource(); // used in process: no HTTP needed
     const ws = await Promise.all(Array.from({ length: 8 }, (_, i) => client(`inc${i}`)));

@@ -96,6 +96,12 @@ interface PartitionSession {
   opened: Promise<void> | undefined;
   /** `opened` once it has settled successfully: a request then goes out without awaiting it. */
   ready: Promise<void> | undefined;
+  /**
+   * Until when the coordinator provably keeps this session: the first send of the latest request
+   * it answered (processing it refreshed the session), plus the session ttl, minus the drift
+   * margin. Every lease of the session is trusted no longer than this.
+   */
+  aliveUntil: number;
   lastSentAt: number;
   /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
   epoch: number;
@@ -197,6 +203,10 @@ export class LockClient implements LeaseOwner {
 
   get renewAt(): number {
     return this.options.renewAt;
+  }
+
+  sessionDeadline(partition: number): number {
+    return this.#sessions.get(partition)?.aliveUntil ?? Number.NEGATIVE_INFINITY;
   }
 
   // ---- public API -----------------------------------------------------------------------------
@@ -306,7 +316,7 @@ export class LockClient implements LeaseOwner {
     if (lease === undefined) throw new LockqError('TRANSPORT_ERROR', 'an acquire was answered without a grant');
     // A grant after a long wait may come with little of its lease provably left (its basis is the
     // session's last request, maybe long ago): extend it now, so the caller gets a usable lease.
-    if (lease.deadline - performance.now() < ttlMs / 2) {
+    if (lease.leaseDeadline - performance.now() < ttlMs / 2) {
       try {
         await lease.extend(ttlMs);
       } catch (err) {
@@ -401,6 +411,7 @@ export class LockClient implements LeaseOwner {
         envelope,
         opened: undefined,
         ready: undefined,
+        aliveUntil: Number.NEGATIVE_INFINITY,
         lastSentAt: 0,
         epoch: 0,
         leases: new Set(),
@@ -620,6 +631,7 @@ export class LockClient implements LeaseOwner {
     // From its first answer on, a request's answer is no longer needed from the coordinator's
     // memory: a queued acquire re-sent later is answered from the queue itself.
     settle(pending.session, pending.seq);
+    if (reply.type !== 'error' && reply.type !== 'inspected') this.#sessionProven(pending.session, pending.seq);
     if (reply.type === 'queued') {
       pending.dueAt = this.#sentAt.get(pending.seq) ?? performance.now();
       pending.dueAt += pending.waitMs + this.options.requestTimeoutMs;
@@ -635,6 +647,15 @@ export class LockClient implements LeaseOwner {
       if (reply.type === 'granted') pending.onGranted?.(reply);
       pending.resolve(reply);
     }
+  }
+
+  /** The coordinator processed request `seq` of session `s`, which refreshed the session then. */
+  #sessionProven(s: PartitionSession, seq: number): void {
+    const sentAt = this.#sentAt.get(seq);
+    if (sentAt === undefined) return;
+    const ttl = this.options.sessionTtlMs;
+    const until = sentAt + ttl - (ttl * this.options.driftFactor + this.options.driftMarginMs);
+    if (until > s.aliveUntil) s.aliveUntil = until;
   }
 
   #sweep(): void {

@@ -8,6 +8,11 @@ export interface LeaseOwner {
   extendLease(lease: Lease, ttlMs: number): Promise<number>;
   readonly renewAt: number;
   readonly logger: { warn(obj: object, msg: string): void };
+  /**
+   * Until when the coordinator provably still keeps this worker's session on `partition` (its
+   * holds end with it). Moves forward as the session's requests are answered.
+   */
+  sessionDeadline(partition: number): number;
 }
 
 /**
@@ -25,6 +30,7 @@ export class Lease {
   /** The lease length asked for; renewals ask for it again. */
   readonly ttlMs: number;
   readonly #owner: LeaseOwner;
+  /** The lease's own local deadline, from its grant or latest extend. */
   #deadline: number;
   #controller: AbortController | undefined;
   #deadlineTimer: NodeJS.Timeout | undefined;
@@ -50,14 +56,23 @@ export class Lease {
     this.#deadline = deadline;
   }
 
-  /** Until when (on `performance.now()`'s clock) this worker may trust the lease. */
+  /**
+   * Until when (on `performance.now()`'s clock) this worker may trust the lease: its own local
+   * deadline, but never past the moment its session may have expired at the coordinator (which
+   * ends every hold of the session), however long the lease.
+   */
   get deadline(): number {
+    return Math.min(this.#deadline, this.#owner.sessionDeadline(this.partition));
+  }
+
+  /** @internal The lease's own local deadline, leaving its session aside (heartbeats keep that going). */
+  get leaseDeadline(): number {
     return this.#deadline;
   }
 
   /** True once the lease can no longer be trusted or has been released. */
   get expired(): boolean {
-    return this.#lost !== undefined || this.#released || performance.now() >= this.#deadline;
+    return this.#lost !== undefined || this.#released || performance.now() >= this.deadline;
   }
 
   /** Why the lease was lost, if it was. */
@@ -139,16 +154,21 @@ export class Lease {
 
   #armDeadline(): void {
     if (this.#deadlineTimer !== undefined) clearTimeout(this.#deadlineTimer);
-    const left = this.#deadline - performance.now();
+    const left = this.deadline - performance.now();
     if (left <= 0) {
       this.lose('local deadline passed', undefined, true);
       return;
     }
-    this.#deadlineTimer = setTimeout(() => this.lose('local deadline passed without renewal', undefined, true), Math.ceil(left));
+    // The session's part of the deadline may have moved on meanwhile (an answered heartbeat).
+    this.#deadlineTimer = setTimeout(() => {
+      if (this.deadline > performance.now()) this.#armDeadline();
+      else this.lose('local deadline passed without renewal', undefined, true);
+    }, Math.ceil(left));
   }
 
   #scheduleRenewal(): void {
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    // By the lease's own deadline: the session's part is kept going by heartbeats, not renewals.
     const left = this.#deadline - performance.now();
     this.#renewTimer = setTimeout(() => this.#renew(), Math.max(0, Math.floor(left * this.#owner.renewAt)));
   }
@@ -160,7 +180,7 @@ export class Lease {
       if (this.#lost !== undefined || this.#released) return;
       // Transient (timeout, broker down): try again while the lease still holds.
       this.#owner.logger.warn({ err, lock: this.lock }, 'lease renewal failed; retrying');
-      this.#renewTimer = setTimeout(() => this.#renew(), Math.max(1, Math.floor((this.#deadline - performance.now()) / 4)));
+      this.#renewTimer = setTimeout(() => this.#renew(), Math.max(1, Math.floor((this.deadline - performance.now()) / 4)));
     });
   }
 
