@@ -1,11 +1,13 @@
 /**
  * The client's side of a hand-off, against a scripted coordinator on the memory broker: what a
- * holder forwards (and when it must not), and how a successor treats the two copies of its grant.
+ * holder forwards (and when it must not), and how a successor treats the two copies of its grant;
+ * and, with the same script, replies nobody waits for (copies of grants, late grants).
  * The real coordinator's side is tested end to end in test/e2e.memory.test.ts.
  */
 import { Buffer } from 'node:buffer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { LockClient } from '../src/client.js';
+import type { LockClientOptions } from '../src/options.js';
 import { decodeReply, encodeReply } from '../src/protocol/codec.js';
 import type { GrantedReply, Reply } from '../src/protocol/messages.js';
 import { MemoryBroker, MemoryClientTransport } from '../src/transport/memory.js';
@@ -94,10 +96,10 @@ let broker: MemoryBroker;
 let coordinator: ScriptedCoordinator;
 const clients: LockClient[] = [];
 
-async function client(workerId: string): Promise<{ client: LockClient; transport: RecordingTransport }> {
+async function client(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: RecordingTransport }> {
   broker ??= new MemoryBroker();
   const transport = new RecordingTransport(broker, { workerId, instance: 'i' });
-  const c = await LockClient.connect('memory:', { workerId, transport, requestTimeoutMs: 2000 });
+  const c = await LockClient.connect('memory:', { workerId, transport, requestTimeoutMs: 2000, ...options });
   clients.push(c);
   return { client: c, transport };
 }
@@ -332,5 +334,46 @@ describe('hand-off: the successor', () => {
     await sleep(20);
     expect(coordinator.releases().map((r) => r.token)).toEqual([45]);
     expect(transport.forwards()).toEqual([]);
+  });
+});
+
+describe('replies nobody waits for', () => {
+  const grantOf = (req: Request, token: number): Body => ({ type: 'granted', re: req.id, lock: req.lock, token, ttlMs: req.ttlMs, basis: req.id });
+
+  it('a repeated "granted" is recognised as a copy: the hold it just gave is kept', async () => {
+    fresh();
+    coordinator.onAcquire = (req) => {
+      coordinator.reply(req.replyTo, grantOf(req, 1));
+      coordinator.reply(req.replyTo, grantOf(req, 1));
+    };
+    const { client: c } = await client('w');
+    const lease = await c.acquire('job', { ttlMs: 30_000 });
+    await sleep(20);
+    expect(coordinator.releases()).toEqual([]);
+    expect(lease.signal.aborted).toBe(false);
+  });
+
+  it('copies are recognised for many requests back, even once their leases are released', async () => {
+    fresh();
+    const granted: { to: string; body: Body }[] = [];
+    coordinator.onAcquire = (req) => {
+      granted.push({ to: req.replyTo, body: grantOf(req, granted.length + 1) });
+      coordinator.reply(req.replyTo, grantOf(req, granted.length));
+    };
+    const { client: c } = await client('w');
+    for (let i = 0; i < 50; i++) await (await c.acquire(`job:${i}`, { ttlMs: 30_000 })).release();
+    // Every grant again, as a broker may redeliver after a reconnect: none is taken for an orphan.
+    for (const g of granted) coordinator.reply(g.to, g.body);
+    await sleep(20);
+    expect(coordinator.releases()).toHaveLength(50);
+  });
+
+  it('a grant that comes after its request timed out is given back at once', async () => {
+    fresh();
+    coordinator.onAcquire = (req) => setTimeout(() => coordinator.reply(req.replyTo, grantOf(req, 1)), 150);
+    const { client: c } = await client('w', { requestTimeoutMs: 30 });
+    await expect(c.acquire('job', { ttlMs: 30_000 })).rejects.toMatchObject({ code: 'TIMEOUT' });
+    await sleep(250);
+    expect(coordinator.releases().map((r) => ({ lock: r.lock, token: r.token }))).toEqual([{ lock: 'job', token: 1 }]);
   });
 });
