@@ -61,7 +61,7 @@ export async function amqpSuite(runs: number, seconds: number): Promise<void> {
     floor = await open('raw floor', AMQP_URL, () => openFloor(WORKERS));
     lockq = await open('lockq over RabbitMQ', AMQP_URL, () => openLockqAmqp({ workers: WORKERS }));
     // The same, but every hand-off crosses the broker, as when each worker is its own process.
-    viaBroker = await open('lockq over RabbitMQ', AMQP_URL, () => openLockqAmqp({ workers: WORKERS, localHandOff: false, label: 'lockq (hand-off via broker)' }));
+    viaBroker = await open('lockq over RabbitMQ (hand-off via broker)', AMQP_URL, () => openLockqAmqp({ workers: WORKERS, localHandOff: false, label: 'lockq (hand-off via broker)' }));
     peers = await open('Redis peers', REDIS_URL, () => openRedisPeers(WORKERS));
 
     const configs: Config[] = [];

@@ -426,19 +426,22 @@ export class LockClient implements LeaseOwner {
   }
 
   #ensureSession(s: PartitionSession): Promise<void> {
-    if (s.opened === undefined) {
-      const opening: Promise<void> = this.#openSession(s).then(
-        () => {
-          if (s.opened === opening) s.ready = opening;
-        },
-        (err: unknown) => {
-          s.opened = undefined;
-          throw err;
-        },
-      );
-      s.opened = opening;
-    }
-    return s.opened;
+    return (
+      s.opened ??
+      this.#startOpening(s, (err) => {
+        s.opened = undefined;
+        throw err;
+      })
+    );
+  }
+
+  /** Opens (or re-opens) the session as `s.opened`, which becomes `s.ready` once it succeeded. */
+  #startOpening(s: PartitionSession, onFailure: (err: unknown) => void): Promise<void> {
+    const opening: Promise<void> = this.#openSession(s).then(() => {
+      if (s.opened === opening) s.ready = opening;
+    }, onFailure);
+    s.opened = opening;
+    return opening;
   }
 
   async #openSession(s: PartitionSession): Promise<void> {
@@ -485,14 +488,7 @@ export class LockClient implements LeaseOwner {
     // then re-send everything in flight with the same ids; idempotency absorbs duplicates.
     const inFlight = [...this.#pending.values()];
     for (const s of this.#sessions.values()) {
-      if (s.opened === undefined) continue;
-      const reopening: Promise<void> = this.#openSession(s).then(
-        () => {
-          if (s.opened === reopening) s.ready = reopening;
-        },
-        () => this.#sessionLost(s),
-      );
-      s.opened = reopening;
+      if (s.opened !== undefined) this.#startOpening(s, () => this.#sessionLost(s));
     }
     for (const p of inFlight) this.#transmit(p);
   }

@@ -6,7 +6,7 @@
  */
 import { Buffer } from 'node:buffer';
 import { afterEach, describe, expect, it } from 'vitest';
-import { LockClient } from '../src/client.js';
+import { type AcquireOptions, LockClient } from '../src/client.js';
 import type { LockClientOptions } from '../src/options.js';
 import { decodeReply, encodeReply } from '../src/protocol/codec.js';
 import type { GrantedReply, Reply } from '../src/protocol/messages.js';
@@ -245,16 +245,20 @@ describe('hand-off: the successor', () => {
   function queueEveryAcquire(): void {
     coordinator.onAcquire = (req) => coordinator.reply(req.replyTo, { type: 'queued', re: req.id, lock: req.lock, position: 1 });
   }
+  /** A client `w` whose acquire of L (with `options`) the coordinator has queued: the client, its acquire, and that request. */
+  async function queuedAcquire(options: AcquireOptions = {}) {
+    fresh();
+    queueEveryAcquire();
+    const { client: w, transport } = await client('w');
+    const waiting = w.acquire('L', { ttlMs: 10_000, ...options });
+    await sleep(5);
+    return { transport, waiting, req: coordinator.acquires()[0] as Request };
+  }
   /** The grant for `req`, as a holder forwards it and as the coordinator sends it. */
   const grantFor = (req: Request, token: number) => ({ type: 'granted' as const, re: req.id, lock: 'L', token, ttlMs: 10_000, basis: req.id });
 
   it('takes the first copy of its grant and treats the coordinator’s as a duplicate', async () => {
-    fresh();
-    queueEveryAcquire();
-    const { client: w } = await client('w');
-    const waiting = w.acquire('L', { ttlMs: 10_000 });
-    await sleep(5);
-    const req = coordinator.acquires()[0] as Request;
+    const { waiting, req } = await queuedAcquire();
     // The holder's forwarded copy: published into the reply queue by another client.
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 41), EPOCH, 0));
     const lease = await waiting;
@@ -273,12 +277,7 @@ describe('hand-off: the successor', () => {
   });
 
   it('takes two copies delivered together once, without giving either back', async () => {
-    fresh();
-    queueEveryAcquire();
-    const { client: w } = await client('w');
-    const waiting = w.acquire('L', { ttlMs: 10_000 });
-    await sleep(5);
-    const req = coordinator.acquires()[0] as Request;
+    const { waiting, req } = await queuedAcquire();
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 42), EPOCH, 0));
     coordinator.reply(req.replyTo, grantFor(req, 42));
     const lease = await waiting;
@@ -288,12 +287,7 @@ describe('hand-off: the successor', () => {
   });
 
   it('gives back a grant for a request whose wait ended with WAIT_TIMEOUT, and the coordinator’s copy too', async () => {
-    fresh();
-    queueEveryAcquire();
-    const { client: w } = await client('w');
-    const waiting = w.acquire('L', { ttlMs: 10_000, waitMs: 50 });
-    await sleep(5);
-    const req = coordinator.acquires()[0] as Request;
+    const { waiting, req } = await queuedAcquire({ waitMs: 50 });
     coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
     await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 43), EPOCH, 0)); // forwarded, late
@@ -305,13 +299,8 @@ describe('hand-off: the successor', () => {
   });
 
   it('gives back a grant for an acquire it aborted', async () => {
-    fresh();
-    queueEveryAcquire();
-    const { client: w } = await client('w');
     const controller = new AbortController();
-    const waiting = w.acquire('L', { ttlMs: 10_000, signal: controller.signal });
-    await sleep(5);
-    const req = coordinator.acquires()[0] as Request;
+    const { waiting, req } = await queuedAcquire({ signal: controller.signal });
     controller.abort();
     await expect(waiting).rejects.toMatchObject({ code: 'ABORTED' });
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 44), EPOCH, 0));
@@ -320,12 +309,7 @@ describe('hand-off: the successor', () => {
   });
 
   it('never forwards when giving a grant back', async () => {
-    fresh();
-    queueEveryAcquire();
-    const { client: w, transport } = await client('w');
-    const waiting = w.acquire('L', { ttlMs: 10_000, waitMs: 50 });
-    await sleep(5);
-    const req = coordinator.acquires()[0] as Request;
+    const { transport, waiting, req } = await queuedAcquire({ waitMs: 50 });
     coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
     await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
     // A successor event for the unwanted hold, then the grant itself.

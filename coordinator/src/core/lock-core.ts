@@ -825,8 +825,8 @@ export class LockCore {
       lock.next = null;
       const w = named.waiter;
       // Still waiting, it is still at the head: nobody is queued ahead of a waiter once named.
-      if (w.live) this.#grantWaiter(w, now, named.token, out);
-      else if (named.timedOut && w.session.live) this.#grantTimedOut(w, now, named.token, out);
+      // Timed out, it may hold the lock by the forwarded grant: so it does here.
+      if (w.live || (named.timedOut && w.session.live)) this.#grantWaiter(w, now, named.token, out);
     }
     for (let w = lock.head; w !== null && fits(lock, w.request.mode, w.request.permits); w = lock.head) {
       this.#grantWaiter(w, now, this.#nextToken(out), out);
@@ -840,23 +840,14 @@ export class LockCore {
     this.#nameSuccessor(lock, out);
   }
 
+  /** Grants a waiter, taking it off its queue; or a named successor whose wait ran out (off it already). */
   #grantWaiter(w: Waiter, now: number, token: number, out: Decision[]): void {
-    this.#unlinkWaiter(w);
+    const waiting = w.live;
+    if (waiting) this.#unlinkWaiter(w);
     const hold = this.#grant(w.lock, w.session, w.request, now, token);
     w.memo.outcome = hold;
-    out.push({
-      type: 'reply',
-      to: w.session.replyTo,
-      body: granted(w.request.id, hold, now, w.session.lastRequest),
-      waitedMs: now - w.queuedAt,
-    });
-  }
-
-  /** A named successor whose wait ran out may hold the lock by the forwarded grant: so it does here. */
-  #grantTimedOut(w: Waiter, now: number, token: number, out: Decision[]): void {
-    const hold = this.#grant(w.lock, w.session, w.request, now, token);
-    w.memo.outcome = hold;
-    out.push({ type: 'reply', to: w.session.replyTo, body: granted(w.request.id, hold, now, w.session.lastRequest) });
+    const body = granted(w.request.id, hold, now, w.session.lastRequest);
+    out.push(waiting ? { type: 'reply', to: w.session.replyTo, body, waitedMs: now - w.queuedAt } : { type: 'reply', to: w.session.replyTo, body });
   }
 
   /**

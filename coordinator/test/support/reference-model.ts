@@ -426,13 +426,7 @@ export class ReferenceModel {
     if (named !== undefined && !this.holds.some((h) => h.token === named.holder)) {
       this.#named.delete(lock);
       const { waiter: w, session } = named;
-      if (this.waiters.includes(w)) this.#grantWaiter(w, named.token, now, out);
-      else if (named.timedOut && this.sessions.includes(session)) {
-        this.#grant(w.request, session, now, named.token);
-        this.#memo(w.request).outcome = { kind: 'held', token: named.token };
-        const body: ReplyBody = { type: 'granted', re: w.request.id, lock, token: named.token, ttlMs: w.request.ttlMs, basis: session.lastRequest };
-        out.push(reply(session.replyTo, body));
-      }
+      if (this.waiters.includes(w) || (named.timedOut && this.sessions.includes(session))) this.#grantWaiter(w, named.token, now, out);
     }
     for (;;) {
       const head = this.waiters.find((w) => w.request.lock === lock);
@@ -446,14 +440,16 @@ export class ReferenceModel {
     this.#nameSuccessor(lock, out);
   }
 
+  /** Grants a waiter, taking it off its queue; or a named successor whose wait ran out (off it already, so no wait is reported). */
   #grantWaiter(w: ModelWaiter, token: number, now: number, out: Decision[]): void {
+    const waiting = this.waiters.includes(w);
     this.waiters = this.waiters.filter((x) => x !== w);
     const session = this.#session(w.request.session);
     this.#grant(w.request, session, now, token);
     this.#memo(w.request).outcome = { kind: 'held', token };
     const { id, ttlMs, lock } = w.request;
     const body: ReplyBody = { type: 'granted', re: id, lock, token, ttlMs, basis: session.lastRequest };
-    out.push(reply(session.replyTo, body, { waitedMs: now - w.queuedAt }));
+    out.push(reply(session.replyTo, body, waiting ? { waitedMs: now - w.queuedAt } : {}));
   }
 
   /**
