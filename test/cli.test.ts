@@ -2,13 +2,13 @@ import { type ChildProcess, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { LockClient } from '@lockq/worker-sdk';
-import { requestDestination, deadLetterDestination } from '@lockq/worker-sdk/protocol';
+import { requestDestination, deadLetterDestination } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 
 // The built CLI, as users run it: `npm test` builds first (tsc -b).
-const CLI = fileURLToPath(new URL('../coordinator/dist/cli/main.js', import.meta.url));
+const CLI = fileURLToPath(new URL('../cli/dist/main.js', import.meta.url));
 
 interface Run {
   readonly code: number | null;

@@ -9,8 +9,8 @@
  * deletes its queues afterwards; it closes only its own broker connections.
  */
 import { existsSync } from 'node:fs';
-import type { LockView } from '@lockq/worker-sdk/protocol';
-import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import type { LockView } from '@lockq/protocol';
+import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { LockClient, type LockClientOptions, type LockqError } from '@lockq/worker-sdk';
 import { AmqpClientTransport, type ClientTransport } from '@lockq/worker-sdk/transport';
 import { connect } from 'amqplib';

@@ -1,7 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LeaseLostError, LockClient, type LockClientOptions, LockqError } from '@lockq/worker-sdk';
-import { decodeReply, encode, type GrantedReply, type Reply } from '@lockq/worker-sdk/protocol';
+import { decodeReply, encode, type GrantedReply, type Reply } from '@lockq/protocol';
 import { type ClientTransportHandlers, MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { FencedResource } from './support/fenced-resource.js';
 

@@ -2,7 +2,7 @@ import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
 import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import type { RetryPolicy } from '@lockq/worker-sdk';
 import { AmqpClientTransport, type AmqpClientTransportOptions, AmqpTransportError } from '@lockq/worker-sdk/transport';
 import { AmqpServerTransport, type AmqpServerTransportOptions } from '@lockq/coordinator';

@@ -1,4 +1,4 @@
-import type { AcquireRequest, ReleaseRequest, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, ReleaseRequest, Request } from '@lockq/protocol';
 import { DEFAULT_CORE_LIMITS, type Decision, LockCore } from '@lockq/coordinator/core';
 
 const SESSIONS = 64;

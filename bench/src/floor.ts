@@ -1,5 +1,5 @@
 import type { ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
-import { deadLetterDestination, replyDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, replyDestination, requestDestination } from '@lockq/protocol';
 import { AMQP_URL, deleteTopology, inBatches, uniquePrefix } from './lockq-amqp.js';
 import { closedLoop } from './workload.js';
 

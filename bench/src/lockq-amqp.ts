@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Channel } from 'amqplib';
 import { AmqpServerTransport, Coordinator, type Outbound, type ServerTransport, type StateStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
-import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { AmqpClientTransport, type ClientTransport, type ClientTransportHandlers } from '@lockq/worker-sdk/transport';
 import type { Contender, LockSystem } from './workload.js';
 

@@ -1,6 +1,6 @@
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
-import { decodeReply, decodeRequest, encodeReply } from '@lockq/worker-sdk/protocol';
+import { decodeReply, decodeRequest, encodeReply } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 
 /**

@@ -1,8 +1,8 @@
 import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, MemoryServerTransport } from '@lockq/coordinator';
 import { type Lease, LockClient } from '@lockq/worker-sdk';
-import type { LockView } from '@lockq/worker-sdk/protocol';
+import type { LockView } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
-import { runInspect } from '../src/cli/inspect-command.js';
+import { runInspect } from '../../cli/src/inspect-command.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 
 let broker: MemoryBroker;

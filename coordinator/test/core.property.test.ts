@@ -7,7 +7,7 @@
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { AcquireRequest, LockKind, ReplyBody, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, LockKind, ReplyBody, Request } from '@lockq/protocol';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 import { type ModelStep, ReferenceModel } from './support/reference-model.js';
 

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { AcquireRequest, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, Request } from '@lockq/protocol';
 import { DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 
 const core = () =>

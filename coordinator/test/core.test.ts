@@ -10,7 +10,7 @@ import {
   type ReplyBody,
   type Request,
   type RequestBase,
-} from '@lockq/worker-sdk/protocol';
+} from '@lockq/protocol';
 import { type CoreLimits, type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 
 // ---- harness --------------------------------------------------------------------------------------

@@ -1,6 +1,6 @@
 import { Coordinator, MemoryServerTransport, type Outbound, RedisStore, StaleEpochError } from '@lockq/coordinator';
 import { type Lease, LockClient } from '@lockq/worker-sdk';
-import { encode } from '@lockq/worker-sdk/protocol';
+import { encode } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';

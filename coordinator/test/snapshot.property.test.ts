@@ -1,6 +1,6 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { Request } from '@lockq/worker-sdk/protocol';
+import type { Request } from '@lockq/protocol';
 import { type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 
 /**

@@ -1,4 +1,4 @@
-import type { AcquireRequest, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, Request } from '@lockq/protocol';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { type CoreSnapshot, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 import { type JournalEntry, StaleEpochError, type StateStore } from '../src/store/index.js';

@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import type { AcquireRequest, ReplyBody, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, ReplyBody, Request } from '@lockq/protocol';
 import { type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 
 /** The `seq`/`settled` watermark: answers are forgotten once the worker says it has them. */

@@ -21,7 +21,7 @@
 import { randomUUID } from 'node:crypto';
 import { AmqpServerTransport, Coordinator, MemoryStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
-import { deadLetterDestination, requestDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';

@@ -3,7 +3,7 @@ import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
 /** The built CLI and worker fixture, as users and the other cross-process suites run them. */
-export const CLI = fileURLToPath(new URL('../../coordinator/dist/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
 export const FAULTS_WORKER = fileURLToPath(new URL('../fixtures/dist/faults-worker.js', import.meta.url));
 
 export function requireBuilt(): void {

@@ -2,7 +2,7 @@ import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { LockClient } from '@lockq/worker-sdk';
-import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { AMQP_URL } from './brokers.js';
 import { FencedResource } from './fenced-resource.js';

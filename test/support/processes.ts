@@ -3,7 +3,7 @@ import { fileURLToPath } from 'node:url';
 import type { WorkerConfig, WorkerEvent } from '../fixtures/src/worker-config.js';
 
 /** The built CLI (`npx tsc -b`), as users run it. */
-export const CLI = fileURLToPath(new URL('../../coordinator/dist/cli/main.js', import.meta.url));
+export const CLI = fileURLToPath(new URL('../../cli/dist/main.js', import.meta.url));
 /** The built worker fixture (`npx tsc -b`). */
 export const WORKER = fileURLToPath(new URL('../fixtures/dist/worker.js', import.meta.url));
 

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { deadLetterDestination } from '@lockq/worker-sdk/protocol';
+import { deadLetterDestination } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { AMQP_URL } from './brokers.js';
 

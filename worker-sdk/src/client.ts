@@ -3,19 +3,7 @@ import type { Logger } from 'pino';
 import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { decodeReply, encodeReply, encodeRequest } from './protocol/codec.js';
-import { PROTOCOL_VERSION } from './protocol/limits.js';
-import type {
-  AcquireWire,
-  DistributiveOmit,
-  GrantedReply,
-  InspectedReply,
-  LockKind,
-  LockMode,
-  Reply,
-  Request,
-} from './protocol/messages.js';
-import { partitionOf } from './protocol/topology.js';
+import { type AcquireWire, decodeReply, type DistributiveOmit, encodeReply, encodeRequest, type GrantedReply, type InspectedReply, type LockKind, type LockMode, partitionOf, PROTOCOL_VERSION, type Reply, type Request } from '@lockq/protocol';
 import { SendTimes } from './send-times.js';
 import { ReadWriteLock, Semaphore } from './helpers.js';
 import { openTransport } from './transport/open.js';

@@ -3,4 +3,4 @@ export * from './errors.js';
 export * from './helpers.js';
 export * from './lease.js';
 export * from './options.js';
-export * from './retry.js';
+export { backoffMs, DEFAULT_RETRY_POLICY, type RetryPolicy, resolveRetryPolicy } from '@lockq/protocol';

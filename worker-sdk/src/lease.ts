@@ -1,5 +1,5 @@
 import { LeaseLostError, type LockqError } from './errors.js';
-import type { LockMode, SuccessorEvent } from './protocol/messages.js';
+import type { LockMode, SuccessorEvent } from '@lockq/protocol';
 
 /** What a lease needs from its client; kept narrow so the lease never sees the wire. */
 export interface LeaseOwner {

@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
-import { isPrintableName, RANGES } from './protocol/limits.js';
+import { checkFraction, checkInteger, isPrintableName, RANGES } from '@lockq/protocol';
 import type { ClientTransport } from './transport/types.js';
 
 /** Options of {@link LockClient.connect}. Every one is optional. */
@@ -67,9 +67,9 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
   checkInteger('requestTimeoutMs', o.requestTimeoutMs, 1, 3_600_000);
   checkInteger('defaultTtlMs', o.defaultTtlMs, RANGES.ttlMs.min, RANGES.ttlMs.max);
   checkInteger('defaultWaitMs', o.defaultWaitMs, RANGES.waitMs.min, RANGES.waitMs.max);
-  fraction('driftFactor', o.driftFactor, 0, 0.5);
+  checkFraction('driftFactor', o.driftFactor, 0, 0.5);
   checkInteger('driftMarginMs', o.driftMarginMs, 0, 60_000);
-  fraction('renewAt', o.renewAt, 0.05, 0.95);
+  checkFraction('renewAt', o.renewAt, 0.05, 0.95);
   if (!/^[A-Za-z0-9_.-]{1,64}$/.test(o.prefix)) throw new RangeError('prefix: 1 to 64 of A-Z a-z 0-9 _ . -');
   if (typeof o.localHandOff !== 'boolean') throw new RangeError('localHandOff: true or false');
   return Object.freeze({
@@ -82,22 +82,4 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
 
 function withoutUndefined<T extends object>(o: T): Partial<T> {
   return Object.fromEntries(Object.entries(o).filter(([, v]) => v !== undefined)) as Partial<T>;
-}
-
-/**
- * Checks an option is an integer in [min, max], naming the field when not; returns it. Shared by
- * every options resolver of the SDK and the coordinator.
- * @internal
- */
-export function checkInteger(field: string, value: number, min: number, max: number = Number.MAX_SAFE_INTEGER): number {
-  if (!Number.isSafeInteger(value) || value < min || value > max) {
-    throw new RangeError(`${field}: expected an integer from ${min} to ${max}, got ${String(value)}`);
-  }
-  return value;
-}
-
-function fraction(field: string, value: number, min: number, max: number): void {
-  if (typeof value !== 'number' || !(value >= min && value <= max)) {
-    throw new RangeError(`${field}: expected a number from ${min} to ${max}, got ${String(value)}`);
-  }
 }

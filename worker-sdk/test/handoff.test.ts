@@ -8,9 +8,8 @@ import { Buffer } from 'node:buffer';
 import { afterEach, describe, expect, it } from 'vitest';
 import { type AcquireOptions, LockClient } from '../src/client.js';
 import type { LockClientOptions } from '../src/options.js';
-import { decodeReply, encodeReply } from '../src/protocol/codec.js';
-import type { GrantedReply, Reply } from '../src/protocol/messages.js';
-import { MemoryBroker, MemoryClientTransport } from '../src/transport/memory.js';
+import { decodeReply, encodeReply, type GrantedReply, MemoryBroker, type Reply } from '@lockq/protocol';
+import { MemoryClientTransport } from '../src/transport/memory.js';
 
 const EPOCH = 3;
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));

@@ -1,4 +1,4 @@
-import type { PartitionCounts } from '@lockq/worker-sdk/protocol';
+import type { PartitionCounts } from '@lockq/protocol';
 import { Counter, collectDefaultMetrics, Gauge, Registry } from 'prom-client';
 import type { Decision } from '../core/index.js';
 import type { CoordinatorObserver } from '../runtime/options.js';

@@ -2,7 +2,7 @@
 // admin listener must stay up when everything else is failing, so the less it pulls in the better.
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
-import type { LockView, PartitionCounts } from '@lockq/worker-sdk/protocol';
+import type { LockView, PartitionCounts } from '@lockq/protocol';
 import { type Logger, pino } from 'pino';
 
 /** What the admin routes read; a {@link Coordinator} is one. */

@@ -18,7 +18,7 @@ import {
   type ReplyBody,
   type Request,
   type WaiterView,
-} from '@lockq/worker-sdk/protocol';
+} from '@lockq/protocol';
 import { DeadlineHeap } from './deadline-heap.js';
 import { FifoQueue } from './fifo-index.js';
 import type { CoreLimits, CoreOptions } from './options.js';

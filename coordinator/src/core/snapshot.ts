@@ -1,4 +1,4 @@
-import type { AcquireRequest, LockKind, LockMode, ReplyBody, Request } from '@lockq/worker-sdk/protocol';
+import type { AcquireRequest, LockKind, LockMode, ReplyBody, Request } from '@lockq/protocol';
 
 /**
  * A core's whole state as plain JSON: what the durable store keeps, and what a new coordinator

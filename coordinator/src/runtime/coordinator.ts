@@ -1,7 +1,7 @@
-import { decodeRequest, encodeReply, type LockView, type PartitionCounts, type Request } from '@lockq/worker-sdk/protocol';
-import { backoffMs, type RetryPolicy } from '@lockq/worker-sdk';
+import { backoffMs, decodeRequest, encodeReply, type LockView, type PartitionCounts, type Request, type RetryPolicy } from '@lockq/protocol';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
+import { StoreUnavailableError } from '../errors.js';
 import { type JournalEntry, StaleEpochError } from '../store/types.js';
 import type { Outbound } from '../transport/types.js';
 import { type CoordinatorOptions, type ResolvedCoordinatorOptions, resolveCoordinatorOptions } from './options.js';
@@ -18,10 +18,6 @@ import { CoordinatorStats, type PartitionStats } from './stats.js';
  * commit drops the in-memory state, which the next delivery reloads from the store: state that
  * was not made durable is never trusted, because nothing of it was published.
  */
-/** The store failed (not a fencing): worth retrying with the batch in hand. */
-class StoreUnavailable extends Error {
-  override readonly name = 'StoreUnavailable';
-}
 
 const STORE_RETRY: RetryPolicy = { initialMs: 50, maxMs: 2000, factor: 2, attempts: Number.POSITIVE_INFINITY };
 
@@ -92,7 +88,7 @@ class PartitionRunner {
         return;
       } catch (err) {
         // Once the consumer is lost the batch belongs to whoever the broker serves now.
-        if (!(err instanceof StoreUnavailable) || this.#stopped || this.#consumerLosses !== losses) throw err;
+        if (!(err instanceof StoreUnavailableError) || this.#stopped || this.#consumerLosses !== losses) throw err;
         if (attempt % 20 === 0) this.#log.warn({ err: err.cause, attempt }, 'state store unavailable; holding the batch and retrying');
         await new Promise((resolve) => setTimeout(resolve, backoffMs(STORE_RETRY, attempt)));
       }
@@ -204,7 +200,7 @@ class PartitionRunner {
     try {
       return await this.#claim();
     } catch (err) {
-      throw new StoreUnavailable('claiming the partition failed', { cause: err });
+      throw new StoreUnavailableError('claiming the partition failed', { cause: err });
     }
   }
 
@@ -238,7 +234,7 @@ class PartitionRunner {
         await store.append(this.partition, core.epoch, ceiling > 0 ? { ...journaled, tokenCeiling: ceiling } : journaled);
       } catch (err) {
         this.#reset(err);
-        throw err instanceof StaleEpochError ? err : new StoreUnavailable('journal append failed', { cause: err });
+        throw err instanceof StaleEpochError ? err : new StoreUnavailableError('journal append failed', { cause: err });
       }
       if (store.journals && ++this.#sinceSnapshot >= this.#opts.snapshotEvery) {
         this.#sinceSnapshot = 0;

@@ -1,5 +1,4 @@
-import { checkInteger } from '@lockq/worker-sdk';
-import { DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES } from '@lockq/worker-sdk/protocol';
+import { checkInteger, DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES } from '@lockq/protocol';
 import { pino, type Logger } from 'pino';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
 import { MemoryStore } from '../store/index.js';

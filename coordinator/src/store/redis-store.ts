@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { checkInteger } from '@lockq/worker-sdk';
+import { checkInteger } from '@lockq/protocol';
 import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import type { CoreSnapshot } from '../core/snapshot.js';

@@ -1,4 +1,4 @@
-import type { Request } from '@lockq/worker-sdk/protocol';
+import type { Request } from '@lockq/protocol';
 import type { CoreSnapshot } from '../core/snapshot.js';
 
 /**
@@ -50,7 +50,4 @@ export interface JournalEntry {
   readonly tokenCeiling?: number;
 }
 
-/** The write was refused because another coordinator has claimed the partition since. */
-export class StaleEpochError extends Error {
-  override readonly name = 'StaleEpochError';
-}
+export { StaleEpochError } from '../errors.js';

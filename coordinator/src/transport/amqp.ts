@@ -1,13 +1,12 @@
 import type { Channel, ChannelModel, ConfirmChannel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
-import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
-import { backoffMs, checkInteger, type RetryPolicy, resolveRetryPolicy } from '@lockq/worker-sdk';
+import { backoffMs, checkInteger, deadLetterDestination, requestDestination, resolveRetryPolicy, type RetryPolicy, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import {
   AmqpTransportError,
   amqpUrlForLogs,
   amqpUrlWithHeartbeat,
   openAmqpConnection,
-} from '@lockq/worker-sdk/transport';
+} from '@lockq/protocol/amqp';
 import type { Outbound, ServerTransport } from './types.js';
 
 // amqplib is imported lazily (types only up here), like on the worker side.

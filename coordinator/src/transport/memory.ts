@@ -1,4 +1,4 @@
-import type { MemoryBroker } from '@lockq/worker-sdk/transport';
+import type { MemoryBroker } from '@lockq/protocol';
 import type { Outbound, ServerTransport } from './types.js';
 
 /** The coordinator side of the in-process broker. */

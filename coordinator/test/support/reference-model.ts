@@ -28,7 +28,7 @@ import {
   partitionOf,
   type ReplyBody,
   type Request,
-} from '@lockq/worker-sdk/protocol';
+} from '@lockq/protocol';
 import type { CoreLimits, Decision } from '../../src/core/index.js';
 
 export interface ModelOptions {

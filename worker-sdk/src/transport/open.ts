@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
-import { memoryBroker, memoryBrokerName, MemoryClientTransport } from './memory.js';
+import { memoryBroker, memoryBrokerName } from '@lockq/protocol';
+import { MemoryClientTransport } from './memory.js';
 import type { ClientTransport, ClientTransportOptions } from './types.js';
 
 /**

@@ -1,5 +1,5 @@
-import type { LockView, PartitionCounts } from '@lockq/worker-sdk/protocol';
-import type { LocksResponse } from '../admin/server.js';
+import type { LockView, PartitionCounts } from '@lockq/protocol';
+import type { LocksResponse } from '@lockq/coordinator';
 import { formatMs } from './stats-window.js';
 
 /** Left-aligned columns, two spaces apart, header first. */

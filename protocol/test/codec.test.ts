@@ -17,7 +17,7 @@ import {
   partitionOf,
   type Reply,
   type Request,
-} from '../src/protocol/index.js';
+} from '../src/index.js';
 
 // ---- helpers ----------------------------------------------------------------------------------
 

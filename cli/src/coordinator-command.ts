@@ -1,7 +1,7 @@
 import type { Logger } from 'pino';
-import { CoordinatorMetrics } from '../admin/metrics.js';
-import { AdminServer } from '../admin/server.js';
-import { Coordinator } from '../runtime/index.js';
+import { CoordinatorMetrics } from '@lockq/coordinator';
+import { AdminServer } from '@lockq/coordinator';
+import { Coordinator } from '@lockq/coordinator';
 import { storeOpener } from './open-store.js';
 import { openServerTransport } from './open-transport.js';
 import { type CoordinatorSettings, redactUrl } from './settings.js';

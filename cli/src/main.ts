@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 import { parseArgs } from 'node:util';
 import { pino } from 'pino';
-import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '../admin/server.js';
+import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '@lockq/coordinator';
 import { runCoordinatorCommand } from './coordinator-command.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_ADMIN_URL, runInspect } from './inspect-command.js';

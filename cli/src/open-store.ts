@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import type { StateStore } from '../store/types.js';
+import type { StateStore } from '@lockq/coordinator';
 import { type CoordinatorSettings, UsageError } from './settings.js';
 
 /**
@@ -12,7 +12,7 @@ export function storeOpener(s: CoordinatorSettings, logger: Logger): () => Promi
   if (url === undefined) return async () => undefined;
   if (!/^rediss?:\/\//i.test(url)) throw new UsageError('--store: expected a redis:// or rediss:// URL');
   return async () => {
-    const { RedisStore } = await import('../store/redis-store.js');
+    const { RedisStore } = await import('@lockq/coordinator');
     return new RedisStore({ url, keyPrefix: s.prefix, logger });
   };
 }

@@ -1,5 +1,5 @@
-import { RANGES, TOPOLOGY_PREFIX } from '@lockq/worker-sdk/protocol';
-import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '../admin/server.js';
+import { RANGES, TOPOLOGY_PREFIX } from '@lockq/protocol';
+import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '@lockq/coordinator';
 
 /** A mistake in how the CLI was called: reported with the help hint, exit code 2. */
 export class UsageError extends Error {

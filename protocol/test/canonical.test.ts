@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from '../src/protocol/canonical.js';
+import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from '../src/canonical.js';
 import {
   decodeReply,
   decodeReplyText,
@@ -10,7 +10,7 @@ import {
   encodeReply,
   encodeRequest,
   type ReplyBody,
-} from '../src/protocol/index.js';
+} from '../src/index.js';
 
 /**
  * The codec's fast path (canonical.ts) must never change a byte or an answer: on any input,

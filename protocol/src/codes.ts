@@ -40,6 +40,9 @@ export const ERROR_CODES = {
   ABORTED: { retriable: false, text: 'the caller aborted the request' },
   CLIENT_CLOSED: { retriable: false, text: 'the client is closed' },
   TRANSPORT_ERROR: { retriable: true, text: 'the broker connection failed' },
+  // Raised inside the coordinator only, never sent to a worker.
+  STORE_UNAVAILABLE: { retriable: true, text: 'the state store could not be reached' },
+  STALE_EPOCH: { retriable: false, text: 'another coordinator has claimed the partition since' },
 } as const satisfies Record<string, { readonly retriable: boolean; readonly text: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,8 +1,9 @@
 import { LockClient, type Lease } from '@lockq/worker-sdk';
-import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
+import { MemoryBroker } from '@lockq/protocol';
+import { MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import type { Logger } from 'pino';
-import { Coordinator } from '../runtime/index.js';
-import { MemoryServerTransport } from '../transport/memory.js';
+import { Coordinator } from '@lockq/coordinator';
+import { MemoryServerTransport } from '@lockq/coordinator';
 import { formatMs, percentile, sortedCopy } from './stats-window.js';
 
 export interface DemoOptions {

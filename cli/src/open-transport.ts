@@ -1,8 +1,8 @@
 import { hostname } from 'node:os';
-import { memoryBroker, memoryBrokerName } from '@lockq/worker-sdk/transport';
+import { memoryBroker, memoryBrokerName } from '@lockq/protocol';
 import type { Logger } from 'pino';
-import { MemoryServerTransport } from '../transport/memory.js';
-import type { ServerTransport } from '../transport/types.js';
+import { MemoryServerTransport } from '@lockq/coordinator';
+import type { ServerTransport } from '@lockq/coordinator';
 import type { CoordinatorSettings } from './settings.js';
 
 /** Transport events the service acts on. */
@@ -28,7 +28,7 @@ export async function openServerTransport(
     // inside this process can reach it.
     return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)));
   }
-  const { AmqpServerTransport } = await import('../transport/amqp.js');
+  const { AmqpServerTransport } = await import('@lockq/coordinator');
   return new AmqpServerTransport({
     url: s.transport,
     prefix: s.prefix,

@@ -3,3 +3,7 @@ export * from './codes.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './topology.js';
+export * from './errors.js';
+export * from './memory-broker.js';
+export * from './retry.js';
+export * from './validate.js';

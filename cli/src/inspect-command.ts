@@ -1,5 +1,5 @@
-import type { LockView } from '@lockq/worker-sdk/protocol';
-import type { LocksResponse } from '../admin/server.js';
+import type { LockView } from '@lockq/protocol';
+import type { LocksResponse } from '@lockq/coordinator';
 import { UsageError } from './settings.js';
 import { formatLock, formatLocks } from './table.js';
 
