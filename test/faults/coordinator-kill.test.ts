@@ -25,8 +25,8 @@ import { requireRabbit } from '../support/brokers.js';
 import { between, envInt, faultSeed, percentile, summarize } from '../support/faults-history.js';
 import { FaultRig, type Takeover } from '../support/faults-rig.js';
 import { requireRedisServer } from '../support/faults-redis.js';
+import { elapse } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ready = (await requireRabbit()) && (await requireRedisServer());
 const KILLS = envInt('LOCKQ_FAULT_KILLS', 20);
 
@@ -47,7 +47,7 @@ describe.skipIf(!ready)('fault: SIGKILL of the active coordinator', () => {
 
       const takeovers: Takeover[] = [];
       for (let k = 0; k < KILLS; k++) {
-        await sleep(between(r.random, 20, 1500));
+        await elapse(between(r.random, 20, 1500));
         const victim = r.active();
         if (victim === undefined) throw new Error(`no active coordinator before kill ${k + 1}\n${r.diagnostics()}`);
         const owned = r.ownedBy(victim);

@@ -37,8 +37,8 @@ import { between, envInt, faultSeed, percentile, summarize } from '../support/fa
 import { CLAIMED, CONSUMER_LOST, DROPPED, type LogLine, STOOD_BY } from '../support/faults-processes.js';
 import { FaultRig, type Takeover } from '../support/faults-rig.js';
 import { requireRedisServer } from '../support/faults-redis.js';
+import { elapse } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ready = (await requireRabbit()) && (await requireRedisServer());
 const STOPS = envInt('LOCKQ_FAULT_STOPS', 3);
 
@@ -69,7 +69,7 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
         let stoppedAt = 0;
         await r.fifoRound(async () => {
           await r.pauseLoad(); // nothing in flight on the victim but the gate's renewals
-          await sleep(between(r.random, 50, 300));
+          await elapse(between(r.random, 50, 300));
           // Pause it just after it published something: on waking, its AMQP heartbeat timer has
           // nothing to send yet, so it does not hit its dead connection before its expiry timer
           // makes it commit (otherwise it may learn of the lost consumer first and just drop its
@@ -86,7 +86,7 @@ describe.skipIf(!ready)('fault: SIGSTOP of the active coordinator, then SIGCONT'
           );
           await r.progress(20, 30_000); // the new coordinator serves
           // Paused past the gate's lease as the victim knew it: on waking it has an expiry to commit.
-          await sleep(Math.max(0, r.o.gateTtlMs + 1000 - (Date.now() - stoppedAt)) + between(r.random, 0, 1000));
+          await elapse(Math.max(0, r.o.gateTtlMs + 1000 - (Date.now() - stoppedAt)) + between(r.random, 0, 1000));
         }); // the gate is released and the waiters granted while the victim is still paused
         const resumedAt = Date.now();
         victim.signal('SIGCONT');

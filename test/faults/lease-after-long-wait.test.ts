@@ -24,8 +24,8 @@ import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LockClient, type LockClientOptions } from '@lockq/worker-sdk';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { afterEach, describe, expect, it } from 'vitest';
+import { elapse, waitFor } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 let broker: MemoryBroker;
 let coordinator: Coordinator | undefined;
@@ -52,8 +52,12 @@ describe('leases after a long wait', () => {
     const client = await setup();
     const holder = await client('holder');
     const waiter = await client('waiter');
-    const held = holder.withLock('x', { ttlMs: 1000 }, () => sleep(1600)); // renewed past its ttl
-    await sleep(50);
+    let holding = false;
+    const held = holder.withLock('x', { ttlMs: 1000 }, () => {
+      holding = true;
+      return elapse(1600); // renewed past its ttl
+    });
+    await waitFor(() => holding, 'the holder to hold');
     const lease = await waiter.acquire('x', { ttlMs: 1000, waitMs: 10_000 }); // granted ~1.5 s later
     const aborted = lease.signal.aborted;
     await lease.release();
@@ -66,8 +70,9 @@ describe('leases after a long wait', () => {
     const a = await client('a');
     const b = await client('b');
     const lease = await a.acquire('y', { ttlMs: 2000 });
-    const next = b.acquire('y', { ttlMs: 2000, waitMs: 10_000 });
-    await sleep(50);
+    let queued = false;
+    const next = b.acquire('y', { ttlMs: 2000, waitMs: 10_000, onQueued: () => (queued = true) });
+    await waitFor(() => queued, 'the waiter to be queued');
     const releasedAt = Date.now();
     await lease.release();
     await next;

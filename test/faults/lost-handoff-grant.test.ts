@@ -22,8 +22,8 @@ import { Coordinator, MemoryServerTransport, MemoryStore, type Outbound } from '
 import { LockClient, type LockClientOptions } from '@lockq/worker-sdk';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { afterEach, describe, expect, it } from 'vitest';
+import { waitFor } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** Publishes like the memory transport, except that when armed the next publish fails: a crash after the commit. */
 class CrashBeforePublish extends MemoryServerTransport {
@@ -87,8 +87,7 @@ describe('a batch journaled but not published (crash between commit and publish)
       let queued = false;
       const waiting = waiter.acquire('job', { ttlMs: 60_000, waitMs: 1500, onQueued: () => (queued = true) });
       waiting.catch(() => undefined);
-      for (let i = 0; i < 200 && !queued; i++) await sleep(5);
-      if (!queued) throw new Error('the waiter was never queued');
+      await waitFor(() => queued, 'the waiter to be queued', { timeoutMs: 1000 });
       transport.armed = true;
       await lease.release(); // committed: released + granted to the waiter; the publish fails; redelivered
       const view = await holder.inspect('job');

@@ -29,8 +29,8 @@ import { between, envInt, faultSeed, percentile, summarize } from '../support/fa
 import { rabbitmqctlWorks, restartRabbitApp } from '../support/faults-rabbitmq.js';
 import { FaultRig } from '../support/faults-rig.js';
 import { requireRedisServer } from '../support/faults-redis.js';
+import { elapse } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const rabbit = (await requireRabbit()) && (await requireRedisServer());
 const ctl = rabbit && (await rabbitmqctlWorks());
 if (rabbit && !ctl) {
@@ -57,7 +57,7 @@ describe.skipIf(!ctl)('fault: RabbitMQ restarts under load (restarts the shared 
 
       const recoveries: number[] = [];
       for (let i = 0; i < RESTARTS; i++) {
-        await sleep(between(r.random, 200, 1500));
+        await elapse(between(r.random, 200, 1500));
         const restart = async () => {
           const { stoppedAt, backAt } = await restartRabbitApp();
           const first = await r.firstGrantAfter(backAt, 120_000);

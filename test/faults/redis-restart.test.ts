@@ -28,8 +28,8 @@ import { between, envInt, faultSeed, percentile, summarize } from '../support/fa
 import { CLAIMED, DROPPED } from '../support/faults-processes.js';
 import { FaultRig } from '../support/faults-rig.js';
 import { requireRedisServer } from '../support/faults-redis.js';
+import { elapse } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ready = (await requireRabbit()) && (await requireRedisServer());
 const RESTARTS = envInt('LOCKQ_FAULT_REDIS_RESTARTS', 3);
 /** Logged by the runtime while it holds a batch through a store outage. */
@@ -53,7 +53,7 @@ async function restarts(kind: 'kill' | 'shutdown'): Promise<void> {
   const read = async (name: string) => Promise.all(partitions.map(async (p) => Number(await r.redis.command('GET', key(p, name)))));
   const recoveries: number[] = [];
   for (let i = 0; i < RESTARTS; i++) {
-    await sleep(between(r.random, 200, 1500));
+    await elapse(between(r.random, 200, 1500));
     const restart = async () => {
       const epochs = await read('epoch');
       const ceilings = await read('ceiling');
@@ -62,7 +62,7 @@ async function restarts(kind: 'kill' | 'shutdown'): Promise<void> {
       else await r.redis.shutdown();
       // The first outage outlasts the store's 2 s wait for a connection, so commits fail for sure.
       const outage = i === 0 ? 3000 : between(r.random, 200, 3500);
-      await sleep(outage);
+      await elapse(outage);
       await r.redis.start();
       const upAt = Date.now();
       const first = await r.firstGrantAfter(upAt, 60_000);

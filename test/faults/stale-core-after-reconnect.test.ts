@@ -27,8 +27,8 @@ import { pino } from 'pino';
 import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from '../support/brokers.js';
 import { closeConnectionsNamed, rabbitmqctlWorks } from '../support/faults-rabbitmq.js';
+import { waitFor } from '../support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const ready = (await requireRabbit()) && (await rabbitmqctlWorks());
 const STANDBY_PAUSE_MS = 3000;
 
@@ -80,9 +80,8 @@ function runScenario(): Promise<Outcome> {
     await (await client.acquire('a', { ttlMs: 60_000 })).release(); // the first claims (epoch 1)
     // The broker drops the first coordinator's connection; the second becomes the active consumer.
     expect(await closeConnectionsNamed(`${prefix} first`, 'lockq fault test')).toBe(1);
-    for (let i = 0; i < 200 && reconnects === 0; i++) await sleep(25);
-    if (reconnects === 0) throw new Error('the first coordinator did not reconnect');
-    await sleep(500); // consuming again, now behind the second
+    // onReconnect fires once consuming has resumed: the first now stands behind the second.
+    await waitFor(() => reconnects > 0, 'the first coordinator to reconnect', { timeoutMs: 5000, intervalMs: 25 });
     await (await client.acquire('b', { ttlMs: 60_000 })).release(); // the second claims (epoch 2) and serves
     const holder = lines.some((l) => l.msg === 'partition claimed') ? 'first' : 'none';
 

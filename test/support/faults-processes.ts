@@ -12,8 +12,6 @@ export function requireBuilt(): void {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
 /** One JSON line of a child, with the moment this process read it. */
 export interface Line {
   readonly [key: string]: unknown;
@@ -31,6 +29,8 @@ export class JsonLinesProcess {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   #buffer = '';
   #waiters: (() => void)[] = [];
+  /** Exited and its pipes drained ('close' follows 'exit' once the last lines are read). */
+  #closed = false;
 
   constructor(name: string, args: readonly string[], env: NodeJS.ProcessEnv = {}) {
     this.name = name;
@@ -65,6 +65,10 @@ export class JsonLinesProcess {
         resolve({ code, signal });
       }),
     );
+    this.child.on('close', () => {
+      this.#closed = true;
+      this.#wake();
+    });
   }
 
   get alive(): boolean {
@@ -91,10 +95,7 @@ export class JsonLinesProcess {
       if (Date.now() > deadline) {
         throw new Error(`${this.name}: no ${what} within ${timeoutMs} ms; last lines:\n${this.tail()}`);
       }
-      if (!this.alive && this.lines.length === i) {
-        await sleep(50); // let the last lines arrive
-        if (this.lines.length === i) throw new Error(`${this.name} exited before ${what}; last lines:\n${this.tail()}`);
-      }
+      if (this.#closed && this.lines.length === i) throw new Error(`${this.name} exited before ${what}; last lines:\n${this.tail()}`);
       await new Promise<void>((resolve) => {
         this.#waiters.push(resolve);
         setTimeout(resolve, 100);

@@ -2,9 +2,9 @@ import { execFile } from 'node:child_process';
 import { Socket } from 'node:net';
 import { promisify } from 'node:util';
 import { AMQP_URL } from './brokers.js';
+import { waitFor } from './wait-for.js';
 
 const execFileP = promisify(execFile);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 async function rabbitmqctl(args: readonly string[], timeoutMs = 60_000): Promise<string> {
   const { stdout } = await execFileP('rabbitmqctl', ['-q', ...args], { timeout: timeoutMs });
@@ -63,10 +63,6 @@ export async function restartRabbitApp(timeoutMs = 120_000): Promise<{ stoppedAt
   const stoppedAt = Date.now();
   await rabbitmqctl(['stop_app'], timeoutMs);
   await rabbitmqctl(['start_app'], timeoutMs);
-  const deadline = Date.now() + timeoutMs;
-  while (!(await amqpAnswers())) {
-    if (Date.now() > deadline) throw new Error(`RabbitMQ did not answer within ${timeoutMs} ms of start_app`);
-    await sleep(100);
-  }
+  await waitFor(amqpAnswers, 'RabbitMQ to answer after start_app', { timeoutMs, intervalMs: 100 });
   return { stoppedAt, backAt: Date.now() };
 }

@@ -4,9 +4,9 @@ import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { elapse, waitFor } from './wait-for.js';
 
 const execFileP = promisify(execFile);
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** A TCP port nobody listens on right now. */
 export function freePort(): Promise<number> {
@@ -84,12 +84,14 @@ export class FaultsRedis {
     );
     this.#child = child;
     this.#exited = new Promise((resolve) => child.once('exit', () => resolve()));
-    const deadline = Date.now() + 15_000;
-    while (!(await pong(this.port))) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}:\n${this.log()}`);
-      if (Date.now() > deadline) throw new Error(`redis-server on ${this.port} did not answer within 15 s:\n${this.log()}`);
-      await sleep(20);
-    }
+    await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}:\n${this.log()}`);
+        return pong(this.port);
+      },
+      () => `redis-server on ${this.port} to answer:\n${this.log()}`,
+      { timeoutMs: 15_000, intervalMs: 20 },
+    );
   }
 
   /** kill -9: whatever Redis acknowledged is in the AOF (appendfsync always). */
@@ -102,7 +104,7 @@ export class FaultsRedis {
   async shutdown(): Promise<void> {
     // SHUTDOWN closes the connection without an answer; redis-cli then exits non-zero.
     await execFileP('redis-cli', ['-p', String(this.port), 'shutdown']).catch(() => undefined);
-    await Promise.race([this.#exited, sleep(10_000)]);
+    await Promise.race([this.#exited, elapse(10_000)]);
     if (this.running) throw new Error('redis-server did not exit after SHUTDOWN');
   }
 

@@ -9,8 +9,8 @@ import { FencedResource } from './fenced-resource.js';
 import { type FifoRound, type HistoryReport, checkHistory, seededRandom } from './faults-history.js';
 import { CLAIMED, CoordinatorProcess, type LogLine, requireBuilt, type WorkerEvent, WorkerProcess } from './faults-processes.js';
 import { FaultsRedis } from './faults-redis.js';
+import { elapse, waitFor } from './wait-for.js';
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 export interface RigOptions {
   /** Short name of the scenario, part of every queue and key name. */
@@ -201,15 +201,13 @@ export class FaultRig {
    * `timeoutMs`.
    */
   async takeover(since: number, partitions: readonly number[], timeoutMs: number, exclude?: CoordinatorProcess): Promise<Takeover> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.#takeover(since, partitions, exclude);
-      if (found !== undefined) return found;
-      if (Date.now() > deadline) {
-        throw new Error(`no take-over of partitions ${partitions.join(',')} within ${timeoutMs} ms of ${since}\n${this.diagnostics()}`);
-      }
-      await sleep(25);
-    }
+    let found: Takeover | undefined;
+    await waitFor(
+      () => (found = this.#takeover(since, partitions, exclude)) !== undefined,
+      () => `a take-over of partitions ${partitions.join(',')} since ${since}\n${this.diagnostics()}`,
+      { timeoutMs, intervalMs: 25 },
+    );
+    return found!;
   }
 
   #takeover(since: number, partitions: readonly number[], exclude?: CoordinatorProcess): Takeover | undefined {
@@ -244,14 +242,13 @@ export class FaultRig {
 
   /** The first grant any worker got at or after `since` (ms since the epoch); waits up to `timeoutMs`. */
   async firstGrantAfter(since: number, timeoutMs: number): Promise<WorkerEvent> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      let first: WorkerEvent | undefined;
+    let first: WorkerEvent | undefined;
+    const seek = (): boolean => {
       for (const e of this.events()) if (e.event === 'granted' && e.at >= since && (first === undefined || e.at < first.at)) first = e;
-      if (first !== undefined) return first;
-      if (Date.now() > deadline) throw new Error(`no grant within ${timeoutMs} ms of ${since}\n${this.diagnostics()}`);
-      await sleep(25);
-    }
+      return first !== undefined;
+    };
+    await waitFor(seek, () => `a grant since ${since}\n${this.diagnostics()}`, { timeoutMs, intervalMs: 25 });
+    return first!;
   }
 
   /**
@@ -311,11 +308,7 @@ export class FaultRig {
   /** Waits until the load has been granted `count` more locks. */
   async progress(count: number, timeoutMs: number): Promise<void> {
     const target = this.grantCount() + count;
-    const deadline = Date.now() + timeoutMs;
-    while (this.grantCount() < target) {
-      if (Date.now() > deadline) throw new Error(`the load made no progress for ${timeoutMs} ms\n${this.diagnostics()}`);
-      await sleep(25);
-    }
+    await waitFor(() => this.grantCount() >= target, () => `progress of the load\n${this.diagnostics()}`, { timeoutMs, intervalMs: 25 });
   }
 
   /** Tells the increment workers to stop after their current iteration and waits until all have. */
@@ -376,7 +369,7 @@ export class FaultRig {
           hung.push(w.workerId);
         }
         // Closing the client waits for the coordinator's answers; it has had its chance.
-        const exited = await Promise.race([w.exited.then(() => true), sleep(this.o.requestTimeoutMs + 5000).then(() => false)]);
+        const exited = await Promise.race([w.exited.then(() => true), elapse(this.o.requestTimeoutMs + 5000).then(() => false)]);
         if (!exited) w.signal('SIGKILL');
       }),
     );

@@ -1,8 +1,8 @@
 /**
  * The one way a test waits: for a condition, polled until it holds or a deadline passes. Tests
- * never sleep a guessed time to let something happen; `elapse` exists only for the assertions
- * that something does NOT happen within a window (a lease that must still hold, a message that
- * must not arrive), where the passing of time is itself the point.
+ * never sleep a guessed time to let something happen. `elapse` is for where the passing of time
+ * is itself the point: a hold's length, a gap in a workload, an outage's length, or a window in
+ * which something must NOT happen (a lease that must still hold, a message that must not arrive).
  */
 
 export interface WaitForOptions {
@@ -14,26 +14,29 @@ export interface WaitForOptions {
 
 /**
  * Resolves once `condition` returns true (or a promise of true); rejects naming `what` when it
- * has not by the deadline. An exception from `condition` is not swallowed.
+ * has not by the deadline (a function, to describe the state at that moment). An exception
+ * from `condition` is not swallowed.
  *
  * @example
  * await waitFor(() => received.length === 3, 'three replies');
  */
 export async function waitFor(
   condition: () => boolean | Promise<boolean>,
-  what: string,
+  what: string | (() => string),
   options: WaitForOptions = {},
 ): Promise<void> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const intervalMs = options.intervalMs ?? 5;
   const deadline = performance.now() + timeoutMs;
   while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    if (performance.now() > deadline) {
+      throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
+    }
     await elapse(intervalMs);
   }
 }
 
-/** Lets `ms` pass. Only for asserting that something does not happen within a window. */
+/** Lets `ms` pass, where time passing is the point (see above); never to wait for something to happen. */
 export function elapse(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
