@@ -203,7 +203,10 @@ export class FaultRig {
   async takeover(since: number, partitions: readonly number[], timeoutMs: number, exclude?: CoordinatorProcess): Promise<Takeover> {
     let found: Takeover | undefined;
     await waitFor(
-      () => (found = this.#takeover(since, partitions, exclude)) !== undefined,
+      () => {
+        found = this.#takeover(since, partitions, exclude);
+        return found !== undefined;
+      },
       () => `a take-over of partitions ${partitions.join(',')} since ${since}\n${this.diagnostics()}`,
       { timeoutMs, intervalMs: 25 },
     );
