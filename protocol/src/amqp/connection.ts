@@ -1,66 +1,164 @@
-import type { ChannelModel } from 'amqplib';
+import type { ChannelModel, ConfirmChannel, Message, Options } from 'amqplib';
 import type { Logger } from 'pino';
-import { LockqError } from '../errors.js';
+import type { ResolvedAmqpLinkOptions } from './options.js';
 
-// AMQP plumbing both sides share. amqplib is imported lazily (types only up here) so that
-// importing a package's transports never loads a broker driver an application does not use.
+// amqplib is imported lazily (types only up here) so that importing a package's transports
+// never loads a broker driver an application does not use.
 
-/**
- * A broker operation failed: not connected (reconnecting), the connection dropped with the
- * operation in flight, or the broker refused a message (no such queue, queue full). Code
- * `TRANSPORT_ERROR`, retriable.
- */
-export class AmqpTransportError extends LockqError {
-  override name = 'AmqpTransportError';
-  /** The broker refused this message (see the transports' `send`); it was not delivered. */
-  readonly refused: boolean;
-  constructor(message: string, options?: ErrorOptions & { readonly refused?: boolean }) {
-    super('TRANSPORT_ERROR', message, options);
-    this.refused = options?.refused ?? false;
-  }
-}
+/** AMQP carries exchange names and routing keys as short strings: at most this many bytes. */
+export const AMQP_MAX_NAME_BYTES = 255;
 
 /**
- * Connects with the settings both sides use (TCP no-delay, a bounded connect, a name shown in
- * the broker's tools) and the listeners both need; `onClose` runs when the connection is gone.
+ * How one publish ended: `confirmed` by the broker; `nacked` (refused by the broker, e.g. a full
+ * queue with `reject-publish`); `returned` (mandatory, and no queue took it); `unpublishable`
+ * (it could not be put on the wire at all, e.g. a routing key over {@link AMQP_MAX_NAME_BYTES}:
+ * the channel was not touched); `lost` (the channel or connection went away first, so whether
+ * the broker has it is unknown).
  */
-export async function openAmqpConnection(
-  o: { readonly connectUrl: string; readonly connectTimeoutMs: number; readonly connectionName: string },
-  log: Logger | undefined,
-  onClose: (err: Error) => void,
-): Promise<ChannelModel> {
-  const amqp = await import('amqplib');
-  const conn = await amqp.connect(o.connectUrl, {
-    noDelay: true,
-    timeout: o.connectTimeoutMs,
-    clientProperties: { connection_name: o.connectionName },
-  });
-  // An 'error' event without a listener would crash the process; 'close' always follows it.
-  conn.on('error', (err: Error) => log?.warn({ err }, 'broker connection error'));
-  // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
-  conn.on('blocked', (reason: string) => log?.warn({ reason }, 'the broker blocked this connection'));
-  conn.on('unblocked', () => log?.info('the broker unblocked this connection'));
-  conn.on('close', (err?: Error) => onClose(err ?? new Error('connection closed')));
-  return conn;
+export type PublishOutcome = 'confirmed' | 'nacked' | 'returned' | 'unpublishable' | 'lost';
+
+/** Properties a transport may set on a message. */
+export interface PublishProperties {
+  readonly persistent?: boolean;
+  /** Have the broker return the message when no queue takes it (outcome `returned`). */
+  readonly mandatory?: boolean;
+  readonly headers?: Readonly<Record<string, string | number | boolean>>;
 }
 
-/** Adds the heartbeat to an `amqp://` / `amqps://` URL unless the URL already sets one. */
-export function amqpUrlWithHeartbeat(url: string, heartbeatMs: number): string {
-  let u: URL;
-  try {
-    u = new URL(url);
-  } catch (cause) {
-    throw new RangeError('url: not a valid URL', { cause });
-  }
-  if (u.protocol !== 'amqp:' && u.protocol !== 'amqps:') {
-    throw new RangeError(`url: expected amqp:// or amqps://, got ${JSON.stringify(u.protocol)}`);
-  }
-  if (!u.searchParams.has('heartbeat')) u.searchParams.set('heartbeat', String(Math.ceil(heartbeatMs / 1000)));
-  return u.toString();
+const noop = () => {};
+
+/** A view of a message body as a Buffer without copying it. */
+function asBuffer(body: Uint8Array): Buffer {
+  return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
 }
 
-/** The URL without credentials, for logs. */
-export function amqpUrlForLogs(url: string): string {
-  const u = new URL(url);
-  return `${u.protocol}//${u.host}${u.pathname}`;
+function fitsName(name: string): boolean {
+  // Byte length only matters near the bound; names are ASCII in practice.
+  return name.length <= AMQP_MAX_NAME_BYTES / 4 || Buffer.byteLength(name) <= AMQP_MAX_NAME_BYTES;
+}
+
+/**
+ * One AMQP connection and its confirm channel: one life of an {@link AmqpLink}. It is lost, once,
+ * when the connection or the confirm channel closes (or {@link AmqpConnection.fail} is called),
+ * and never comes back: the link replaces it wholesale.
+ */
+export class AmqpConnection {
+  /** The connection, for the channels a transport opens of its own (a coordinator's partitions). */
+  readonly model: ChannelModel;
+  /** The confirm channel: every publish of this connection (and the worker's reply consumer). */
+  readonly channel: ConfirmChannel;
+  readonly #onLost: (c: AmqpConnection, err: Error) => void;
+  /** Message ids of mandatory publishes the broker returned; looked up when their confirm comes. */
+  readonly #returned = new Set<string>();
+  #lost = false;
+  #seq = 0;
+
+  private constructor(model: ChannelModel, channel: ConfirmChannel, onLost: (c: AmqpConnection, err: Error) => void) {
+    this.model = model;
+    this.channel = channel;
+    this.#onLost = onLost;
+  }
+
+  /**
+   * Connects with the settings both sides use (TCP no-delay, a bounded connect, a name shown in
+   * the broker's tools) and opens the confirm channel. `onLost` runs once when either is gone.
+   */
+  static async open(
+    o: ResolvedAmqpLinkOptions,
+    log: Logger | undefined,
+    onLost: (c: AmqpConnection, err: Error) => void,
+  ): Promise<AmqpConnection> {
+    const amqp = await import('amqplib');
+    const model = await amqp.connect(o.connectUrl, {
+      noDelay: true,
+      timeout: o.connectTimeoutMs,
+      clientProperties: { connection_name: o.connectionName },
+    });
+    let c: AmqpConnection | undefined;
+    let lostEarly = false;
+    const lost = (err: Error) => {
+      if (c === undefined) lostEarly = true;
+      else c.fail(err);
+    };
+    // An 'error' event without a listener would crash the process; 'close' always follows it.
+    model.on('error', (err: Error) => log?.warn({ err }, 'broker connection error'));
+    // A broker short of memory or disk blocks publishers: confirms stall until it unblocks.
+    model.on('blocked', (reason: string) => log?.warn({ reason }, 'the broker blocked this connection'));
+    model.on('unblocked', () => log?.info('the broker unblocked this connection'));
+    model.on('close', (err?: Error) => lost(err ?? new Error('connection closed')));
+    try {
+      const channel = await model.createConfirmChannel();
+      const opened = new AmqpConnection(model, channel, onLost);
+      c = opened;
+      opened.#lost = lostEarly;
+      channel.on('error', (err: Error) => log?.warn({ err }, 'confirm channel error'));
+      channel.on('close', () => lost(new Error('confirm channel closed')));
+      channel.on('return', (msg: Message) => {
+        if (typeof msg.properties.messageId === 'string') opened.#returned.add(msg.properties.messageId);
+      });
+      return opened;
+    } catch (err) {
+      await model.close().catch(noop);
+      throw err;
+    }
+  }
+
+  /** True once the connection or its confirm channel is gone: nothing more goes through it. */
+  get lost(): boolean {
+    return this.#lost;
+  }
+
+  /** Marks the connection unusable (e.g. a consumer the broker cancelled); the link reconnects. */
+  fail(err: Error): void {
+    if (this.#lost) return;
+    this.#lost = true;
+    this.#onLost(this, err);
+  }
+
+  /** Marks it lost and closes it. */
+  async close(): Promise<void> {
+    this.fail(new Error('closed on purpose'));
+    await this.model.close().catch(noop);
+  }
+
+  /**
+   * Publishes on the confirm channel and calls `done` once with how it ended (see
+   * {@link PublishOutcome}); `cause` is the driver's error, if any. A message that cannot be put
+   * on the wire ends `unpublishable` at once, before the channel is touched, so it never disturbs
+   * the channel's other publishes.
+   */
+  publish(
+    exchange: string,
+    routingKey: string,
+    body: Uint8Array,
+    properties: PublishProperties,
+    done: (outcome: PublishOutcome, cause?: unknown) => void,
+  ): void {
+    if (this.#lost) {
+      done('lost');
+      return;
+    }
+    if (!fitsName(exchange) || !fitsName(routingKey)) {
+      done('unpublishable', new RangeError(`an exchange or routing key over ${AMQP_MAX_NAME_BYTES} bytes`));
+      return;
+    }
+    let options: Options.Publish = properties;
+    let messageId: string | undefined;
+    if (properties.mandatory === true) {
+      messageId = String(++this.#seq);
+      options = { ...properties, messageId };
+    }
+    const confirmed = (err: unknown) => {
+      // amqplib reports a broker nack as 'message nacked'; anything else is a closing channel.
+      if (err != null) done(err instanceof Error && err.message === 'message nacked' ? 'nacked' : 'lost', err);
+      else if (messageId !== undefined && this.#returned.delete(messageId)) done('returned');
+      else done('confirmed');
+    };
+    try {
+      this.channel.publish(exchange, routingKey, asBuffer(body), options, confirmed);
+    } catch (err) {
+      // amqplib validates before writing (and before registering the confirm callback).
+      done(this.#lost ? 'lost' : 'unpublishable', err);
+    }
+  }
 }
