@@ -1,5 +1,5 @@
-import type { AcquireOptions, LockClient, LockContext } from './client.js';
 import type { Lease } from './lease.js';
+import type { AcquireOptions, LockContext, Locking } from './lock-api.js';
 
 /**
  * A counting semaphore: at most `limit` permits held at once, granted in FIFO order. A request
@@ -12,9 +12,9 @@ import type { Lease } from './lease.js';
 export class Semaphore {
   readonly name: string;
   readonly limit: number;
-  readonly #client: LockClient;
+  readonly #client: Locking;
 
-  constructor(client: LockClient, name: string, limit: number) {
+  constructor(client: Locking, name: string, limit: number) {
     this.#client = client;
     this.name = name;
     this.limit = limit;
@@ -46,9 +46,9 @@ export class Semaphore {
  */
 export class ReadWriteLock {
   readonly name: string;
-  readonly #client: LockClient;
+  readonly #client: Locking;
 
-  constructor(client: LockClient, name: string) {
+  constructor(client: Locking, name: string) {
     this.#client = client;
     this.name = name;
   }

@@ -4,92 +4,14 @@
  * and, with the same script, replies nobody waits for (copies of grants, late grants).
  * The real coordinator's side is tested end to end in test/e2e.memory.test.ts.
  */
-import { Buffer } from 'node:buffer';
 import { afterEach, describe, expect, it } from 'vitest';
-import { type AcquireOptions, LockClient } from '../src/client.js';
+import { LockClient } from '../src/client.js';
+import type { Lease } from '../src/lease.js';
+import type { AcquireOptions } from '../src/lock-api.js';
 import type { LockClientOptions } from '../src/options.js';
-import { decodeReply, encodeReply, type GrantedReply, MemoryBroker, type Reply } from '@lockq/protocol';
-import { MemoryClientTransport } from '../src/transport/memory.js';
-
-const EPOCH = 3;
-const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-const text = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
-
-type Request = { id: string; op: string; replyTo: string; lock?: string; token?: number; ttlMs?: number } & Record<string, unknown>;
-type Body = Record<string, unknown> & { type: Reply['type']; re: string };
-
-/**
- * Partition 0 of a coordinator that answers sessions and releases itself and leaves acquires to
- * the test (`onAcquire`), which answers through `reply`.
- */
-class ScriptedCoordinator {
-  readonly requests: Request[] = [];
-  onAcquire: (req: Request) => void = () => {};
-  readonly #broker: MemoryBroker;
-
-  constructor(broker: MemoryBroker) {
-    this.#broker = broker;
-    broker.consumeRequests(0, async (batch) => {
-      for (const body of batch) this.#handle(JSON.parse(text(body)) as Request);
-    });
-  }
-
-  reply(to: string, body: Body): void {
-    this.#broker.publishReply(to, encodeReply(body as never, EPOCH, 0));
-  }
-
-  /** The acquires so far, oldest first. */
-  acquires(): Request[] {
-    return this.requests.filter((r) => r.op === 'acquire');
-  }
-
-  releases(): Request[] {
-    return this.requests.filter((r) => r.op === 'release');
-  }
-
-  #handle(req: Request): void {
-    this.requests.push(req);
-    switch (req.op) {
-      case 'open':
-        this.reply(req.replyTo, { type: 'opened', re: req.id, session: req.session, resumed: false, sessionTtlMs: req.sessionTtlMs });
-        return;
-      case 'heartbeat':
-      case 'close':
-        this.reply(req.replyTo, { type: 'ok', re: req.id });
-        return;
-      case 'release':
-        this.reply(req.replyTo, { type: 'released', re: req.id, lock: req.lock, token: req.token });
-        return;
-      case 'extend':
-        this.reply(req.replyTo, { type: 'extended', re: req.id, lock: req.lock, token: req.token, ttlMs: req.ttlMs, basis: req.id });
-        return;
-      case 'cancel':
-        this.reply(req.replyTo, { type: 'cancelled', re: req.id, lock: req.lock });
-        return;
-      case 'acquire':
-        this.onAcquire(req);
-        return;
-    }
-  }
-}
-
-/** Every call a client makes on its transport, in order. */
-type Call = { kind: 'send'; body: Request } | { kind: 'forward'; to: string; body: Uint8Array };
-
-class RecordingTransport extends MemoryClientTransport {
-  readonly calls: Call[] = [];
-  override send(partition: number, body: Uint8Array): Promise<void> {
-    this.calls.push({ kind: 'send', body: JSON.parse(text(body)) as Request });
-    return super.send(partition, body);
-  }
-  override forward(address: string, body: Uint8Array): Promise<void> {
-    this.calls.push({ kind: 'forward', to: address, body });
-    return super.forward(address, body);
-  }
-  forwards(): Extract<Call, { kind: 'forward' }>[] {
-    return this.calls.filter((c) => c.kind === 'forward');
-  }
-}
+import { decodeReply, encodeReply, type GrantedReply, MemoryBroker } from '@lockq/protocol';
+import { elapse, waitFor } from '../../test/support/wait-for.js';
+import { type Body, EPOCH, RecordingTransport, type Request, ScriptedCoordinator } from './support/scripted-coordinator.js';
 
 let broker: MemoryBroker;
 let coordinator: ScriptedCoordinator;
@@ -136,13 +58,13 @@ describe('hand-off: the holder', () => {
     const held = coordinator.acquires()[0] as Request;
     const grant = reservedGrant('s-1', lease.token + 1);
     coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, next: { to: 'succ', grant } });
-    await sleep(5);
+    await waitFor(() => lease.successor !== undefined, 'the holder to be told who is next');
     await lease.release();
 
     const after = transport.calls.slice(transport.calls.findIndex((c) => c.kind === 'forward'));
     expect(after.map((c) => (c.kind === 'send' ? c.body.op : 'forward'))).toEqual(['forward', 'release']);
     expect(transport.forwards()[0]?.to).toBe('succ');
-    await sleep(5);
+    await waitFor(() => forwarded.length > 0, 'the forwarded grant');
     expect(forwarded).toHaveLength(1);
     // It decodes exactly as the coordinator's own grant would.
     expect(decodeReply(forwarded[0] as Uint8Array)).toEqual({ v: 1, epoch: EPOCH, partition: 0, ...grant });
@@ -152,10 +74,10 @@ describe('hand-off: the holder', () => {
     fresh();
     grantEveryAcquire();
     const { client: h, transport } = await client('h');
-    const tell = async (lease: { token: number }, next?: { to: string; grant: object }) => {
+    const tell = async (lease: Lease, next?: { to: string; grant: object }) => {
       const held = coordinator.acquires().at(-1) as Request;
       coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, ...(next ? { next } : {}) });
-      await sleep(5);
+      await waitFor(() => lease.successor?.next?.to === next?.to, `the holder to be told ${next?.to ?? 'nobody'} is next`);
     };
     const first = await h.acquire('L');
     await tell(first, { to: 'a', grant: reservedGrant('a-1', 500) });
@@ -180,7 +102,7 @@ describe('hand-off: the holder', () => {
     const held = coordinator.acquires()[0] as Request;
     coordinator.reply(held.replyTo, { type: 'successor', re: held.id, lock: 'L', token: lease.token, next: { to: 'succ', grant: reservedGrant('s-1', 999) } });
     coordinator.reply(held.replyTo, { type: 'lost', re: held.id, lock: 'L', token: lease.token, reason: 'LEASE_EXPIRED' });
-    await sleep(5);
+    await waitFor(() => lease.lostReason !== undefined, 'the lease to be lost');
     expect(lease.signal.aborted).toBe(true);
     await lease.release();
     expect(transport.forwards()).toEqual([]);
@@ -199,14 +121,17 @@ describe('hand-off: the holder', () => {
     const watched = await h.acquire('L', { ttlMs: 60 });
     tell(watched);
     const signal = watched.signal;
-    await sleep(80);
+    await waitFor(() => watched.successor !== undefined && signal.aborted, 'the successor event, then the local deadline');
     expect(signal.aborted).toBe(true);
     expect(watched.lostReason?.local).toBe(true);
     await watched.release();
     // Never renewed and its signal never read: no timer runs, only the clock says it is over.
     const unwatched = await h.acquire('L', { ttlMs: 60 });
     tell(unwatched);
-    await sleep(80);
+    await waitFor(
+      () => unwatched.successor !== undefined && performance.now() >= unwatched.deadline,
+      'the successor event, then the local deadline',
+    );
     expect(unwatched.lostReason).toBeUndefined();
     await unwatched.release();
 
@@ -250,7 +175,7 @@ describe('hand-off: the successor', () => {
     queueEveryAcquire();
     const { client: w, transport } = await client('w');
     const waiting = w.acquire('L', { ttlMs: 10_000, ...options });
-    await sleep(5);
+    await waitFor(() => coordinator.acquires().length > 0, 'the acquire to reach the coordinator');
     return { transport, waiting, req: coordinator.acquires()[0] as Request };
   }
   /** The grant for `req`, as a holder forwards it and as the coordinator sends it. */
@@ -263,7 +188,7 @@ describe('hand-off: the successor', () => {
     const lease = await waiting;
     expect(lease.token).toBe(41);
     coordinator.reply(req.replyTo, grantFor(req, 41)); // the coordinator's own, after the release
-    await sleep(20);
+    await elapse(20); // nothing is given back
     expect(coordinator.releases()).toEqual([]);
     expect(lease.expired).toBe(false);
     await lease.release();
@@ -271,7 +196,7 @@ describe('hand-off: the successor', () => {
     // The usual order on a hot lock: the coordinator's copy comes after the successor is done. It
     // is a copy of a grant this client took, not a new one: nothing more is sent.
     coordinator.reply(req.replyTo, grantFor(req, 41));
-    await sleep(20);
+    await elapse(20); // nothing is given back
     expect(coordinator.releases().map((r) => r.token)).toEqual([41]);
   });
 
@@ -280,7 +205,7 @@ describe('hand-off: the successor', () => {
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 42), EPOCH, 0));
     coordinator.reply(req.replyTo, grantFor(req, 42));
     const lease = await waiting;
-    await sleep(20);
+    await elapse(20); // nothing is given back
     expect(lease.token).toBe(42);
     expect(coordinator.releases()).toEqual([]);
   });
@@ -290,10 +215,10 @@ describe('hand-off: the successor', () => {
     coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
     await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 43), EPOCH, 0)); // forwarded, late
-    await sleep(20);
+    await waitFor(() => coordinator.releases().length > 0, 'the grant to be given back');
     expect(coordinator.releases().map((r) => [r.lock, r.token])).toEqual([['L', 43]]);
     coordinator.reply(req.replyTo, grantFor(req, 43)); // the coordinator's, which may come after the give-back
-    await sleep(20);
+    await waitFor(() => coordinator.releases().length > 1, 'the copy to be given back too');
     expect(coordinator.releases().map((r) => r.token)).toEqual([43, 43]);
   });
 
@@ -303,7 +228,7 @@ describe('hand-off: the successor', () => {
     controller.abort();
     await expect(waiting).rejects.toMatchObject({ code: 'ABORTED' });
     broker.publishReply(req.replyTo, encodeReply(grantFor(req, 44), EPOCH, 0));
-    await sleep(20);
+    await waitFor(() => coordinator.releases().length > 0, 'the grant to be given back');
     expect(coordinator.releases().map((r) => r.token)).toEqual([44]);
   });
 
@@ -314,7 +239,7 @@ describe('hand-off: the successor', () => {
     // A successor event for the unwanted hold, then the grant itself.
     coordinator.reply(req.replyTo, { type: 'successor', re: req.id, lock: 'L', token: 45, next: { to: 'succ', grant: reservedGrant('s-1', 46) } });
     coordinator.reply(req.replyTo, grantFor(req, 45));
-    await sleep(20);
+    await waitFor(() => coordinator.releases().length > 0, 'the grant to be given back');
     expect(coordinator.releases().map((r) => r.token)).toEqual([45]);
     expect(transport.forwards()).toEqual([]);
   });
@@ -331,7 +256,7 @@ describe('replies nobody waits for', () => {
     };
     const { client: c } = await client('w');
     const lease = await c.acquire('job', { ttlMs: 30_000 });
-    await sleep(20);
+    await elapse(20); // nothing is given back
     expect(coordinator.releases()).toEqual([]);
     expect(lease.signal.aborted).toBe(false);
   });
@@ -347,7 +272,7 @@ describe('replies nobody waits for', () => {
     for (let i = 0; i < 50; i++) await (await c.acquire(`job:${i}`, { ttlMs: 30_000 })).release();
     // Every grant again, as a broker may redeliver after a reconnect: none is taken for an orphan.
     for (const g of granted) coordinator.reply(g.to, g.body);
-    await sleep(20);
+    await elapse(20); // nothing is given back
     expect(coordinator.releases()).toHaveLength(50);
   });
 
@@ -356,7 +281,7 @@ describe('replies nobody waits for', () => {
     coordinator.onAcquire = (req) => setTimeout(() => coordinator.reply(req.replyTo, grantOf(req, 1)), 150);
     const { client: c } = await client('w', { requestTimeoutMs: 30 });
     await expect(c.acquire('job', { ttlMs: 30_000 })).rejects.toMatchObject({ code: 'TIMEOUT' });
-    await sleep(250);
+    await waitFor(() => coordinator.releases().length > 0, 'the late grant to be given back');
     expect(coordinator.releases().map((r) => ({ lock: r.lock, token: r.token }))).toEqual([{ lock: 'job', token: 1 }]);
   });
 });

@@ -1,0 +1,37 @@
+/** The client's own life cycle, against a scripted coordinator on the memory broker. */
+import { afterEach, describe, expect, it } from 'vitest';
+import { LockClient } from '../src/client.js';
+import { MemoryBroker } from '@lockq/protocol';
+import { RecordingTransport, ScriptedCoordinator } from './support/scripted-coordinator.js';
+
+const clients: LockClient[] = [];
+
+async function connected(): Promise<{ client: LockClient; coordinator: ScriptedCoordinator }> {
+  const broker = new MemoryBroker();
+  const coordinator = new ScriptedCoordinator(broker);
+  let token = 0;
+  coordinator.onAcquire = (req) =>
+    coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: req.lock, token: ++token, ttlMs: req.ttlMs, basis: req.id });
+  const transport = new RecordingTransport(broker, { workerId: 'w', instance: 'i' });
+  const client = await LockClient.connect('memory:', { workerId: 'w', transport, requestTimeoutMs: 2000 });
+  clients.push(client);
+  return { client, coordinator };
+}
+
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.close()));
+});
+
+describe('close', () => {
+  it('is idempotent under concurrent calls: the session is closed once, and every call resolves once it is closed', async () => {
+    const { client, coordinator } = await connected();
+    await (await client.acquire('L', { ttlMs: 10_000 })).release(); // opens the session
+    const first = client.close();
+    const second = client.close();
+    await second;
+    await expect(client.acquire('L')).rejects.toMatchObject({ code: 'CLIENT_CLOSED' });
+    await first;
+    await client.close();
+    expect(coordinator.sent('close')).toHaveLength(1);
+  });
+});
