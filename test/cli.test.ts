@@ -6,9 +6,12 @@ import { requestDestination, deadLetterDestination } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
+import { waitFor } from './support/wait-for.js';
 
 // The built CLI, as users run it: `npm test` builds first (tsc -b).
 const CLI = fileURLToPath(new URL('../cli/dist/main.js', import.meta.url));
+/** The command `npm install` links for the workspace package @lockq/cli, as `npx lockq` runs it. */
+const BIN = fileURLToPath(new URL('../node_modules/.bin/lockq', import.meta.url));
 
 interface Run {
   readonly code: number | null;
@@ -23,9 +26,10 @@ function cleanEnv(): NodeJS.ProcessEnv {
   return env;
 }
 
-function run(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000): Promise<Run> {
+function run(args: readonly string[], env: NodeJS.ProcessEnv = {}, timeoutMs = 20_000, command: readonly string[] = [process.execPath, CLI]): Promise<Run> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const [file = '', ...before] = command;
+    const child = spawn(file, [...before, ...args], { env: { ...cleanEnv(), ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let stdout = '';
     let stderr = '';
     child.stdout.setEncoding('utf8').on('data', (d: string) => {
@@ -69,7 +73,6 @@ class Service {
   readonly lines: LogLine[] = [];
   readonly exited: Promise<number | null>;
   #buffer = '';
-  #waiters: (() => void)[] = [];
 
   constructor(args: readonly string[], env: NodeJS.ProcessEnv) {
     this.child = spawn(process.execPath, [CLI, 'coordinator', ...args], {
@@ -85,23 +88,15 @@ class Service {
         this.lines.push(JSON.parse(line) as LogLine);
         nl = this.#buffer.indexOf('\n');
       }
-      for (const w of this.#waiters.splice(0)) w();
     });
     this.child.stderr?.setEncoding('utf8').on('data', (d: string) => process.stderr.write(d));
     this.exited = new Promise((resolve) => this.child.on('exit', (code) => resolve(code)));
   }
 
   async line(msg: string, timeoutMs = 10_000): Promise<LogLine> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const found = this.lines.find((l) => l.msg === msg);
-      if (found !== undefined) return found;
-      if (Date.now() > deadline) throw new Error(`no "${msg}" log line; got ${JSON.stringify(this.lines)}`);
-      await new Promise<void>((resolve) => {
-        this.#waiters.push(resolve);
-        setTimeout(resolve, 100);
-      });
-    }
+    const find = () => this.lines.find((l) => l.msg === msg);
+    await waitFor(() => find() !== undefined, () => `a "${msg}" log line; got ${JSON.stringify(this.lines)}`, { timeoutMs, intervalMs: 20 });
+    return find() as LogLine;
   }
 }
 
@@ -126,6 +121,15 @@ describe('lockq CLI', () => {
     for (const env of ['LOCKQ_TRANSPORT', 'LOCKQ_PARTITIONS', 'LOCKQ_OWN_PARTITIONS', 'LOCKQ_ADMIN_HOST', 'LOCKQ_ADMIN_PORT', 'LOCKQ_PREFIX', 'LOCKQ_PREFETCH', 'LOCKQ_LOG_LEVEL']) {
       expect(r.stdout).toContain(env);
     }
+  });
+
+  it('npm links the lockq command, and it runs', async () => {
+    // What `npx lockq --help` runs after `npm install`: the shipped bin, through its shebang.
+    const r = await run(['--help'], {}, 20_000, [BIN]);
+    expect(r.stderr).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.stdout).toMatch(/^lockq — /);
+    expect(r.stdout).toContain('lockq coordinator --transport URL');
   });
 
   it('an unknown command or flag exits 2', async () => {
@@ -181,6 +185,25 @@ describe('lockq CLI', () => {
     expect(r.stdout).toContain('stale writes: 0');
   });
 
+  it('demo prints for people: plain lines on stdout, logs as plain lines on stderr, no JSON', async () => {
+    const isJson = (line: string) => line.trimStart().startsWith('{');
+    const quiet = await run(['demo', '--seconds', '1', '--workers', '2']);
+    expect(quiet.code).toBe(0);
+    expect(quiet.stdout).toMatch(/^lockq demo: 2 simulated workers/);
+    expect(quiet.stdout.split('\n').filter(isJson)).toEqual([]);
+    expect(quiet.stderr.split('\n').filter(isJson)).toEqual([]);
+    // The memory store is not durable, and the coordinator says so at warn: as a plain line.
+    expect(quiet.stderr).toMatch(/^lockq: warn: state store is not durable: .* \(component=coordinator\)$/m);
+    // More detail when asked for, still plain.
+    const chatty = await run(['demo', '--seconds', '1', '--workers', '2'], { LOCKQ_LOG_LEVEL: 'info' });
+    expect(chatty.code).toBe(0);
+    expect(chatty.stderr).toMatch(/^lockq: info: partition claimed \(component=coordinator, partition=0, epoch=1,/m);
+    expect([...chatty.stdout.split('\n'), ...chatty.stderr.split('\n')].filter(isJson)).toEqual([]);
+    const bad = await run(['demo'], { LOCKQ_LOG_LEVEL: 'loud' });
+    expect(bad.code).toBe(2);
+    expect(bad.stderr).toContain('LOCKQ_LOG_LEVEL: expected one of fatal, error, warn');
+  });
+
   it('coordinator serves admin and inspect, and drains on SIGTERM with exit 0', async () => {
     const { service, url } = await Service.ready(['--transport', 'memory:', '--admin-port', '0']);
     expect((await fetch(`${url}/readyz`)).status).toBe(200);
@@ -229,7 +252,7 @@ describe.skipIf(!rabbit)('lockq coordinator on RabbitMQ', () => {
     try {
       const lease = await holder.acquire('job:7', { ttlMs: 30_000 });
       const queued = waiter.acquire('job:7', { ttlMs: 30_000, waitMs: 30_000 });
-      for (let i = 0; i < 100 && (await holder.inspect('job:7')).lock?.waiterCount !== 1; i++) await new Promise((r) => setTimeout(r, 20));
+      await waitFor(async () => (await holder.inspect('job:7')).lock?.waiterCount === 1, 'the waiter queued on job:7', { intervalMs: 20 });
 
       const one = await run(['inspect', 'job:7', '--admin', url]);
       expect(one.code).toBe(0);

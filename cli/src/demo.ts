@@ -32,6 +32,10 @@ export interface DemoSummary {
  * through a fencing check, so a stale writer would show up in the summary.
  */
 export async function runDemo(o: DemoOptions): Promise<DemoSummary> {
+  o.write(
+    `lockq demo: ${o.workers} simulated workers and an embedded coordinator on the in-process memory transport ` +
+      `(no broker; nothing is kept after exit), for ${o.seconds}s`,
+  );
   const broker = new MemoryBroker();
   const coordinator = await Coordinator.start({ transport: new MemoryServerTransport(broker), logger: o.logger });
   const clients = await Promise.all(

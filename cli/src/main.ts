@@ -5,7 +5,8 @@ import { DEFAULT_ADMIN_HOST, DEFAULT_ADMIN_PORT } from '@lockq/coordinator';
 import { runCoordinatorCommand } from './coordinator-command.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_ADMIN_URL, runInspect } from './inspect-command.js';
-import { COORDINATOR_ENV, coordinatorSettings, parseInteger, UsageError } from './settings.js';
+import { humanLogger } from './human-log.js';
+import { COORDINATOR_ENV, coordinatorSettings, LOG_LEVELS, parseInteger, UsageError } from './settings.js';
 
 const HELP = `lockq — FIFO locks, leases and fencing tokens behind a message queue
 
@@ -53,7 +54,7 @@ Usage:
         --locks     distinct task locks they claim            (default 100)
         --seconds   how long to run                           (default 10)
         --permits   permits of the shared "render" semaphore  (default 4)
-      Logs go to stderr at env ${COORDINATOR_ENV['log-level']} (default warn).
+      Logs go to stderr as plain lines, at env ${COORDINATOR_ENV['log-level']} (default warn).
 
   lockq help
       Shows this text.
@@ -138,13 +139,16 @@ async function main(argv: readonly string[]): Promise<number> {
         },
         strict: true,
       });
-      const logger = pino({ level: process.env.LOCKQ_LOG_LEVEL ?? 'warn' }, pino.destination({ fd: 2, sync: true }));
+      const logLevel = process.env.LOCKQ_LOG_LEVEL || 'warn';
+      if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
+        throw new UsageError(`LOCKQ_LOG_LEVEL: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
+      }
       const summary = await runDemo({
         workers: parseInteger('--workers', values.workers, 32, 1, Number.MAX_SAFE_INTEGER),
         locks: parseInteger('--locks', values.locks, 100, 1, Number.MAX_SAFE_INTEGER),
         seconds: parseInteger('--seconds', values.seconds, 10, 1, Number.MAX_SAFE_INTEGER),
         permits: parseInteger('--permits', values.permits, 4, 1, Number.MAX_SAFE_INTEGER),
-        logger,
+        logger: humanLogger(logLevel),
         write: (line) => process.stdout.write(`${line}\n`),
       });
       return summary.staleWrites === 0 ? 0 : 1;
