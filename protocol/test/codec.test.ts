@@ -305,6 +305,46 @@ describe('acquire normalisation', () => {
       expect(expectOk(decodeRequest(encode(once)))).toEqual(once);
     }
   });
+
+  it('follows the table of docs/protocol.md §6 for every combination of kind, mode, limit and permits', () => {
+    // The table, column by column: a field a kind does not use is allowed only with the value
+    // normalisation gives it; anything else is refused, naming one of the offending fields.
+    const allowed = (kind: string, field: 'mode' | 'limit' | 'permits', value: unknown, limit: unknown): boolean => {
+      if (value === undefined) return !(kind === 'semaphore' && field === 'limit');
+      if (kind === 'semaphore') return field === 'mode' ? value === 'shared' : field === 'limit' || (value as number) <= (limit as number);
+      if (field === 'mode') return value === 'exclusive' || (kind === 'rwlock' && value === 'shared');
+      return value === 1;
+    };
+    let accepted = 0;
+    for (const kind of [undefined, 'mutex', 'rwlock', 'semaphore']) {
+      for (const mode of [undefined, 'exclusive', 'shared']) {
+        for (const limit of [undefined, 1, 4]) {
+          for (const permits of [undefined, 1, 2, 5]) {
+            const sent = { ...ACQUIRE_WIRE, kind, mode, limit, permits };
+            const k = kind ?? 'mutex';
+            const offending = (['mode', 'limit', 'permits'] as const).filter((f) => !allowed(k, f, sent[f], limit));
+            const result = decodeWire(sent); // JSON drops the undefined fields: absent on the wire
+            if (offending.length === 0) {
+              accepted++;
+              expect(expectOk(result), JSON.stringify(sent)).toEqual({
+                ...VALID.acquire,
+                kind: k,
+                mode: k === 'semaphore' ? 'shared' : (mode ?? 'exclusive'),
+                limit: k === 'semaphore' ? limit : 1,
+                permits: k === 'semaphore' ? (permits ?? 1) : 1,
+              });
+            } else {
+              if (result.ok) throw new Error(`${JSON.stringify(sent)}: expected a refusal on ${offending.join(' or ')}, got ok`);
+              expect(offending, JSON.stringify(sent)).toContain(result.field);
+              expect(result.code).toBe(result.field === 'permits' && k === 'semaphore' ? 'PERMITS_OUT_OF_RANGE' : 'INVALID_FIELD');
+            }
+          }
+        }
+      }
+    }
+    // Kind absent or mutex: 2 modes × 2 limits × 2 permits each; rwlock: 3 × 2 × 2; semaphore: 2 modes × (limit 1: 2 permits + limit 4: 3).
+    expect(accepted).toBe(2 * (2 * 2 * 2) + 3 * 2 * 2 + 2 * (2 + 3));
+  });
 });
 
 // ---- framing ----------------------------------------------------------------------------------
