@@ -1,6 +1,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import type { ClientTransport } from '@lockq/worker-sdk/transport';
-import type { ServerTransport } from '../coordinator/src/transport/index.js';
+import { publishRefusal, type ServerTransport } from '../coordinator/src/transport/index.js';
+import { elapse, waitFor } from './support/wait-for.js';
 
 /** A fresh, isolated topology on one adapter: what the contract needs to drive it. */
 export interface TransportUnderTest {
@@ -18,16 +19,6 @@ const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 export const enc = (text: string): Uint8Array => encoder.encode(text);
 export const dec = (body: Uint8Array): string => decoder.decode(body);
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
-
-/** Polls `condition` every few ms until it holds; fails after `timeoutMs` with `what`. */
-export async function waitFor(condition: () => boolean, what = 'condition', timeoutMs = 5000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await sleep(5);
-  }
-}
 
 export interface Collected {
   readonly messages: string[];
@@ -125,7 +116,7 @@ export function defineTransportContract(
       let maxActive = 0;
       const got = await collect(server(), 0, async () => {
         maxActive = Math.max(maxActive, ++active);
-        await sleep(5);
+        await elapse(5); // a handler that takes a while, so deliveries pile up behind it
         active--;
       });
       const c = await opened('w1');
@@ -149,9 +140,32 @@ export function defineTransportContract(
       await s.publish([to(a, 'a4')]);
       await s.publish([]);
       await waitFor(() => ra.length >= 4 && rb.length >= 2, 'all replies');
-      await sleep(20);
+      await elapse(20);
       expect(ra).toEqual(['a1', 'a2', 'a3', 'a4']);
       expect(rb).toEqual(['b1', 'b2']);
+    });
+
+    it('publishes the other replies of a batch when one reply’s address cannot be carried, and names only that one', async () => {
+      const got: string[] = [];
+      const a = await opened('wx', (x) => got.push(x));
+      const s = server();
+      // Longer than any broker name (AMQP routing keys end at 255 bytes).
+      const tooLong = `${a.replyAddress}.${'x'.repeat(300)}`;
+      const replies = [
+        { to: a.replyAddress, body: enc('r1') },
+        { to: tooLong, body: enc('lost') },
+        { to: a.replyAddress, body: enc('r2') },
+      ];
+      const outcome = await s.publish(replies).then(
+        () => null,
+        (err: unknown) => err,
+      );
+      // An adapter whose broker carries any address resolves; one that cannot refuses that reply alone.
+      if (outcome !== null) expect(publishRefusal(outcome)).toEqual({ refused: true, refusedIndexes: [1] });
+      await s.publish([{ to: a.replyAddress, body: enc('r3') }]);
+      await waitFor(() => got.length >= 3, 'the replies around the refused one');
+      await elapse(20);
+      expect(got).toEqual(['r1', 'r2', 'r3']);
     });
 
     it('forwards bytes from one client to another’s reply address, intact and in order with its replies', async () => {
@@ -174,7 +188,7 @@ export function defineTransportContract(
       await s.publish([{ to: b.replyAddress, body: enc('r2') }]);
       await a.forward(b.replyAddress, enc('f2 {"type":"granted"} ünïcødé'));
       await waitFor(() => rb.length >= 5, 'the replies and forwards');
-      await sleep(20);
+      await elapse(20);
       expect(rb.filter((_, i) => i !== 2)).toEqual(['r1', 'f1', 'r2', 'f2 {"type":"granted"} ünïcødé']);
       expect([...(raw[2] as Uint8Array)]).toEqual([...binary]);
     });
@@ -194,7 +208,7 @@ export function defineTransportContract(
       const sent = range(30, (i) => `m${i}`);
       await Promise.all(sent.map((m) => c.send(0, enc(m))));
       await waitFor(() => accepted.length >= sent.length, 'all requests accepted');
-      await sleep(30);
+      await elapse(30);
       expect(accepted).toEqual(sent);
       expect(failed).not.toBeNull();
       expect(accepted.slice(0, failed!.length)).toEqual(failed);
@@ -215,7 +229,7 @@ export function defineTransportContract(
       await waitFor(() => seen.includes('b'), 'b');
       await c.send(0, enc('c'));
       await waitFor(() => seen.includes('c'), 'c');
-      await sleep(30);
+      await elapse(30);
       expect(seen).toEqual(['a', 'poison', 'b', 'c']);
       if (t.deadLetters !== undefined) {
         const parked = await t.deadLetters();
@@ -234,7 +248,7 @@ export function defineTransportContract(
       await s1.stopConsuming(0); // idempotent
 
       await Promise.all(sent.slice(5, 10).map((m) => c.send(0, enc(m))));
-      await sleep(50);
+      await elapse(50);
       expect(first.messages).toEqual(sent.slice(0, 5));
 
       const s2 = server();
@@ -245,7 +259,7 @@ export function defineTransportContract(
       await Promise.all(sent.slice(10).map((m) => c.send(0, enc(m))));
       const third = await collect(s1, 0); // the first server, consuming again
       await waitFor(() => third.messages.length >= 5, 'the last five on the first server again');
-      await sleep(20);
+      await elapse(20);
       expect(second.messages).toEqual(sent.slice(5, 10));
       expect(third.messages).toEqual(sent.slice(10));
       expect(first.messages).toEqual(sent.slice(0, 5));
@@ -273,7 +287,7 @@ export function defineTransportContract(
       const next = await collect(server(), 0);
       await c.send(0, enc('y'));
       await waitFor(() => next.messages.length >= 1, 'y');
-      await sleep(20);
+      await elapse(20);
       expect(next.messages).toEqual(['y']);
     });
 
@@ -291,7 +305,7 @@ export function defineTransportContract(
       await active.close();
       await Promise.all(sent.slice(5).map((m) => c.send(0, enc(m))));
       await waitFor(() => b.messages.length >= 5, 'the standby');
-      await sleep(20);
+      await elapse(20);
       expect(a.messages).toEqual(sent.slice(0, 5));
       expect(b.messages).toEqual(sent.slice(5));
     });
@@ -313,7 +327,7 @@ export function defineTransportContract(
       expect(again.replyAddress).toBe(address);
       await again.open({ onReply: (body) => replies.push(dec(body)) });
       await waitFor(() => replies.length >= 3, 'the buffered replies');
-      await sleep(20);
+      await elapse(20);
       expect(replies).toEqual(['r1', 'r2', 'r3']);
     });
 

@@ -5,9 +5,11 @@ import { afterAll, afterEach, describe, expect, it } from 'vitest';
 import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import type { RetryPolicy } from '@lockq/worker-sdk';
 import { AmqpClientTransport, type AmqpClientTransportOptions, AmqpTransportError } from '@lockq/worker-sdk/transport';
-import { AmqpServerTransport, type AmqpServerTransportOptions } from '@lockq/coordinator';
+import { AmqpServerTransport, type AmqpServerTransportOptions, publishRefusal } from '@lockq/coordinator';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
-import { collect, dec, defineTransportContract, enc, sleep, type TransportUnderTest, waitFor } from './transport-contract.js';
+import { TcpProxy } from './support/tcp-proxy.js';
+import { elapse, waitFor } from './support/wait-for.js';
+import { collect, dec, defineTransportContract, enc, type TransportUnderTest } from './transport-contract.js';
 
 const execFileP = promisify(execFile);
 const rabbit = await requireRabbit();
@@ -111,17 +113,9 @@ const rabbitmqctl =
     },
   ));
 
-/** Retries `op` until it resolves (it rejects while a transport reconnects). */
-async function eventually<T>(op: () => Promise<T>, timeoutMs = 5000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      return await op();
-    } catch (err) {
-      if (Date.now() > deadline) throw err;
-      await sleep(20);
-    }
-  }
+/** Waits until `op` resolves, trying it again while it rejects (as it does while a transport reconnects). */
+function eventually(op: () => Promise<unknown>, what: string): Promise<void> {
+  return waitFor(() => op().then(() => true, () => false), what, { intervalMs: 20 });
 }
 
 defineTransportContract('amqp', amqpTopology, { skip: !rabbit });
@@ -158,7 +152,7 @@ describe.skipIf(!rabbit)('amqp transport', () => {
 
     expect(await closeConnections(t.prefix)).toBe(2);
     await waitFor(() => reconnects === 1, 'the client to reconnect');
-    await eventually(() => c.send(0, enc('after')));
+    await eventually(() => c.send(0, enc('after')), 'a request after the client reconnected');
     await waitFor(() => replies.includes('re:after'), 'a reply after both reconnected');
     expect(got.messages).toContain('after');
     expect(reconnects).toBe(1);
@@ -184,7 +178,7 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await ch.close();
     await waitFor(() => reconnects === 1, 'the client to declare its queue again');
     // Refused (returned) until the server has declared its queue again.
-    await eventually(() => c.send(0, enc('two')));
+    await eventually(() => c.send(0, enc('two')), 'a request once the request queue is back');
     await waitFor(() => replies.includes('re:two'), 'a reply after both recovered');
   });
 
@@ -202,10 +196,14 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await c.open({ onReply: () => {} });
     await c.send(0, enc('bad'));
     let parked: { text: string; headers: Record<string, unknown> }[] = [];
-    await eventually(async () => {
-      parked = await t.drainDeadLetterQueue();
-      if (parked.length === 0) throw new Error('not parked yet');
-    });
+    await waitFor(
+      async () => {
+        parked = await t.drainDeadLetterQueue();
+        return parked.length > 0;
+      },
+      'the request to be dead-lettered',
+      { intervalMs: 20 },
+    );
     expect(parked.map((p) => p.text)).toEqual(['bad']);
     expect(parked[0]?.headers['x-first-death-reason']).toBe('delivery_limit');
     await c.send(0, enc('good'));
@@ -245,7 +243,7 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     const stopping = s.stopConsuming(0).then(() => {
       stopped = true;
     });
-    await sleep(30);
+    await elapse(30);
     expect(stopped).toBe(false);
     release();
     await stopping;
@@ -324,5 +322,99 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await expect(c.open({ onReply: () => {} })).rejects.toThrow(AmqpTransportError);
     const s = track(t.server({ url: 'amqp://guest:guest@127.0.0.1:1', connectTimeoutMs: 1000 }));
     await expect(s.consume(0, async () => {})).rejects.toThrow(AmqpTransportError);
+  });
+  it('publishes the rest of a batch when one reply’s address is over 255 bytes, names that one, and keeps its channel', async () => {
+    setup();
+    const s = track(t.server());
+    const c = track(t.client('w1'));
+    const replies: string[] = [];
+    await c.open({ onReply: (body) => replies.push(dec(body)) });
+    // The request that stopped a partition: a replyTo of 256 characters, one over what AMQP carries.
+    const tooLong = 'x'.repeat(256);
+    const to = (address: string, text: string) => ({ to: address, body: enc(text) });
+    const err = await s.publish([to(c.replyAddress, 'r1'), to(tooLong, 'never'), to(c.replyAddress, 'r2')]).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AmqpTransportError);
+    expect(err).toMatchObject({ code: 'TRANSPORT_ERROR', refused: true, refusedIndexes: [1] });
+    expect(publishRefusal(err)).toEqual({ refused: true, refusedIndexes: [1] });
+    await waitFor(() => replies.length >= 2, 'the two replies around the refused one');
+    // The channel survived: the next batch, a dead letter and consuming all work.
+    await expect(s.publish([to(c.replyAddress, 'r3')])).resolves.toBeUndefined();
+    await s.deadLetter(0, enc('junk'), 'MALFORMED');
+    const got = await collect(s, 0);
+    await c.send(0, enc('after'));
+    await waitFor(() => replies.length >= 3 && got.messages.includes('after'), 'a reply and a request after the refusal');
+    expect(replies).toEqual(['r1', 'r2', 'r3']);
+    expect((await t.drainDeadLetterQueue()).map((d) => d.text)).toEqual(['junk']);
+  });
+
+  it('refuses a forward to an address over 255 bytes without losing its link', async () => {
+    setup();
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    const err = await c.forward('x'.repeat(256), enc('never')).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AmqpTransportError);
+    expect(err).toMatchObject({ refused: true });
+    const got = await collect(track(t.server()), 0);
+    await c.send(0, enc('after'));
+    await waitFor(() => got.messages.includes('after'), 'a request after the refused forward');
+  });
+
+  it('gives up reconnecting after reconnect.attempts on both sides, says so once, and fails work from then on', async () => {
+    setup();
+    const proxy = new TcpProxy({ host: new URL(AMQP_URL).hostname, port: Number(new URL(AMQP_URL).port || 5672) });
+    const via = new URL(AMQP_URL);
+    via.host = await proxy.start();
+    const policy = { initialMs: 10, maxMs: 20, attempts: 2 };
+    const serverErrors: Error[] = [];
+    const clientErrors: Error[] = [];
+    let lostPartitions = 0;
+    const s = track(t.server({ url: via.toString(), reconnect: policy, onError: (e) => serverErrors.push(e) }));
+    await s.consume(0, async () => {}, () => lostPartitions++);
+    const c = track(t.client('w1', { url: via.toString(), reconnect: policy }));
+    await c.open({ onReply: () => {}, onError: (e) => clientErrors.push(e) });
+
+    await proxy.close(); // cuts both connections, and nothing listens there any more
+    await waitFor(() => serverErrors.length > 0 && clientErrors.length > 0, 'both sides to give up');
+    expect(lostPartitions).toBe(1);
+    for (const e of [...serverErrors, ...clientErrors]) {
+      expect(e).toBeInstanceOf(AmqpTransportError);
+      expect(e.message).toMatch(/gave up reconnecting .* after 2 attempts/);
+    }
+    await expect(s.publish([{ to: c.replyAddress, body: enc('x') }])).rejects.toThrow(/not connected/);
+    await expect(s.deadLetter(0, enc('x'), 'MALFORMED')).rejects.toThrow(AmqpTransportError);
+    await expect(c.send(0, enc('x'))).rejects.toThrow(/not connected/);
+    await elapse(50);
+    expect([serverErrors.length, clientErrors.length]).toEqual([1, 1]);
+  });
+});
+
+describe('amqp transport options', () => {
+  const url = AMQP_URL;
+  const client = (o: Partial<AmqpClientTransportOptions>) => new AmqpClientTransport({ url, workerId: 'w', instance: 'i', ...o });
+  const server = (o: Partial<AmqpServerTransportOptions>) => new AmqpServerTransport({ url, ...o });
+
+  it('checks the shared connection settings the same way on both sides, naming the bad field', () => {
+    const bad: [string, number, RegExp][] = [
+      ['heartbeatMs', -1, /^heartbeatMs: expected an integer from 0 /],
+      ['heartbeatMs', 1.5, /^heartbeatMs: expected an integer from 0 /],
+      ['connectTimeoutMs', 0, /^connectTimeoutMs: expected an integer from 1 /],
+      ['prefetch', 0, /^prefetch: expected an integer from 1 to 65535/],
+      ['prefetch', 65_536, /^prefetch: expected an integer from 1 to 65535/],
+    ];
+    for (const [field, value, message] of bad) {
+      expect(() => client({ [field]: value }), field).toThrow(message);
+      expect(() => server({ [field]: value }), field).toThrow(message);
+    }
+    for (const make of [client, server]) {
+      expect(() => make({ reconnect: { factor: 0.5 } })).toThrow(/^reconnect\.factor: out of range/);
+      expect(() => make({ url: 'http://localhost' })).toThrow(/^url: expected amqp:\/\/ or amqps:\/\//);
+    }
+  });
+
+  it('checks each side’s own settings, naming the bad field', () => {
+    expect(() => client({ replyExpiresMs: 0 })).toThrow(/^replyExpiresMs: expected an integer from 1 /);
+    expect(() => client({ workerId: '' })).toThrow(RangeError);
+    expect(() => server({ deliveryLimit: -1 })).toThrow(/^deliveryLimit: expected an integer from 0 /);
+    expect(() => server({ maxLength: 0 })).toThrow(/^maxLength: expected an integer from 1 /);
   });
 });

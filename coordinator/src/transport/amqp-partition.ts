@@ -1,17 +1,15 @@
 import type { AmqpConnection, AmqpLink } from '@lockq/protocol/amqp';
 import { AmqpTransportError } from '@lockq/protocol/amqp';
-import { backoffMs, type RetryPolicy } from '@lockq/protocol';
+import { backoffMs } from '@lockq/protocol';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 
 /** What a partition needs from its transport. */
 export interface PartitionHost {
+  /** Its options give the prefetch, and the backoff before consuming again after a failure. */
   readonly link: AmqpLink;
-  readonly prefetch: number;
   /** Arguments of every request queue; a redeclaration with other arguments is refused by the broker. */
   readonly queueArguments: Readonly<Record<string, string | number | boolean>>;
-  /** Backoff before consuming again after a lost channel or a rejected batch. */
-  readonly retry: RetryPolicy;
   readonly log: Logger | undefined;
   /** False once the transport is closing: nothing starts consuming again. */
   readonly isOpen: () => boolean;
@@ -60,10 +58,8 @@ export class AmqpPartition {
     this.#onLost = onLost;
   }
 
-  /** The first start (from `consume`): rejects when it fails. Joins a start a reconnect began. */
+  /** The first start (from `consume`, on the link's open connection): rejects when it fails. */
   async start(c: AmqpConnection): Promise<void> {
-    if (this.#starting !== null) return this.#starting;
-    if (this.#consumer !== null) return;
     const starting = this.#open(c);
     this.#starting = starting;
     try {
@@ -81,13 +77,7 @@ export class AmqpPartition {
 
   /** The connection is gone, and this partition's consumer with it. */
   connectionLost(): void {
-    const c = this.#consumer;
-    if (c !== null) {
-      c.dead = true;
-      c.buffer = [];
-      this.#consumer = null;
-      this.#tellLost();
-    }
+    if (this.#consumer !== null) this.#drop(this.#consumer);
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
     this.#retryTimer = null;
   }
@@ -117,14 +107,22 @@ export class AmqpPartition {
     return !this.#stopping && this.#host.isOpen();
   }
 
-  /** Tells the partition's owner its consumer is gone (unless it is stopping it on purpose). */
-  #tellLost(): void {
-    if (this.#stopping) return;
+  /**
+   * Nothing more is handed over or acknowledged through `c`; when it was the consumer, the
+   * partition's owner is told (unless it is stopping it on purpose). Returns whether it was.
+   */
+  #drop(c: Consumer): boolean {
+    c.dead = true;
+    c.buffer = [];
+    if (this.#consumer !== c) return false;
+    this.#consumer = null;
+    if (this.#stopping) return true;
     try {
       this.#onLost?.();
     } catch {
       // the owner's problem; the transport carries on
     }
+    return true;
   }
 
   /** Opens the channel, declares the queue and starts consuming. */
@@ -134,7 +132,7 @@ export class AmqpPartition {
     ch.on('error', (err: Error) => this.#host.log?.warn({ err, partition: this.partition }, 'partition channel error'));
     ch.on('close', () => this.#consumerLost(c, 'channel closed'));
     try {
-      await ch.prefetch(this.#host.prefetch);
+      await ch.prefetch(this.#host.link.options.prefetch);
       await ch.assertQueue(this.queue, { durable: true, arguments: this.#host.queueArguments });
       if (!this.#wanted || conn.lost || c.dead) throw new AmqpTransportError('consumer no longer wanted');
       this.#consumer = c;
@@ -171,17 +169,11 @@ export class AmqpPartition {
     this.#retryTimer = setTimeout(() => {
       this.#retryTimer = null;
       this.#restart();
-    }, backoffMs(this.#host.retry, this.#failures - 1));
+    }, backoffMs(this.#host.link.options.reconnect, this.#failures - 1));
   }
 
   #consumerLost(c: Consumer, reason: string): void {
-    if (c.dead) return;
-    c.dead = true;
-    c.buffer = [];
-    if (this.#consumer !== c) return;
-    this.#consumer = null;
-    this.#tellLost();
-    if (!this.#wanted) return;
+    if (c.dead || !this.#drop(c) || !this.#wanted) return;
     // On a lost connection every channel closes first; the link's own handling then takes over.
     if (c.conn.lost || this.#host.link.current !== c.conn) return;
     this.#host.log?.warn({ partition: this.partition, reason }, 'partition channel lost; consuming again');
@@ -238,12 +230,7 @@ export class AmqpPartition {
       return;
     }
     this.#host.log?.warn({ err: failure.err, partition: this.partition, size: batch.length }, 'batch rejected; redelivering');
-    c.dead = true;
-    c.buffer = [];
-    if (this.#consumer === c) {
-      this.#consumer = null;
-      this.#tellLost();
-    }
+    this.#drop(c);
     // Closing the channel returns the batch and everything delivered behind it, in delivery
     // order, to the head of the queue, and counts towards the delivery limit. A nack does
     // neither reliably (see the transport's class comment).

@@ -53,7 +53,8 @@ function requestQueueArguments(o: AmqpServerTransportOptions, prefix: string): R
   return Object.freeze(args);
 }
 
-const isRefusal = (outcome: PublishOutcome) => outcome === 'nacked' || outcome === 'unpublishable' || outcome === 'returned';
+/** Refused (nacked, unpublishable), as opposed to lost with the connection. */
+const isRefusal = (outcome: PublishOutcome) => outcome !== 'confirmed' && outcome !== 'lost';
 
 /**
  * The coordinator side of RabbitMQ.
@@ -123,14 +124,7 @@ export class AmqpServerTransport implements ServerTransport {
       },
       this.#log,
     );
-    this.#host = {
-      link: this.#link,
-      prefetch: link.prefetch,
-      queueArguments: requestQueueArguments(options, this.#prefix),
-      retry: link.reconnect,
-      log: this.#log,
-      isOpen: () => !this.#closing,
-    };
+    this.#host = { link: this.#link, queueArguments: requestQueueArguments(options, this.#prefix), log: this.#log, isOpen: () => !this.#closing };
   }
 
   async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
@@ -159,40 +153,22 @@ export class AmqpServerTransport implements ServerTransport {
   async publish(replies: readonly Outbound[]): Promise<void> {
     if (replies.length === 0) return;
     const c = await this.#link.ready();
-    const refusedIndexes: number[] = [];
-    let lost = 0;
-    let cause: unknown;
-    await new Promise<void>((resolve) => {
-      let pending = replies.length;
-      const settle = (i: number, outcome: PublishOutcome, why: unknown) => {
-        if (isRefusal(outcome)) refusedIndexes.push(i);
-        else if (outcome === 'lost') lost++;
-        if (outcome !== 'confirmed') cause ??= why;
-        if (--pending === 0) resolve();
-      };
-      for (const [i, r] of replies.entries()) c.publish('', r.to, r.body, TRANSIENT, (outcome, why) => settle(i, outcome, why));
-    });
-    if (refusedIndexes.length === 0 && lost === 0) return;
-    refusedIndexes.sort((a, b) => a - b);
+    const outcomes = await Promise.all(replies.map((r) => c.publish('', r.to, r.body, TRANSIENT)));
+    const refusedIndexes = outcomes.flatMap((outcome, i) => (isRefusal(outcome) ? [i] : []));
+    const lost = outcomes.filter((outcome) => outcome === 'lost').length;
     const n = replies.length;
-    throw lost > 0
-      ? new AmqpTransportError(`the broker did not confirm ${lost} of ${n} replies`, { cause, refusedIndexes })
-      : new AmqpTransportError(`the broker refused ${refusedIndexes.length} of ${n} replies (indexes ${refusedIndexes.join(', ')})`, {
-          cause,
-          refused: true,
-          refusedIndexes,
-        });
+    if (lost > 0) throw new AmqpTransportError(`the broker did not confirm ${lost} of ${n} replies`, { refusedIndexes });
+    if (refusedIndexes.length > 0) {
+      const which = `${refusedIndexes.length} of ${n} replies (indexes ${refusedIndexes.join(', ')})`;
+      throw new AmqpTransportError(`the broker refused ${which}`, { refused: true, refusedIndexes });
+    }
   }
 
   async deadLetter(partition: number, body: Uint8Array, code: string): Promise<void> {
     const c = await this.#link.ready();
     const headers = { 'x-lockq-code': code, 'x-lockq-partition': partition };
-    await new Promise<void>((resolve, reject) => {
-      c.publish(deadLetterDestination(this.#prefix), requestDestination(partition, this.#prefix), body, { persistent: true, headers }, (outcome, cause) => {
-        if (outcome === 'confirmed') resolve();
-        else reject(new AmqpTransportError('the broker did not confirm a dead letter', { cause, refused: isRefusal(outcome) }));
-      });
-    });
+    const outcome = await c.publish(deadLetterDestination(this.#prefix), requestDestination(partition, this.#prefix), body, { persistent: true, headers });
+    if (outcome !== 'confirmed') throw new AmqpTransportError(`the broker did not take a dead letter (${outcome})`, { refused: isRefusal(outcome) });
   }
 
   /**

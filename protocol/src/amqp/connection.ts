@@ -17,24 +17,11 @@ export const AMQP_MAX_NAME_BYTES = 255;
  */
 export type PublishOutcome = 'confirmed' | 'nacked' | 'returned' | 'unpublishable' | 'lost';
 
-/** Properties a transport may set on a message. */
-export interface PublishProperties {
-  readonly persistent?: boolean;
-  /** Have the broker return the message when no queue takes it (outcome `returned`). */
-  readonly mandatory?: boolean;
-  readonly headers?: Readonly<Record<string, string | number | boolean>>;
-}
-
 const noop = () => {};
 
 /** A view of a message body as a Buffer without copying it. */
 function asBuffer(body: Uint8Array): Buffer {
   return Buffer.isBuffer(body) ? body : Buffer.from(body.buffer, body.byteOffset, body.byteLength);
-}
-
-function fitsName(name: string): boolean {
-  // Byte length only matters near the bound; names are ASCII in practice.
-  return name.length <= AMQP_MAX_NAME_BYTES / 4 || Buffer.byteLength(name) <= AMQP_MAX_NAME_BYTES;
 }
 
 /**
@@ -122,43 +109,29 @@ export class AmqpConnection {
   }
 
   /**
-   * Publishes on the confirm channel and calls `done` once with how it ended (see
-   * {@link PublishOutcome}); `cause` is the driver's error, if any. A message that cannot be put
-   * on the wire ends `unpublishable` at once, before the channel is touched, so it never disturbs
-   * the channel's other publishes.
+   * Publishes on the confirm channel; resolves with how it ended (see {@link PublishOutcome}),
+   * never rejects. A message that cannot be put on the wire ends `unpublishable` at once, before
+   * the channel is touched, so it never disturbs the channel's other publishes. With `mandatory`,
+   * a message no queue takes ends `returned`.
    */
-  publish(
-    exchange: string,
-    routingKey: string,
-    body: Uint8Array,
-    properties: PublishProperties,
-    done: (outcome: PublishOutcome, cause?: unknown) => void,
-  ): void {
-    if (this.#lost) {
-      done('lost');
-      return;
+  publish(exchange: string, routingKey: string, body: Uint8Array, properties: Options.Publish): Promise<PublishOutcome> {
+    if (this.#lost) return Promise.resolve('lost');
+    if (Buffer.byteLength(exchange) > AMQP_MAX_NAME_BYTES || Buffer.byteLength(routingKey) > AMQP_MAX_NAME_BYTES) {
+      return Promise.resolve('unpublishable');
     }
-    if (!fitsName(exchange) || !fitsName(routingKey)) {
-      done('unpublishable', new RangeError(`an exchange or routing key over ${AMQP_MAX_NAME_BYTES} bytes`));
-      return;
-    }
-    let options: Options.Publish = properties;
-    let messageId: string | undefined;
-    if (properties.mandatory === true) {
-      messageId = String(++this.#seq);
-      options = { ...properties, messageId };
-    }
-    const confirmed = (err: unknown) => {
-      // amqplib reports a broker nack as 'message nacked'; anything else is a closing channel.
-      if (err != null) done(err instanceof Error && err.message === 'message nacked' ? 'nacked' : 'lost', err);
-      else if (messageId !== undefined && this.#returned.delete(messageId)) done('returned');
-      else done('confirmed');
-    };
-    try {
-      this.channel.publish(exchange, routingKey, asBuffer(body), options, confirmed);
-    } catch (err) {
-      // amqplib validates before writing (and before registering the confirm callback).
-      done(this.#lost ? 'lost' : 'unpublishable', err);
-    }
+    const messageId = properties.mandatory === true ? String(++this.#seq) : undefined;
+    return new Promise((resolve) => {
+      const confirmed = (err: unknown) => {
+        // amqplib reports a broker nack as 'message nacked'; anything else is a closing channel.
+        if (err != null) resolve(err instanceof Error && err.message === 'message nacked' ? 'nacked' : 'lost');
+        else resolve(messageId !== undefined && this.#returned.delete(messageId) ? 'returned' : 'confirmed');
+      };
+      try {
+        this.channel.publish(exchange, routingKey, asBuffer(body), messageId === undefined ? properties : { ...properties, messageId }, confirmed);
+      } catch {
+        // amqplib validates before writing (and before registering the confirm callback).
+        resolve(this.#lost ? 'lost' : 'unpublishable');
+      }
+    });
   }
 }

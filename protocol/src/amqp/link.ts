@@ -38,11 +38,12 @@ const noop = () => {};
  *
  * @example
  * ```ts
- * const link = new AmqpLink(resolveAmqpLinkOptions({ url }, 'lockq tool'), { setUp: async (c) => {
- *   await c.channel.assertQueue('q');
- * } });
+ * const link = new AmqpLink(resolveAmqpLinkOptions({ url }, 'lockq tool'), {
+ *   setUp: async (c) => void (await c.channel.assertQueue('q')),
+ *   reconnected: () => resendWhatIsInFlight(),
+ * });
  * const c = await link.ready();
- * c.publish('', 'q', body, { persistent: true }, (outcome) => console.log(outcome));
+ * if ((await c.publish('', 'q', body, { persistent: true })) !== 'confirmed') retryLater();
  * await link.close();
  * ```
  */

@@ -93,23 +93,16 @@ export class AmqpClientTransport implements ClientTransport {
     }
   }
 
-  send(partition: number, body: Uint8Array): Promise<void> {
+  async send(partition: number, body: Uint8Array): Promise<void> {
     const c = this.#open();
-    if (c === null) return Promise.reject(this.#link.notConnected());
-    try {
-      checkInteger('partition', partition, 0);
-    } catch (err) {
-      return Promise.reject(err);
-    }
-    const queue = requestDestination(partition, this.#prefix);
-    return new Promise<void>((resolve, reject) => {
-      c.publish('', queue, body, REQUEST, (outcome, cause) => {
-        if (outcome === 'confirmed') resolve();
-        // Anything but a refusal (a closing channel) is a lost connection, after which the
-        // caller re-sends on reconnect, so it must not read as a refusal.
-        else reject(new AmqpTransportError(requestFailure(outcome, queue, partition), { cause, refused: outcome !== 'lost' }));
-      });
-    });
+    if (c === null) throw this.#link.notConnected();
+    const queue = requestDestination(checkInteger('partition', partition, 0), this.#prefix);
+    const outcome = await c.publish('', queue, body, REQUEST);
+    if (outcome === 'confirmed') return;
+    if (outcome === 'returned') throw new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true });
+    // A lost connection is no refusal: the caller re-sends on reconnect.
+    if (outcome === 'lost') throw new AmqpTransportError(`lost a request for ${queue} in flight`);
+    throw new AmqpTransportError(`the broker refused a request for ${queue} (${refusal(outcome)})`, { refused: true });
   }
 
   /**
@@ -117,16 +110,13 @@ export class AmqpClientTransport implements ClientTransport {
    * exchange, transient, not mandatory (a queue that has expired just drops it). On the same
    * channel as requests, so a forward leaves before a request sent after it.
    */
-  forward(address: string, body: Uint8Array): Promise<void> {
+  async forward(address: string, body: Uint8Array): Promise<void> {
     const c = this.#open();
-    if (c === null) return Promise.reject(this.#link.notConnected());
-    return new Promise<void>((resolve, reject) => {
-      c.publish('', address, body, TRANSIENT, (outcome, cause) => {
-        if (outcome === 'confirmed') resolve();
-        else if (outcome === 'lost') reject(new AmqpTransportError(`lost a forward to ${address} in flight`, { cause }));
-        else reject(new AmqpTransportError(`the broker refused a forward to ${address} (${outcome})`, { cause, refused: true }));
-      });
-    });
+    if (c === null) throw this.#link.notConnected();
+    const outcome = await c.publish('', address, body, TRANSIENT);
+    if (outcome === 'confirmed') return;
+    if (outcome === 'lost') throw new AmqpTransportError(`lost a forward to ${address} in flight`);
+    throw new AmqpTransportError(`the broker refused a forward to ${address} (${refusal(outcome)})`, { refused: true });
   }
 
   /** Closes the connection and stops reconnecting. The reply queue stays until it expires. */
@@ -194,15 +184,6 @@ export class AmqpClientTransport implements ClientTransport {
   }
 }
 
-function requestFailure(outcome: Exclude<PublishOutcome, 'confirmed'>, queue: string, partition: number): string {
-  switch (outcome) {
-    case 'returned':
-      return `no queue ${queue}: is a coordinator for partition ${partition} running?`;
-    case 'nacked':
-      return `the broker refused a request for ${queue} (queue full?)`;
-    case 'unpublishable':
-      return `cannot publish a request to ${queue} (a name the broker cannot carry)`;
-    case 'lost':
-      return `lost a request for ${queue} in flight`;
-  }
+function refusal(outcome: PublishOutcome): string {
+  return outcome === 'nacked' ? 'queue full?' : 'a name longer than AMQP carries';
 }
