@@ -1,16 +1,23 @@
 /**
- * The worker side of a broker: bytes and topology names in, bytes out. No driver type crosses
- * this interface; each adapter owns its connection.
+ * The worker side of a broker (the seam is written down in docs/transports.md): bytes and
+ * topology names in, bytes out. No driver type crosses this interface; each adapter owns its
+ * connection and reconnects by itself, saying so through `onReconnect` (or `onError` when it
+ * gives up). Every adapter passes `defineTransportContract` in `test/transport-contract.ts`.
  */
 export interface ClientTransport {
-  /** Where replies to this client are published; stable across reconnects. */
+  /** Where replies to this client are published; stable across reconnects and for one `(workerId, instance)`. */
   readonly replyAddress: string;
-  /** Connects, declares the reply destination and starts delivering replies in arrival order. */
+  /**
+   * Connects, declares the reply destination and starts delivering replies in arrival order,
+   * including those published while this client was away. A failed first `open` may be retried.
+   */
   open(handlers: ClientTransportHandlers): Promise<void>;
   /**
    * Sends one request to partition `partition`; resolves once the broker has accepted it.
+   * Requests to one partition arrive in `send` order, calls not awaited included.
    * Rejects with an error whose `refused` is true when the broker refused this very message
-   * (a full queue, no queue): it will not be delivered, and the caller should be told at once.
+   * (a full queue, no queue, a name it cannot carry): it will not be delivered, and the caller
+   * should be told at once.
    * Any other rejection (a lost connection) may be followed by `onReconnect`, after which the
    * caller re-sends what is still in flight.
    */
@@ -22,16 +29,19 @@ export interface ClientTransport {
    * coordinator sends the same grant itself anyway. Resolves once the broker has accepted it.
    */
   forward(address: string, body: Uint8Array): Promise<void>;
-  /** Stops delivering replies and closes the connection. Idempotent; a closed transport is not reopened. */
+  /**
+   * Stops delivering replies, acknowledges those handed over, and closes the connection.
+   * Idempotent; a closed transport is not reopened.
+   */
   close(): Promise<void>;
 }
 
 export interface ClientTransportHandlers {
   /** Replies in arrival order, at least once: after a reconnect one may come again. */
   onReply(body: Uint8Array): void;
-  /** The connection was re-established; requests in flight may be lost and must be sent again. */
+  /** The connection was re-established and replies flow again; requests in flight may be lost and must be sent again. */
   onReconnect?(): void;
-  /** A failure the transport could not recover from by itself (it keeps trying where it can). */
+  /** A failure the transport could not recover from by itself, e.g. it gave up reconnecting (`reconnect.attempts`). */
   onError?(error: Error): void;
 }
 
