@@ -366,11 +366,11 @@ async function eventually<T>(probe: () => Promise<T | undefined>, what: string, 
 
 /**
  * Product bugs the runs above found (as rare lost increments and stalls of the disconnect test),
- * each pinned by a deterministic test that fails until it is fixed. They drive an in-process
+ * each fixed and pinned by a deterministic test that failed before its fix. They drive an in-process
  * LockClient where the fault must be injected exactly: a TCP proxy that holds bytes back and then
  * cuts the connection, or a transport that hands over a reply twice.
  */
-describe.skipIf(!rabbit)('pinned bugs found end to end (each fails until fixed)', () => {
+describe.skipIf(!rabbit)('bugs found end to end, each pinned by a test that failed before its fix', () => {
   const clients: LockClient[] = [];
   const proxies: TcpProxy[] = [];
   afterEach(async () => {

@@ -1,9 +1,10 @@
-import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, MemoryServerTransport } from '@lockq/coordinator';
+import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, MemoryServerTransport, MemoryStore, type Outbound } from '@lockq/coordinator';
 import { type Lease, LockClient } from '@lockq/worker-sdk';
-import type { LockView } from '@lockq/protocol';
+import { encode, type LockView } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { runInspect } from '../../cli/src/inspect-command.js';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { elapse, waitFor } from '../../test/support/wait-for.js';
 
 let broker: MemoryBroker;
 let coordinator: Coordinator;
@@ -41,14 +42,6 @@ async function scrape(): Promise<string> {
   expect(res.status).toBe(200);
   expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
   return res.text();
-}
-
-async function until(check: () => Promise<boolean>, timeoutMs = 2000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await check())) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await new Promise((r) => setTimeout(r, 5));
-  }
 }
 
 const waitersOf = async (lock: string): Promise<number> => {
@@ -105,6 +98,103 @@ describe('admin server: health', () => {
   });
 });
 
+describe('admin server: readiness follows the partitions', () => {
+  it('/readyz turns 503 naming a partition whose batches keep failing, and 200 once it answers again', async () => {
+    const broker = new MemoryBroker();
+    let reachable = false;
+    class Unreachable extends MemoryServerTransport {
+      override async publish(replies: readonly Outbound[]): Promise<void> {
+        if (!reachable) throw new Error('broker unreachable');
+        await super.publish(replies);
+      }
+    }
+    const stalling = await Coordinator.start({ transport: new Unreachable(broker), stallMs: 100 });
+    const ready = await AdminServer.listen({ port: 0, coordinator: stalling });
+    const readyz = async () => {
+      const res = await fetch(`${ready.url}/readyz`);
+      return { status: res.status, body: (await res.json()) as { status: string; stalled?: { partition: number; unansweredMs: number; failures: number }[] } };
+    };
+    try {
+      expect(await readyz()).toEqual({ status: 200, body: { status: 'ready' } });
+      const answers: string[] = [];
+      broker.subscribeReplies('lockq.replies.t.x', (body) => answers.push(Buffer.from(body).toString('utf8')));
+      const open = { v: 1, op: 'open', id: 'o-1', worker: 't', session: 't-s', replyTo: 'lockq.replies.t.x', sessionTtlMs: 10_000, partitions: 1 } as const;
+      broker.publishRequest(0, encode(open));
+      await waitFor(async () => (await readyz()).status === 503, 'readyz to turn 503', { timeoutMs: 3000 });
+      const { body } = await readyz();
+      expect(body).toMatchObject({ status: 'stalled', stalled: [{ partition: 0 }] });
+      expect(body.stalled?.[0]?.unansweredMs).toBeGreaterThanOrEqual(100);
+      expect(body.stalled?.[0]?.failures).toBeGreaterThan(0);
+      expect(stalling.stalled().map((s) => s.partition)).toEqual([0]);
+      expect((await fetch(`${ready.url}/healthz`)).status).toBe(200); // stalled is not dead: a store outage heals
+
+      reachable = true;
+      await waitFor(async () => (await readyz()).status === 200, 'readyz to turn 200 again', { timeoutMs: 3000 });
+      expect(answers.some((a) => a.includes('"type":"opened"'))).toBe(true);
+      expect(stalling.stalled()).toEqual([]);
+    } finally {
+      await ready.close();
+      await stalling.stop();
+    }
+  });
+});
+
+describe('admin server: after a take-over', () => {
+  it('reads lease and wait times on the partition clock, not on the process clock', async () => {
+    const shared = new MemoryBroker();
+    const store = new MemoryStore({ journal: true });
+    const connect = async (workerId: string) => {
+      const c = await LockClient.connect('memory:', { workerId, transport: new MemoryClientTransport(shared, { workerId, instance: 'x' }) });
+      clients.push(c);
+      return c;
+    };
+    // The first term ran in a process whose clock was an hour ahead of this one's.
+    const transportA = new MemoryServerTransport(shared);
+    const a = await Coordinator.start({ transport: transportA, store, clock: () => performance.now() + 3_600_000 });
+    const holder = await connect('holder');
+    const waiter = await connect('waiter');
+    const lease = await holder.acquire('job', { ttlMs: 30_000 });
+    const waiting = waiter.acquire('job', { ttlMs: 30_000, waitMs: 30_000 });
+    await waitFor(() => a.inspect('job')?.waiterCount === 1, 'the waiter');
+    await transportA.stopConsuming(0); // A crashes
+
+    const b = await Coordinator.start({ transport: new MemoryServerTransport(shared), store });
+    const bAdmin = await AdminServer.listen({ port: 0, coordinator: b });
+    try {
+      // B claims on this delivery; the protocol's view was always on the partition clock.
+      const viaProtocol = (await holder.inspect('job')).lock;
+      expect(viaProtocol?.holders[0]?.ttlMs).toBeLessThanOrEqual(30_000);
+      const inspected = b.inspect('job');
+      const listed = ((await (await fetch(`${bAdmin.url}/v1/locks`)).json()) as LocksResponse).locks[0];
+      const one = (await (await fetch(`${bAdmin.url}/v1/locks/job`)).json()) as LockView;
+      for (const view of [inspected, listed, one]) {
+        expect(view?.holders.map((h) => h.token)).toEqual([lease.token]);
+        // Before the fix: about 3,630,000 ms left on a 30 s lease.
+        expect(view?.holders[0]?.ttlMs).toBeLessThanOrEqual(30_000);
+        expect(view?.holders[0]?.ttlMs).toBeGreaterThan(20_000);
+        expect(view?.waiters[0]?.waitMs).toBeLessThanOrEqual(30_000);
+        expect(view?.waiters[0]?.waitMs).toBeGreaterThan(20_000);
+      }
+      let out = '';
+      const print = (t: string) => {
+        out += t;
+      };
+      expect(await runInspect({ admin: bAdmin.url, lock: 'job', json: false, timeoutMs: 2000, out: print, err: print })).toBe(0);
+      const ttlLeftS = Number(/^ {2}holder\s+\d+\s+([\d.]+)s\s/m.exec(out)?.[1]);
+      expect(ttlLeftS).toBeGreaterThan(20);
+      expect(ttlLeftS).toBeLessThanOrEqual(30);
+
+      await lease.release();
+      await (await waiting).release();
+    } finally {
+      await Promise.all(clients.splice(0).map((c) => c.close()));
+      await bAdmin.close();
+      await b.stop();
+      await a.stop();
+    }
+  });
+});
+
 describe('admin server: metrics', () => {
   it('counts grants, waits, queue depth, releases and denials by code', async () => {
     const a = await client('a');
@@ -126,11 +216,11 @@ describe('admin server: metrics', () => {
 
     // A waiter shows in the queue-depth gauge, then as a grant that waited.
     const waited = b.acquire('m:1', { ttlMs: 5000, waitMs: 5000 });
-    await until(async () => (await waitersOf('m:1')) === 1);
+    await waitFor(async () => (await waitersOf('m:1')) === 1, 'a waiter on m:1');
     text = await scrape();
     expect(sample(text, 'lockq_waiters', 'partition="0"')).toBe(1);
     expect(sample(text, 'lockq_queued_total', 'partition="0"')).toBe(1);
-    await new Promise((r) => setTimeout(r, 30));
+    await elapse(30); // a wait long enough to land in a later bucket
     await leases[0]!.release();
     const second = await waited;
     text = await scrape();
@@ -169,9 +259,9 @@ describe('admin server: locks', () => {
     const w1 = await client('w1');
     const w2 = await client('w2');
     const first = w1.acquire('job/1?x', { ttlMs: 5000, waitMs: 5000 });
-    await until(async () => (await waitersOf('job/1?x')) === 1);
+    await waitFor(async () => (await waitersOf('job/1?x')) === 1, 'the first waiter');
     const second = w2.acquire('job/1?x', { ttlMs: 5000, waitMs: 5000 });
-    await until(async () => (await waitersOf('job/1?x')) === 2);
+    await waitFor(async () => (await waitersOf('job/1?x')) === 2, 'the second waiter');
 
     const all = await json<LocksResponse>('/v1/locks');
     expect(all.truncated).toBe(false);

@@ -5,6 +5,7 @@ import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { REDIS_URL, requireRedis } from '../../test/support/brokers.js';
+import { elapse, waitFor } from '../../test/support/wait-for.js';
 
 const redisUp = await requireRedis();
 const keyPrefix = `lockq-recovery-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
@@ -25,7 +26,6 @@ class RecordingTransport extends MemoryServerTransport {
   }
 }
 
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const clients: LockClient[] = [];
 const coordinators: Coordinator[] = [];
 
@@ -67,9 +67,9 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
         return lease;
       });
     const first = waiting(w1);
-    await until(async () => (await holder.inspect('job')).lock?.waiterCount === 1);
+    await waitFor(async () => (await holder.inspect('job')).lock?.waiterCount === 1, 'w1 waiting');
     const second = waiting(w2);
-    await until(async () => (await holder.inspect('job')).lock?.waiterCount === 2);
+    await waitFor(async () => (await holder.inspect('job')).lock?.waiterCount === 2, 'w2 waiting');
     const viewA = await holder.inspect('job');
     expect(viewA.epoch).toBe(1);
     expect(viewA.lock?.waiters.map((w) => w.worker)).toEqual(['w1', 'w2']);
@@ -103,7 +103,7 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
     const runA = transportA.handlers.get(0);
     expect(runA).toBeDefined();
     await expect(runA!([open])).rejects.toBeInstanceOf(StaleEpochError);
-    await sleep(20);
+    await elapse(20); // nothing goes out late either
     expect(transportA.published).toBe(publishedByA);
     expect(zombieReplies).toEqual([]);
 
@@ -113,11 +113,3 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
     expect((await holder.inspect('job')).epoch).toBe(2);
   });
 });
-
-async function until(condition: () => Promise<boolean>, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
-    if (performance.now() > deadline) throw new Error('condition not met in time');
-    await sleep(10);
-  }
-}

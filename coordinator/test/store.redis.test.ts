@@ -7,6 +7,7 @@ import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type JournalEntry, partitionKeys, RedisStore, StaleEpochError } from '../src/store/index.js';
 import { REDIS_URL, requireRedis } from '../../test/support/brokers.js';
+import { elapse, waitFor } from '../../test/support/wait-for.js';
 import { defineStoreContract, requests, snapshotOf } from './store.contract.js';
 
 const redisUp = await requireRedis();
@@ -114,12 +115,14 @@ class RedisChild {
     const args = ['--port', String(this.port), '--bind', '127.0.0.1', '--dir', this.dir, '--appendonly', 'yes', '--appendfsync', 'always', '--save', ''];
     const child = spawn('redis-server', args, { stdio: 'ignore' });
     this.#child = child;
-    const deadline = performance.now() + 10_000;
-    while (!(await answersPing(this.port))) {
-      if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
-      if (performance.now() > deadline) throw new Error('redis-server did not come up within 10 s');
-      await sleep(20);
-    }
+    await waitFor(
+      () => {
+        if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}`);
+        return answersPing(this.port);
+      },
+      'redis-server to come up',
+      { timeoutMs: 10_000, intervalMs: 20 },
+    );
   }
 
   /** A crash: SIGKILL, no shutdown, no final fsync. */
@@ -163,8 +166,6 @@ function freePort(): Promise<number> {
     });
   });
 }
-
-const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 describe.skipIf(!haveRedisServer)('RedisStore against a redis-server that crashes', () => {
   const server = new RedisChild();
@@ -217,17 +218,17 @@ describe.skipIf(!haveRedisServer)('RedisStore against a redis-server that crashe
 
     await server.start();
     // The same instance reconnects in the background; its next operation succeeds.
-    const back = performance.now();
-    let appended = false;
-    while (!appended && performance.now() - back < 5000) {
-      appended = await s.append(2, epoch, { now: 4, requests: [] }).then(
-        () => true,
-        () => sleep(50).then(() => false),
-      );
-    }
-    expect(appended).toBe(true);
+    await waitFor(
+      () =>
+        s.append(2, epoch, { now: 4, requests: [] }).then(
+          () => true,
+          () => false,
+        ),
+      'an append to succeed once Redis is back',
+      { timeoutMs: 5000, intervalMs: 50 },
+    );
     // Nothing the failed writes carried reached Redis later (no offline queue, no re-send).
-    await sleep(200);
+    await elapse(200);
     expect((await s.claim(2)).journal).toStrictEqual([{ now: 1, requests: requests(1, 1) }, { now: 4, requests: [] }]);
   });
 });

@@ -8,7 +8,12 @@ export const RANGES = {
   /** Lock names, worker ids, session ids, request ids and reply addresses: printable ASCII without space. */
   lockName: { min: 1, max: 256 },
   id: { min: 1, max: 128 },
-  replyTo: { min: 1, max: 256 },
+  /**
+   * 255, not 256: an AMQP routing key (and queue name) is a short string of at most 255 bytes, and
+   * an address a broker cannot take would leave the answer unpublishable. Printable ASCII, so
+   * characters are bytes. A request over it has no usable address and is dead-lettered.
+   */
+  replyTo: { min: 1, max: 255 },
   ttlMs: { min: 10, max: 86_400_000 },
   waitMs: { min: 0, max: 3_600_000 },
   sessionTtlMs: { min: 100, max: 600_000 },

@@ -597,9 +597,9 @@ describe('ids and reply addresses', () => {
     expectFailure(decodeWire({ ...VALID.cancel, target: 'a b' }), 'INVALID_FIELD', 'target');
   });
 
-  it('replyTo: 1 to 256 printable ASCII characters, else INVALID_FIELD', () => {
-    expectOk(decodeWire({ ...VALID.heartbeat, replyTo: 'r'.repeat(256) }));
-    for (const replyTo of ['', 'r'.repeat(257), 'lockq replies', 'caf\u00e9']) {
+  it('replyTo: 1 to 255 printable ASCII characters (an AMQP routing key), else INVALID_FIELD', () => {
+    expectOk(decodeWire({ ...VALID.heartbeat, replyTo: 'r'.repeat(255) }));
+    for (const replyTo of ['', 'r'.repeat(256), 'r'.repeat(257), 'lockq replies', 'caf\u00e9']) {
       expectFailure(decodeWire({ ...VALID.heartbeat, replyTo }), 'INVALID_FIELD', 'replyTo');
     }
   });
@@ -702,6 +702,14 @@ describe('salvaging id and replyTo from a refused request', () => {
       expect('replyTo' in f).toBe(false);
       expect(f.id).toBe(ENV.id);
     }
+  });
+
+  it('salvages no reply address from the 286-byte poison (a 256-character replyTo): it is dead-lettered, not answered', () => {
+    const poison = utf8(`{"v":2,"id":"p1","replyTo":"${'x'.repeat(256)}"}`);
+    expect(poison.byteLength).toBe(286);
+    const f = decodeRequest(poison);
+    expect(f).toMatchObject({ ok: false, code: 'UNSUPPORTED_VERSION', id: 'p1' });
+    expect('replyTo' in f).toBe(false);
   });
 
   it('drops both when both are missing', () => {

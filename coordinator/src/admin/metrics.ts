@@ -124,6 +124,7 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     gauge('lockq_last_token', 'Highest fencing token issued.', (c) => c.lastToken);
     total('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', 'deadLettered');
     total('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', 'rejected');
+    total('lockq_replies_refused_total', 'Replies the transport refused for good (an address it cannot carry); dropped.', 'repliesRefused');
 
     if (options.processMetrics === true) collectDefaultMetrics({ register: registry });
   }

@@ -4,12 +4,15 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { AddressInfo } from 'node:net';
 import type { LockView, PartitionCounts } from '@lockq/protocol';
 import { type Logger, pino } from 'pino';
+import type { PartitionStall } from '../runtime/partition-runner.js';
 
 /** What the admin routes read; a {@link Coordinator} is one. */
 export interface AdminSource {
   counts(): Map<number, PartitionCounts>;
   locks(): LockView[];
   inspect(lock: string): LockView | null;
+  /** Partitions that are not answering; any makes `/readyz` 503. */
+  stalled?(): readonly PartitionStall[];
   readonly options: { readonly ownPartitions: readonly number[] };
 }
 
@@ -41,7 +44,10 @@ export interface AdminServerOptions {
   readonly logger?: Logger;
 }
 
-/** `starting` until a coordinator is served, `draining` once it is stopping, `stopped` once closed. */
+/**
+ * `starting` until a coordinator is served, `draining` once it is stopping, `stopped` once closed.
+ * While `ready`, `/readyz` still answers 503 (`stalled`) when a partition is not answering.
+ */
 export type AdminState = 'starting' | 'ready' | 'draining' | 'stopped';
 
 /** The JSON of `GET /v1/locks`. */
@@ -195,7 +201,7 @@ export class AdminServer {
       case '/healthz':
         return this.#state === 'stopped' ? json(503, { status: 'stopped' }) : json(200, { status: 'ok' });
       case '/readyz':
-        return json(this.#state === 'ready' ? 200 : 503, { status: this.#state });
+        return this.#readyAnswer();
       case '/metrics':
         return this.#metricsAnswer();
       case '/v1/locks':
@@ -204,6 +210,13 @@ export class AdminServer {
       default:
         return path.startsWith(LOCK_PATH) ? this.#lockAnswer(path.slice(LOCK_PATH.length)) : json(404, { error: 'NOT_FOUND' });
     }
+  }
+
+  /** Ready is more than served: a partition that stopped answering makes the process unready, by name. */
+  #readyAnswer(): Answer {
+    if (this.#state !== 'ready') return json(503, { status: this.#state });
+    const stalled = this.#source?.stalled?.() ?? [];
+    return stalled.length === 0 ? json(200, { status: 'ready' }) : json(503, { status: 'stalled', stalled });
   }
 
   async #metricsAnswer(): Promise<Answer> {

@@ -45,6 +45,13 @@ export interface CoordinatorOptions {
   readonly claimAtStart?: boolean;
   /** After being fenced by another coordinator, wait this long before rejoining as standby. @defaultValue 1000 */
   readonly standbyPauseMs?: number;
+  /**
+   * A partition whose oldest unanswered work (a batch not yet answered, or replies that did not
+   * go out) is this old is stalled: `Coordinator.stalled()` lists it and `/readyz` answers
+   * 503. The default is the SDK's request timeout: a partition this slow already fails its
+   * workers. @defaultValue 10000
+   */
+  readonly stallMs?: number;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -61,6 +68,7 @@ export interface ResolvedCoordinatorOptions {
   readonly snapshotEvery: number;
   readonly claimAtStart: boolean;
   readonly standbyPauseMs: number;
+  readonly stallMs: number;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -78,6 +86,10 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   checkInteger('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);
   const snapshotEvery = options.snapshotEvery ?? 1000;
   checkInteger('snapshotEvery', snapshotEvery, 1, 1_000_000_000);
+  const standbyPauseMs = options.standbyPauseMs ?? 1000;
+  checkInteger('standbyPauseMs', standbyPauseMs, 0, 1_000_000_000);
+  const stallMs = options.stallMs ?? 10_000;
+  checkInteger('stallMs', stallMs, 1, 1_000_000_000);
   return Object.freeze({
     transport: options.transport,
     store: options.store ?? new MemoryStore(),
@@ -91,6 +103,7 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     observer: options.observer,
     snapshotEvery,
     claimAtStart: options.claimAtStart ?? false,
-    standbyPauseMs: options.standbyPauseMs ?? 1000,
+    standbyPauseMs,
+    stallMs,
   });
 }

@@ -7,6 +7,8 @@ export class PartitionStats {
   /** Requests refused by the codec (answered with an error or dead-lettered). */
   rejected = 0;
   deadLettered = 0;
+  /** Replies the transport refused for good (an address it cannot carry): dropped, not retried. */
+  repliesRefused = 0;
   grants = 0;
   queued = 0;
   releases = 0;
