@@ -124,7 +124,8 @@ export class AmqpServerTransport implements ServerTransport {
       },
       this.#log,
     );
-    this.#host = { link: this.#link, queueArguments: requestQueueArguments(options, this.#prefix), log: this.#log, isOpen: () => !this.#closing };
+    const queueArguments = requestQueueArguments(options, this.#prefix);
+    this.#host = { link: this.#link, queueArguments, log: this.#log, isOpen: () => !this.#closing };
   }
 
   async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
@@ -167,8 +168,10 @@ export class AmqpServerTransport implements ServerTransport {
   async deadLetter(partition: number, body: Uint8Array, code: string): Promise<void> {
     const c = await this.#link.ready();
     const headers = { 'x-lockq-code': code, 'x-lockq-partition': partition };
-    const outcome = await c.publish(deadLetterDestination(this.#prefix), requestDestination(partition, this.#prefix), body, { persistent: true, headers });
-    if (outcome !== 'confirmed') throw new AmqpTransportError(`the broker did not take a dead letter (${outcome})`, { refused: isRefusal(outcome) });
+    const exchange = deadLetterDestination(this.#prefix);
+    const outcome = await c.publish(exchange, requestDestination(partition, this.#prefix), body, { persistent: true, headers });
+    if (outcome === 'confirmed') return;
+    throw new AmqpTransportError(`the broker did not take a dead letter (${outcome})`, { refused: isRefusal(outcome) });
   }
 
   /**

@@ -126,8 +126,9 @@ export class AmqpConnection {
         if (err != null) resolve(err instanceof Error && err.message === 'message nacked' ? 'nacked' : 'lost');
         else resolve(messageId !== undefined && this.#returned.delete(messageId) ? 'returned' : 'confirmed');
       };
+      const options = messageId === undefined ? properties : { ...properties, messageId };
       try {
-        this.channel.publish(exchange, routingKey, asBuffer(body), messageId === undefined ? properties : { ...properties, messageId }, confirmed);
+        this.channel.publish(exchange, routingKey, asBuffer(body), options, confirmed);
       } catch {
         // amqplib validates before writing (and before registering the confirm callback).
         resolve(this.#lost ? 'lost' : 'unpublishable');

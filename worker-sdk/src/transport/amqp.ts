@@ -99,7 +99,9 @@ export class AmqpClientTransport implements ClientTransport {
     const queue = requestDestination(checkInteger('partition', partition, 0), this.#prefix);
     const outcome = await c.publish('', queue, body, REQUEST);
     if (outcome === 'confirmed') return;
-    if (outcome === 'returned') throw new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true });
+    if (outcome === 'returned') {
+      throw new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true });
+    }
     // A lost connection is no refusal: the caller re-sends on reconnect.
     if (outcome === 'lost') throw new AmqpTransportError(`lost a request for ${queue} in flight`);
     throw new AmqpTransportError(`the broker refused a request for ${queue} (${refusal(outcome)})`, { refused: true });
