@@ -228,14 +228,17 @@ const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
 
 /**
  * Decodes a reply. Replies come from a coordinator the worker trusts, so this checks the envelope
- * (version, type, request id, epoch, partition) and leaves the body to the reader; it returns null
- * for anything else rather than throwing inside a transport callback.
+ * (version, type, request id, epoch, partition) and an error's `partitions`, and leaves the rest
+ * of the body to the reader; it returns null for anything else rather than throwing inside a
+ * transport callback.
  */
 export function decodeReply(body: Uint8Array): Reply | null {
   if (body.byteLength > MAX_MESSAGE_BYTES * 16) return null;
   const text = utf8(body);
   return parseCanonicalReply(text) ?? decodeReplyText(text);
 }
+
+const isPartitionCount = intIn(RANGES.partitions, 'INVALID_FIELD');
 
 /**
  * The general path of {@link decodeReply}, for any layout. Exported only so tests can hold the
@@ -253,5 +256,7 @@ export function decodeReplyText(text: string): Reply | null {
   const r = raw as Record<string, unknown>;
   if (r.v !== PROTOCOL_VERSION || typeof r.re !== 'string' || !REPLY_TYPES.has(r.type as ReplyType)) return null;
   if (!Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return null;
+  // The one body field checked: a worker may act on it (WRONG_PARTITION's partition count).
+  if (r.partitions !== undefined && (r.type !== 'error' || isPartitionCount(r.partitions) !== null)) return null;
   return raw as Reply;
 }

@@ -155,6 +155,11 @@ export interface ErrorReply extends ReplyBase {
   readonly message: string;
   /** For input errors: the offending field. */
   readonly field?: string;
+  /**
+   * On `WRONG_PARTITION` only (always there): how many partitions the coordinator has, so a
+   * worker can learn the count (an integer within the `partitions` range of an `open`).
+   */
+  readonly partitions?: number;
 }
 /**
  * Unsolicited: a hold this session had is gone: its lease or its session expired, or the

@@ -771,6 +771,14 @@ describe('decodeReply', () => {
     expect(decodeReply(wire({ v: 1, re: 'r', epoch: 0, partition: 0, type: 'ok' }))).not.toBeNull();
   });
 
+  it("reads WRONG_PARTITION's partition count (1 to 4096), and refuses one out of range or on another reply", () => {
+    const wrong = { ...env, type: 'error', code: 'WRONG_PARTITION', message: ERROR_CODES.WRONG_PARTITION.text, field: 'lock', partitions: 4 } as const;
+    expect(decodeReply(encode(wrong))).toEqual(wrong);
+    for (const partitions of [1, 4096]) expect(decodeReply(wire({ ...wrong, partitions }))).toEqual({ ...wrong, partitions });
+    for (const partitions of [0, -1, 4097, 1.5, '4', null, true]) expect(decodeReply(wire({ ...wrong, partitions }))).toBeNull();
+    expect(decodeReply(wire({ v: 1, re: 'r', epoch: 0, partition: 0, type: 'ok', partitions: 4 }))).toBeNull();
+  });
+
   const ok: Wire = { v: 1, re: 'req-1', epoch: 3, partition: 5, type: 'ok' };
   const garbage: readonly [string, Uint8Array][] = [
     ['not JSON', utf8('{"v":1')],
