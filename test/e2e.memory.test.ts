@@ -4,8 +4,8 @@ import { LeaseLostError, LockClient, type LockClientOptions, LockqError } from '
 import { decodeReply, encode, type GrantedReply, type Reply } from '@lockq/protocol';
 import { type ClientTransportHandlers, MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { FencedResource } from './support/fenced-resource.js';
+import { elapse, waitFor } from './support/wait-for.js';
 
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 let broker: MemoryBroker;
 let coordinator: Coordinator;
@@ -34,14 +34,18 @@ describe('end to end over the memory transport', () => {
     const order: string[] = [];
     const positions: number[] = [];
     const waiters = await Promise.all(['w1', 'w2', 'w3'].map((id) => client(id)));
-    const acquired = waiters.map(async (c, i) => {
-      await sleep(i * 5); // enqueue in a known order
-      const lease = await c.acquire('job:1', { ttlMs: 5000, onQueued: (p) => positions.push(p) });
-      order.push(c.options.workerId);
-      expect(lease.token).toBeGreaterThan(first.token);
-      await lease.release();
-    });
-    await sleep(40);
+    const acquired: Promise<void>[] = [];
+    for (const [i, c] of waiters.entries()) {
+      acquired.push(
+        (async () => {
+          const lease = await c.acquire('job:1', { ttlMs: 5000, onQueued: (p) => positions.push(p) });
+          order.push(c.options.workerId);
+          expect(lease.token).toBeGreaterThan(first.token);
+          await lease.release();
+        })(),
+      );
+      await waitFor(() => positions.length === i + 1, `waiter ${i + 1} to be queued`); // a known order
+    }
     const view = await holder.inspect('job:1');
     expect(view.lock?.waiters.map((w) => [w.worker, w.position])).toEqual([['w1', 1], ['w2', 2], ['w3', 3]]);
     expect(positions).toEqual([1, 2, 3]);
@@ -66,7 +70,8 @@ describe('end to end over the memory transport', () => {
     const aborted = new Promise((resolve) => signal.addEventListener('abort', resolve));
     await aborted;
     expect(signal.reason).toBeInstanceOf(LeaseLostError);
-    await sleep(30); // the coordinator's expiry comes just after the local deadline
+    // The coordinator's expiry comes just after the local deadline.
+    await waitFor(async () => ((await a.inspect('x')).lock?.holders.length ?? 0) === 0, 'the coordinator to expire the lease');
     await expect(lease.extend()).rejects.toMatchObject({ code: 'LEASE_LOST' });
     const b = await client('b');
     expect(await b.tryAcquire('x')).not.toBeNull();
@@ -76,7 +81,7 @@ describe('end to end over the memory transport', () => {
     const a = await client('a');
     const b = await client('b');
     const result = await a.withLock('renewed', { ttlMs: 120 }, async ({ signal, token }) => {
-      await sleep(400);
+      await elapse(400); // past the ttl three times over
       expect(signal.aborted).toBe(false);
       return token;
     });
@@ -91,11 +96,12 @@ describe('end to end over the memory transport', () => {
     await a.acquire('busy');
     await expect(b.acquire('busy', { waitMs: 50 })).rejects.toMatchObject({ code: 'WAIT_TIMEOUT', retriable: true });
     const controller = new AbortController();
-    const waiting = c.acquire('busy', { signal: controller.signal });
-    await sleep(20);
+    let queued = false;
+    const waiting = c.acquire('busy', { signal: controller.signal, onQueued: () => (queued = true) });
+    await waitFor(() => queued, 'the acquire to be queued');
     controller.abort();
     await expect(waiting).rejects.toMatchObject({ code: 'ABORTED' });
-    await sleep(20);
+    await waitFor(async () => (await a.inspect('busy')).lock?.waiters.length === 0, 'the cancel to reach the coordinator');
     expect((await a.inspect('busy')).lock?.waiters).toEqual([]);
   });
 
@@ -108,7 +114,7 @@ describe('end to end over the memory transport', () => {
         [0, 1, 2].map(() =>
           c.semaphore('render', { limit: 2 }).withPermit(async () => {
             peak = Math.max(peak, ++running);
-            await sleep(5);
+            await elapse(5);
             running--;
           }),
         ),
@@ -174,7 +180,7 @@ describe('end to end over the memory transport', () => {
         for (let i = 0; i < 25; i++) {
           await c.withLock('counter', { ttlMs: 1000 }, async ({ token }) => {
             const read = counter.read('k');
-            await sleep(0);
+            await elapse(0); // let another worker run between the read and the write
             expect(counter.write('k', token, read + 1, c.options.workerId)).toBe(true);
           });
         }
@@ -195,7 +201,7 @@ describe('end to end over the memory transport', () => {
     const a = await client('a');
     const lease = await a.acquire('still-works');
     expect(lease.token).toBeGreaterThan(0);
-    await sleep(10);
+    await waitFor(() => replies.length === 2, 'the two error replies');
     expect(replies).toMatchObject([
       { type: 'error', re: 'x1', code: 'UNKNOWN_OP' },
       { type: 'error', re: 'x2', code: 'NAME_INVALID', field: 'lock' },
@@ -209,8 +215,9 @@ describe('end to end over the memory transport', () => {
     const b = await client('b', { requestTimeoutMs: 200 });
     const lease = await a.acquire('going', { ttlMs: 60_000 });
     const signal = lease.signal;
-    const waiting = b.acquire('going', { waitMs: 60_000 });
-    await sleep(20);
+    let queued = false;
+    const waiting = b.acquire('going', { waitMs: 60_000, onQueued: () => (queued = true) });
+    await waitFor(() => queued, 'the acquire to be queued');
     await coordinator.stop();
     await expect(waiting).rejects.toMatchObject({ code: 'SHUTTING_DOWN', retriable: true });
     expect(signal.aborted).toBe(true);
@@ -236,8 +243,9 @@ describe('end to end over the memory transport', () => {
       });
     const b = await LockClient.connect('memory:', { workerId: 'lossy', transport, sessionTtlMs: 300 });
     clients.push(b);
-    const waiting = b.acquire('lossy', { ttlMs: 60_000, waitMs: 10_000 });
-    await sleep(30);
+    let queued = false;
+    const waiting = b.acquire('lossy', { ttlMs: 60_000, waitMs: 10_000, onQueued: () => (queued = true) });
+    await waitFor(() => queued, 'the acquire to be queued');
     await held.release();
     const started = performance.now();
     const lease = await waiting;
@@ -311,13 +319,6 @@ function within<T>(promise: Promise<T>, what: string, timeoutMs = 3000): Promise
   return Promise.race([promise, late]).finally(() => clearTimeout(timer));
 }
 
-async function until(condition: () => boolean, what: string, timeoutMs = 3000): Promise<void> {
-  const deadline = performance.now() + timeoutMs;
-  while (!condition()) {
-    if (performance.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(2);
-  }
-}
 
 describe('hand-off of a contended mutex over the memory transport', () => {
   it('hands a successor in the same process the grant directly, without the transport, before the coordinator sees the release', async () => {
@@ -325,7 +326,7 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     const w = await handOffClient('w-local', { localHandOff: true });
     const held = await h.client.acquire('hot-local', { ttlMs: 30_000 });
     const waiting = w.client.acquire('hot-local', { ttlMs: 30_000, waitMs: 10_000 });
-    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    await waitFor(() => held.successor?.next !== undefined, 'the holder to be told who is next');
     const token = held.successor?.next?.grant.token;
     h.transport.holdReleases = true;
     const releasing = held.release();
@@ -337,7 +338,7 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     for (const resume of h.transport.heldReleases) resume();
     h.transport.holdReleases = false;
     await releasing;
-    await until(() => w.transport.replies.some((r) => r.type === 'granted' && r.token === token), "the coordinator's own copy");
+    await waitFor(() => w.transport.replies.some((r) => r.type === 'granted' && r.token === token), "the coordinator's own copy");
     expect((await w.client.inspect('hot-local')).lock?.holders.map((x) => [x.worker, x.token])).toEqual([['w-local', token]]);
     await lease.release();
   });
@@ -347,7 +348,7 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     const w = await handOffClient('w');
     const held = await h.client.acquire('hot', { ttlMs: 30_000 });
     const waiting = w.client.acquire('hot', { ttlMs: 30_000, waitMs: 10_000 });
-    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    await waitFor(() => held.successor?.next !== undefined, 'the holder to be told who is next');
     const named = held.successor?.next;
     expect(named?.to).toBe(w.transport.replyAddress);
     const acquireId = w.transport.sent.find((r) => r.op === 'acquire')?.id as string;
@@ -368,9 +369,9 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     h.transport.holdReleases = false;
     for (const go of h.transport.heldReleases.splice(0)) go();
     await releasing;
-    await until(() => w.transport.grantsFor(acquireId).length === 2, 'the coordinator’s own grant');
+    await waitFor(() => w.transport.grantsFor(acquireId).length === 2, 'the coordinator’s own grant');
     expect(w.transport.grantsFor(acquireId).map((g) => g.token)).toEqual([lease.token, lease.token]);
-    await sleep(20);
+    await elapse(20); // time for a wrong give-back to show
     expect(w.transport.releases()).toEqual([]); // the second copy was not taken for an orphan
     expect(lease.expired).toBe(false);
     const after = await w.client.inspect('hot');
@@ -396,7 +397,7 @@ describe('hand-off of a contended mutex over the memory transport', () => {
             const read = counter.read('k');
             // Some holds end at once (the successor is done before the coordinator's copy of its
             // grant arrives), some after a timer (the copy arrives while it holds).
-            if (i % 3 !== 0) await sleep(i % 3 - 1);
+            if (i % 3 !== 0) await elapse(i % 3 - 1);
             expect(signal.aborted).toBe(false);
             expect(counter.write('k', token, read + 1, c.options.workerId)).toBe(true);
             if (lease.successor?.next !== undefined) named++;
@@ -431,14 +432,14 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     const held = await h.client.acquire('lapsed', { ttlMs: 100 });
     const signal = held.signal;
     const waiting = w.client.acquire('lapsed', { ttlMs: 30_000, waitMs: 10_000 });
-    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    await waitFor(() => held.successor?.next !== undefined, 'the holder to be told who is next');
     const reserved = held.successor?.next?.grant.token;
-    await until(() => signal.aborted, 'the lease to run out');
+    await waitFor(() => signal.aborted, 'the lease to run out');
     const lease = await waiting;
     await held.release();
     expect(h.transport.forwarded).toEqual([]);
     expect(lease.token).toBe(reserved);
-    await sleep(20);
+    await elapse(20); // time for a wrong give-back to show
     expect(w.transport.releases()).toEqual([]);
     expect((await w.client.inspect('lapsed')).lock?.holders.map((x) => x.token)).toEqual([lease.token]);
   });
@@ -449,12 +450,13 @@ describe('hand-off of a contended mutex over the memory transport', () => {
     const next = await handOffClient('next');
     const held = await h.client.acquire('moving', { ttlMs: 30_000 });
     const timingOut = late.client.acquire('moving', { ttlMs: 30_000, waitMs: 50 });
-    await until(() => held.successor?.next !== undefined, 'the holder to be told who is next');
+    await waitFor(() => held.successor?.next !== undefined, 'the holder to be told who is next');
     expect(held.successor?.next?.to).toBe(late.transport.replyAddress);
     const reserved = held.successor?.next?.grant.token as number;
     await expect(timingOut).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
-    const waiting = next.client.acquire('moving', { ttlMs: 30_000, waitMs: 10_000 });
-    await sleep(20);
+    let queued = false;
+    const waiting = next.client.acquire('moving', { ttlMs: 30_000, waitMs: 10_000, onQueued: () => (queued = true) });
+    await waitFor(() => queued, 'the next waiter to be queued');
     const started = performance.now();
     await held.release();
     // The holder still forwards to the waiter it was told of: the coordinator keeps a successor
