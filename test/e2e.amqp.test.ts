@@ -21,6 +21,7 @@ import { FencedResource } from './support/fenced-resource.js';
 import { CLI, CoordinatorProcess, killAll, WORKER, WorkerProcess } from './support/processes.js';
 import { closeConnections, deleteTopology, listConnections, rabbitmqctlWorks } from './support/rabbitmq.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { elapse, waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 const ctl = rabbit && (await rabbitmqctlWorks());
@@ -33,7 +34,6 @@ if (rabbit && !ctl) {
 /** Every queue and exchange this run makes starts with this. */
 const RUN = `e2e${Date.now().toString(36)}${process.pid.toString(36)}`;
 const prefixes: string[] = [];
-const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
 /** A fresh topology prefix for one test (its own request, reply and dead-letter queues). */
 function topology(): string {
@@ -51,14 +51,6 @@ let resource: FencedResource;
 /** A worker process; its id starts with the prefix, so its broker connection can be told apart. */
 function worker(prefix: string, id: string, config: Omit<WorkerConfig, 'url' | 'workerId' | 'prefix' | 'resource'>): WorkerProcess {
   return new WorkerProcess({ url: AMQP_URL, prefix, workerId: `${prefix}-${id}`, resource: resource.url, ...config });
-}
-
-async function until(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(10);
-  }
 }
 
 const acceptedWrites = (key: string) => resource.history.filter((w) => w.key === key && w.accepted);
@@ -198,7 +190,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     expect(stoppedAt - held.at).toBeLessThan(holdMs);
     let successorToken = 0;
     try {
-      await sleep(ttlMs + 200);
+      await elapse(ttlMs + 200); // the lease runs out while the holder is stopped
       const successor = worker(prefix, 'successor', { script: 'hold', lock: 'doc', ttlMs: 5000, holdMs: 0 });
       const granted = await successor.event('granted', 15_000);
       const wrote = await successor.event('wrote');
@@ -237,7 +229,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
       (c) => (c.name.startsWith('lockq coordinator ') && c.name.endsWith(coordinatorName)) || c.name.startsWith(`lockq worker ${prefix}-`),
     );
     expect(ours).toHaveLength(4);
-    await until(() => acceptedWrites('counter').length >= 10, 'the run to get going');
+    await waitFor(() => acceptedWrites('counter').length >= 10, 'the run to get going', { timeoutMs: 20_000 });
     await closeConnections(ours, 'lockq e2e test: forced disconnect');
     const closedAt = Date.now();
     expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // it was under load
@@ -268,7 +260,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     const coord = await coordinator(prefix);
     const count = 60;
     const workers = [0, 1].map((i) => worker(prefix, `p${i}`, { script: 'increment', lock: 'counter', count, ttlMs: 5000, thinkMs: 5 }));
-    await until(() => acceptedWrites('counter').length >= 10, 'the run to get going');
+    await waitFor(() => acceptedWrites('counter').length >= 10, 'the run to get going', { timeoutMs: 20_000 });
 
     const conn = await connect(AMQP_URL);
     try {
@@ -295,22 +287,23 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
       await ch.waitForConfirms();
       expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // in the middle of the run
 
-      await until(() => replies.length >= 2, 'the two error replies', 15_000);
+      await waitFor(() => replies.length >= 2, 'the two error replies', { timeoutMs: 15_000 });
       const byId = new Map(replies.map((r) => [r.re, r]));
       expect(byId.get('poison-op')).toMatchObject({ type: 'error', code: 'UNKNOWN_OP', field: 'op', partition: 0 });
       expect(byId.get('poison-name')).toMatchObject({ type: 'error', code: 'NAME_INVALID', field: 'lock', partition: 0 });
 
       const parked: { body: string; code: unknown; partition: unknown }[] = [];
-      const deadline = Date.now() + 15_000;
-      while (parked.length < 3 && Date.now() < deadline) {
-        const msg = await ch.get(deadLetterDestination(prefix), { noAck: true });
-        if (msg === false) {
-          await sleep(20);
-          continue;
-        }
-        const h = msg.properties.headers ?? {};
-        parked.push({ body: msg.content.toString('utf8'), code: h['x-lockq-code'], partition: h['x-lockq-partition'] });
-      }
+      await waitFor(
+        async () => {
+          for (let msg = await ch.get(deadLetterDestination(prefix), { noAck: true }); msg !== false; msg = await ch.get(deadLetterDestination(prefix), { noAck: true })) {
+            const h = msg.properties.headers ?? {};
+            parked.push({ body: msg.content.toString('utf8'), code: h['x-lockq-code'], partition: h['x-lockq-partition'] });
+          }
+          return parked.length >= 3;
+        },
+        'three dead letters',
+        { timeoutMs: 15_000, intervalMs: 20 },
+      );
       expect(parked.map((p) => p.code).sort()).toEqual(['INVALID_FIELD', 'MALFORMED', 'MESSAGE_TOO_LARGE']);
       const codeOf = (body: Buffer) => parked.find((p) => p.body === body.toString('utf8'))?.code;
       expect(codeOf(notJson)).toBe('MALFORMED');
@@ -354,15 +347,6 @@ async function lockView(coord: CoordinatorProcess, lock: string): Promise<LockVi
   return res.status === 404 ? null : ((await res.json()) as LockView);
 }
 
-async function eventually<T>(probe: () => Promise<T | undefined>, what: string, timeoutMs = 10_000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await probe();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await sleep(20);
-  }
-}
 
 /**
  * Product bugs the runs above found (as rare lost increments and stalls of the disconnect test),
@@ -403,7 +387,7 @@ describe.skipIf(!rabbit)('bugs found end to end, each pinned by a test that fail
       (err: LockqError) => ({ code: err.code, message: err.message }),
     );
     // The request did reach the broker: the coordinator granted it.
-    const holder = await eventually(async () => (await lockView(coord, 'pinned'))?.holders[0], 'the grant');
+    const holder = await waitFor(async () => (await lockView(coord, 'pinned'))?.holders[0], 'the grant', { timeoutMs: 10_000 });
     p.cut();
     // Before the fix: { code: 'TRANSPORT_ERROR', message: 'the broker refused a request for … (queue full?)' } at once.
     expect(await outcome).toEqual({ token: holder.token });
@@ -435,7 +419,7 @@ describe.skipIf(!rabbit)('bugs found end to end, each pinned by a test that fail
     const holder = await client(AMQP_URL, { prefix, workerId, transport: repeating });
     const other = await client(AMQP_URL, { prefix, workerId: `${prefix}-other` });
     const lease = await holder.acquire('pinned', { ttlMs: 30_000 });
-    await sleep(300);
+    await elapse(300); // a window for the duplicate grant to do harm
     expect(lease.signal.aborted).toBe(false); // the worker believes it holds the lock...
     // ...so the coordinator must still think so too. Before the fix, the duplicate made the SDK send a
     // release for the token ("a grant nobody waits for"), and the next worker gets the lock.
@@ -453,7 +437,7 @@ describe.skipIf(!rabbit)('bugs found end to end, each pinned by a test that fail
     const held = await holder.acquire('pinned', { ttlMs: 10_000 });
     const waiting = waiter.acquire('pinned', { ttlMs: 1000, waitMs: 10_000 });
     // Longer than the waiter's ttl, shorter than its heartbeat period (5 s): it sends nothing meanwhile.
-    await sleep(1500);
+    await elapse(1500);
     await held.release();
     const lease = await waiting;
     // The coordinator has just granted a fresh 1 s lease. The SDK counts it from the send of
@@ -495,10 +479,10 @@ describe.skipIf(!rabbit)('bugs found end to end, each pinned by a test that fail
     const b = await client(AMQP_URL, { prefix, workerId: `${prefix}-b` });
     const bAcquire = b.acquire('other', { ttlMs: 5000 }).catch(() => undefined);
     // b's session is opened in the coordinator's memory; its answer is stuck unconfirmed.
-    await eventually(async () => {
+    await waitFor(async () => {
       const all = (await (await fetch(`${coord.admin}/v1/locks`)).json()) as { partitions: Record<string, { sessions: number }> };
-      return all.partitions['0']?.sessions === 2 ? true : undefined;
-    }, "b's session");
+      return all.partitions['0']?.sessions === 2;
+    }, "b's session", { timeoutMs: 10_000 });
     p.cut();
     await coord.line((l) => l.msg === 'reconnected', 'the coordinator to reconnect');
     await bAcquire;

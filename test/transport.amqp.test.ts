@@ -114,8 +114,8 @@ const rabbitmqctl =
   ));
 
 /** Waits until `op` resolves, trying it again while it rejects (as it does while a transport reconnects). */
-function eventually(op: () => Promise<unknown>, what: string): Promise<void> {
-  return waitFor(() => op().then(() => true, () => false), what, { intervalMs: 20 });
+async function eventually(op: () => Promise<unknown>, what: string): Promise<void> {
+  await waitFor(() => op().then(() => true, () => false), what, { intervalMs: 20 });
 }
 
 defineTransportContract('amqp', amqpTopology, { skip: !rabbit });

@@ -13,22 +13,25 @@ export interface WaitForOptions {
 }
 
 /**
- * Resolves once `condition` returns true (or a promise of true); rejects naming `what` when it
- * has not by the deadline (a function, to describe the state at that moment). An exception
- * from `condition` is not swallowed.
+ * Resolves with the first value `condition` returns (or resolves to) that is neither `false`,
+ * `undefined` nor `null`; rejects naming `what` when none came by the deadline (`what` may be a
+ * function, to describe the state at that moment). An exception from `condition` is not swallowed.
  *
  * @example
  * await waitFor(() => received.length === 3, 'three replies');
+ * const holder = await waitFor(async () => (await view('job'))?.holders[0], 'a holder');
  */
-export async function waitFor(
-  condition: () => boolean | Promise<boolean>,
+export async function waitFor<T>(
+  condition: () => T | Promise<T>,
   what: string | (() => string),
   options: WaitForOptions = {},
-): Promise<void> {
+): Promise<Exclude<T, false | undefined | null>> {
   const timeoutMs = options.timeoutMs ?? 5000;
   const intervalMs = options.intervalMs ?? 5;
   const deadline = performance.now() + timeoutMs;
-  while (!(await condition())) {
+  for (;;) {
+    const value = await condition();
+    if (value !== false && value !== undefined && value !== null) return value as Exclude<T, false | undefined | null>;
     if (performance.now() > deadline) {
       throw new Error(`timed out after ${timeoutMs} ms waiting for ${typeof what === 'string' ? what : what()}`);
     }
