@@ -5,6 +5,8 @@
 import { describe, expect, it } from 'vitest';
 import {
   type AcquireRequest,
+  decodeReply,
+  encodeReply,
   type ErrorCode,
   partitionOf,
   type ReplyBody,
@@ -520,13 +522,20 @@ describe('errors', () => {
     const h = new Harness({ partition: 0, partitions: 4 });
     const mine = ['a', 'b', 'c', 'd', 'e', 'f'].find((n) => partitionOf(n, 4) === 0) as string;
     const theirs = ['a', 'b', 'c', 'd', 'e', 'f'].find((n) => partitionOf(n, 4) !== 0) as string;
-    expect(h.ask(h.openReq('a'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'partitions' });
+    // Each says how many partitions the coordinator has, so a worker can learn the count.
+    expect(h.ask(h.openReq('a'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'partitions', partitions: 4 });
     expect(h.ask(h.openReq('a', { partitions: 4 }))).toMatchObject({ type: 'opened' });
-    expect(h.ask(h.acquireReq('a', theirs))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'lock' });
-    expect(h.ask(h.releaseReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
-    expect(h.ask(h.extendReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
-    expect(h.ask(h.cancelReq('a', theirs, 'r'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION' });
+    expect(h.ask(h.acquireReq('a', theirs))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'lock', partitions: 4 });
+    expect(h.ask(h.releaseReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', partitions: 4 });
+    expect(h.ask(h.extendReq('a', theirs, 1))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', partitions: 4 });
+    expect(h.ask(h.cancelReq('a', theirs, 'r'))).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', partitions: 4 });
     expect(h.ask(h.acquireReq('a', mine))).toMatchObject({ type: 'granted' });
+    // A worker reads the count off the wire; no other error carries it.
+    const wrong = h.ask(h.acquireReq('a', theirs));
+    expect(decodeReply(encodeReply(wrong, 1, 0))).toMatchObject({ code: 'WRONG_PARTITION', partitions: 4 });
+    const other = h.ask(h.acquireReq('nobody', mine));
+    expect(other).toMatchObject({ type: 'error', code: 'NO_SESSION' });
+    expect(other).not.toHaveProperty('partitions');
   });
 
   it('leaves state unchanged on every error', () => {

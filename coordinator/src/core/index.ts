@@ -1,5 +1,6 @@
 export * from './deadline-heap.js';
+export * from './fifo-index.js';
 export * from './lock-core.js';
 export * from './options.js';
-export * from './snapshot.js';
-export * from './fifo-index.js';
+export type { Decision } from './replies.js';
+export type { CoreSnapshot, LockSnapshot, MemoSnapshot, SessionSnapshot } from './snapshot.js';

@@ -1,4 +1,10 @@
 import type { AcquireRequest, LockKind, LockMode, ReplyBody, Request } from '@lockq/protocol';
+import { createMemo, createSuccessor, createWaiter, type Hold, type LockState, type Memo, type Session } from './entities.js';
+import type { ExpiredTokens } from './expired-tokens.js';
+import type { MemoTable } from './memo-table.js';
+import type { CoreOptions } from './options.js';
+import type { PartitionState } from './partition-state.js';
+import { error } from './replies.js';
 
 /**
  * A core's whole state as plain JSON: what the durable store keeps, and what a new coordinator
@@ -70,4 +76,153 @@ export interface MemoSnapshot {
   readonly at: number;
   /** A final answer, or the hold (by token) or wait (by request id) the request became. */
   readonly outcome: { readonly body: ReplyBody } | { readonly hold: number } | { readonly waiter: string };
+}
+
+// ---- taking and restoring ---------------------------------------------------------------------
+
+/** The core's own counters, kept beside its parts. */
+export interface SnapshotHead {
+  readonly partition: number;
+  readonly partitions: number;
+  readonly now: number;
+  readonly lastToken: number;
+  readonly tokenCeiling: number;
+}
+
+/** Throws unless `snapshot` is of the partition `options` describe. */
+export function checkFits(snapshot: CoreSnapshot, options: Pick<CoreOptions, 'partition' | 'partitions'>): void {
+  if (snapshot.version !== 1 || snapshot.partition !== options.partition || snapshot.partitions !== options.partitions) {
+    throw new RangeError(`snapshot of partition ${snapshot.partition}/${snapshot.partitions} does not fit ${options.partition}/${options.partitions}`);
+  }
+}
+
+/** `head` and the parts as plain JSON, in the orders that restore them to the same behaviour. */
+export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: MemoTable, expired: ExpiredTokens): CoreSnapshot {
+  const locks: LockSnapshot[] = [];
+  for (const lock of state.locks.values()) {
+    const waiters: LockSnapshot['waiters'][number][] = [];
+    for (let w = lock.head; w !== null; w = w.next) {
+      waiters.push({ session: w.session.id, request: w.request, queuedAt: w.queuedAt, deadline: w.deadline });
+    }
+    const named = lock.next;
+    locks.push({
+      name: lock.name,
+      kind: lock.kind,
+      limit: lock.limit,
+      ...(named === null
+        ? {}
+        : {
+            next: {
+              holder: named.holder.token,
+              session: named.waiter.session.id,
+              request: named.waiter.request,
+              queuedAt: named.waiter.queuedAt,
+              deadline: named.waiter.deadline,
+              token: named.token,
+              timedOut: named.timedOut,
+            },
+          }),
+      holders: [...lock.holders.values()].map((h) => ({
+        token: h.token,
+        session: h.session.id,
+        mode: h.mode,
+        permits: h.permits,
+        request: h.request,
+        grantedAt: h.grantedAt,
+        deadline: h.deadline,
+      })),
+      waiters,
+    });
+  }
+  const remembered: MemoSnapshot[] = [];
+  for (const m of memos.entries(state.sessions.values())) {
+    const o = m.outcome;
+    const outcome: MemoSnapshot['outcome'] =
+      'type' in o
+        ? { body: o }
+        : o.kind === 'waiter'
+          ? { waiter: o.request.id }
+          : o.live
+            ? { hold: o.token }
+            : { body: error(m.request.id, 'LEASE_EXPIRED') }; // what a duplicate is answered (see recall)
+    remembered.push({ session: m.session.id, request: m.request, at: m.at, outcome });
+  }
+  return {
+    version: 1,
+    partition: head.partition,
+    partitions: head.partitions,
+    now: head.now,
+    lastToken: head.lastToken,
+    tokenCeiling: head.tokenCeiling,
+    sessions: [...state.sessions.values()].map((s) => ({
+      id: s.id,
+      worker: s.worker,
+      replyTo: s.replyTo,
+      ttlMs: s.ttlMs,
+      deadline: s.deadline,
+      lastRequest: s.lastRequest,
+      settled: s.settled,
+    })),
+    locks,
+    memos: remembered,
+    expiredTokens: expired.entries(head.now),
+  };
+}
+
+/**
+ * Rebuilds in the empty `state`, `memos` and `expired` what `snap` describes, through the same
+ * constructors live decisions use. The core's counters (`SnapshotHead`) are the caller's.
+ */
+export function restoreInto(snap: CoreSnapshot, state: PartitionState, memos: MemoTable, expired: ExpiredTokens): void {
+  for (const s of snap.sessions) state.addSession(s);
+  const sessionOf = (id: string): Session => {
+    const s = state.sessions.get(id);
+    if (s === undefined) throw new RangeError(`snapshot refers to unknown session ${id}`);
+    return s;
+  };
+  const holds = new Map<number, Hold>();
+  /** Memos of waiters, by session and request id: a memo listed as a wait is the waiter's own. */
+  const waits = new Map<string, Memo>();
+  for (const l of snap.locks) {
+    const lock = state.addLock(l.name, l.kind, l.limit);
+    for (const h of l.holders) {
+      holds.set(h.token, state.addHold(lock, sessionOf(h.session), h.token, h.mode, h.permits, h.request, h.grantedAt, h.deadline));
+    }
+    for (const w of l.waiters) {
+      const waiter = state.addWaiter(lock, sessionOf(w.session), w.request, w.queuedAt, w.deadline);
+      waits.set(`${w.session}\u0000${w.request.id}`, waiter.memo);
+    }
+  }
+  for (const m of snap.memos) {
+    const session = sessionOf(m.session);
+    if ('waiter' in m.outcome) {
+      const memo = waits.get(`${m.session}\u0000${m.request.id}`);
+      if (memo === undefined) throw new RangeError(`snapshot memo refers to unknown waiter ${m.outcome.waiter}`);
+      memo.at = m.at;
+      memos.add(memo);
+    } else {
+      const outcome = 'body' in m.outcome ? m.outcome.body : holds.get(m.outcome.hold);
+      if (outcome === undefined) throw new RangeError(`snapshot memo refers to unknown hold ${String(m.outcome)}`);
+      memos.remember(session, m.request, outcome, m.at);
+    }
+  }
+  // Named successors last: a waiter whose wait ran out is found through its memo, if kept.
+  for (const l of snap.locks) {
+    const n = l.next;
+    if (n === undefined) continue;
+    const lock = state.locks.get(l.name) as LockState;
+    const holder = holds.get(n.holder);
+    if (holder === undefined) throw new RangeError(`snapshot names a successor of unknown hold ${n.holder}`);
+    let waiter = lock.head;
+    if (n.timedOut) {
+      // Off the queue already: built, not queued.
+      const session = sessionOf(n.session);
+      const memo = memos.get(session, n.request.id) ?? createMemo(n.request, session, error(n.request.id, 'WAIT_TIMEOUT'), snap.now);
+      waiter = createWaiter(lock, session, n.request, n.queuedAt, n.deadline, memo);
+    } else if (waiter === null || waiter.request.id !== n.request.id || waiter.session.id !== n.session) {
+      throw new RangeError(`snapshot names ${n.request.id} successor on ${l.name} but it is not first in line`);
+    }
+    lock.next = createSuccessor(holder, waiter, n.token, n.timedOut);
+  }
+  for (const e of snap.expiredTokens) expired.add(e.token, e.session, e.at);
 }

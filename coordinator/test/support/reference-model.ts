@@ -286,7 +286,7 @@ export class ReferenceModel {
     session.lastRequest = request.id;
     if (request.op === 'heartbeat') return { type: 'ok', re: request.id };
     if (request.op === 'close') return this.#close(session, request.id, now, out);
-    if (!this.#owned(request.lock)) return error(request.id, 'WRONG_PARTITION', 'lock');
+    if (!this.#owned(request.lock)) return this.#wrongPartition(request.id, 'lock');
     switch (request.op) {
       case 'acquire':
         return this.#acquire(session, request, now, out);
@@ -334,8 +334,14 @@ export class ReferenceModel {
     return this.#o.partitions <= 1 || partitionOf(lock, this.#o.partitions) === this.#o.partition;
   }
 
+  /** WRONG_PARTITION names the offending field and says how many partitions there are. */
+  #wrongPartition(re: string, field: 'lock' | 'partitions'): ReplyBody {
+    const message = ERROR_CODES.WRONG_PARTITION.text;
+    return { type: 'error', re, code: 'WRONG_PARTITION', message, field, partitions: this.#o.partitions };
+  }
+
   #open(request: Request & { op: 'open' }, now: number): ReplyBody {
-    if (request.partitions !== this.#o.partitions) return error(request.id, 'WRONG_PARTITION', 'partitions');
+    if (request.partitions !== this.#o.partitions) return this.#wrongPartition(request.id, 'partitions');
     let session = this.sessions.find((s) => s.id === request.session);
     const resumed = session !== undefined;
     if (session === undefined) {

@@ -1,0 +1,196 @@
+import type { AcquireRequest, LockKind, LockMode } from '@lockq/protocol';
+import { DeadlineHeap } from './deadline-heap.js';
+import {
+  createHold,
+  createLock,
+  createSession,
+  createWaiter,
+  type Expiring,
+  type Hold,
+  type LockState,
+  type Memo,
+  type Session,
+  type SessionInit,
+  type Waiter,
+} from './entities.js';
+
+/** What is due at one instant, as the schedule held it. */
+export interface Due {
+  readonly sessions: Session[];
+  readonly holds: Hold[];
+  readonly waiters: Waiter[];
+}
+
+/**
+ * The live sessions, locks, holds and waiters of one partition, and their deadlines. The only
+ * place pieces are attached and detached (live decisions and restore alike), so the links between
+ * them, the counts and the schedule always agree. It decides nothing: `LockCore` does.
+ */
+export class PartitionState {
+  readonly sessions = new Map<string, Session>();
+  readonly locks = new Map<string, LockState>();
+  /** Idle lock entries kept for reuse. */
+  readonly #idleLocks: LockState[] = [];
+  readonly #heap = new DeadlineHeap<Expiring>();
+  #holdCount = 0;
+  #waiterCount = 0;
+
+  get holdCount(): number {
+    return this.#holdCount;
+  }
+
+  get waiterCount(): number {
+    return this.#waiterCount;
+  }
+
+  /** A new session, registered and scheduled to expire at its deadline. */
+  addSession(init: SessionInit): Session {
+    const session = createSession(init);
+    session.live = true;
+    this.sessions.set(session.id, session);
+    this.schedule(session.deadline, session);
+    return session;
+  }
+
+  removeSession(session: Session): void {
+    session.live = false;
+    this.sessions.delete(session.id);
+  }
+
+  /**
+   * A registered entry for a lock nobody holds or awaits. Idle entries are recycled: with many
+   * short-lived locks, an entry and its holder map per grant were a large share of the garbage.
+   */
+  addLock(name: string, kind: LockKind, limit: number): LockState {
+    let lock = this.#idleLocks.pop();
+    if (lock === undefined) {
+      lock = createLock(name, kind, limit);
+    } else {
+      // An idle entry is empty already: no holders, no waiters, nothing in use.
+      lock.name = name;
+      lock.kind = kind;
+      lock.limit = limit;
+    }
+    this.locks.set(name, lock);
+    return lock;
+  }
+
+  /** Forgets a lock nobody holds or awaits any more. */
+  removeLock(lock: LockState): void {
+    lock.retell = false;
+    this.locks.delete(lock.name);
+    if (this.#idleLocks.length < 1024) this.#idleLocks.push(lock);
+  }
+
+  /** A hold of `lock` by `session`, in its lock and session and scheduled to expire. */
+  addHold(
+    lock: LockState,
+    session: Session,
+    token: number,
+    mode: LockMode,
+    permits: number,
+    request: string,
+    grantedAt: number,
+    deadline: number,
+  ): Hold {
+    const hold = createHold(lock, session, token, mode, permits, request, grantedAt, deadline);
+    hold.live = true;
+    lock.holders.set(token, hold);
+    lock.used += permits;
+    if (mode === 'exclusive') lock.exclusiveHeld = true;
+    session.holds.set(token, hold);
+    this.#holdCount++;
+    this.schedule(deadline, hold);
+    return hold;
+  }
+
+  removeHold(hold: Hold): void {
+    hold.live = false;
+    const lock = hold.lock;
+    lock.holders.delete(hold.token);
+    lock.used -= hold.permits;
+    if (hold.mode === 'exclusive') lock.exclusiveHeld = false;
+    hold.session.holds.delete(hold.token);
+    this.#holdCount--;
+  }
+
+  /** A waiter at the tail of `lock`'s queue, scheduled to time out (see `createWaiter` for `memo`). */
+  addWaiter(lock: LockState, session: Session, request: AcquireRequest, queuedAt: number, deadline: number, memo?: Memo): Waiter {
+    const waiter = createWaiter(lock, session, request, queuedAt, deadline, memo);
+    waiter.live = true;
+    waiter.prev = lock.tail;
+    if (lock.tail === null) lock.head = waiter;
+    else lock.tail.next = waiter;
+    lock.tail = waiter;
+    lock.waiting++;
+    session.waits.set(request.id, waiter);
+    this.#waiterCount++;
+    this.schedule(deadline, waiter);
+    return waiter;
+  }
+
+  removeWaiter(w: Waiter): void {
+    w.live = false;
+    const lock = w.lock;
+    if (w.prev === null) lock.head = w.next;
+    else w.prev.next = w.next;
+    if (w.next === null) lock.tail = w.prev;
+    else w.next.prev = w.prev;
+    w.prev = null;
+    w.next = null;
+    lock.waiting--;
+    w.session.waits.delete(w.request.id);
+    this.#waiterCount--;
+  }
+
+  /**
+   * Adds a deadline for `ref`. Entries are never removed (lazy deletion): those of released holds
+   * and granted waiters stay until they come up, and a refreshed or extended deadline is checked
+   * when its old entry comes up. Once dead entries outnumber live ones the heap is rebuilt, so
+   * memory follows live state.
+   */
+  schedule(at: number, ref: Expiring): void {
+    this.#heap.push(at, ref);
+    const live = this.sessions.size + this.#holdCount + this.#waiterCount;
+    if (this.#heap.size > 2 * live + 1024) this.#heap.compact((r) => r.live);
+  }
+
+  /** The earliest deadline of something live, or undefined when nothing is scheduled. */
+  nextDeadline(): number | undefined {
+    for (;;) {
+      const top = this.#heap.peek();
+      if (top === undefined) return undefined;
+      if (top.ref.live) return top.at;
+      this.#heap.pop();
+    }
+  }
+
+  /**
+   * Takes off the schedule everything live whose deadline is at or before `now`, in the heap's
+   * order (the caller puts it in a canonical one); undefined when nothing is due.
+   */
+  takeDue(now: number): Due | undefined {
+    const top = this.#heap.peek();
+    if (top === undefined || top.at > now) return undefined;
+    const due: Due = { sessions: [], holds: [], waiters: [] };
+    for (let e = this.#heap.peek(); e !== undefined && e.at <= now; e = this.#heap.peek()) {
+      this.#heap.pop();
+      const ref = e.ref;
+      if (!ref.live) continue;
+      if (ref.deadline > now) {
+        this.#heap.push(ref.deadline, ref); // refreshed or extended since this entry was pushed
+        continue;
+      }
+      if (ref.kind === 'session') due.sessions.push(ref);
+      else if (ref.kind === 'hold') due.holds.push(ref);
+      else due.waiters.push(ref);
+    }
+    return due;
+  }
+
+  /** Drops everything (a shutdown); the pieces are the caller's to have answered for. */
+  clear(): void {
+    this.sessions.clear();
+    this.locks.clear();
+  }
+}
