@@ -456,9 +456,15 @@ class Checker {
     };
     this.#grantedThisStep = [];
     const last = request === undefined ? -1 : out.length - 1;
-    if (request !== undefined) {
-      const own = out[last];
-      if (own?.type !== 'reply' || own.body.re !== request.id || own.to !== request.replyTo) fail('the last decision is not the answer to the request');
+    const own = out[last];
+    if (request !== undefined && (own?.type !== 'reply' || own.body.re !== request.id || own.to !== request.replyTo)) {
+      fail('the last decision is not the answer to the request');
+    }
+    // An open that starts its session afresh comes after everything of the session's last
+    // incarnation ended, in this step too (the core expires first; a named waiter's grant may then
+    // pass on): count the new incarnation before reading the step, as `#open` tells the state after it.
+    if (request?.op === 'open' && !replayed && own?.type === 'reply' && own.body.type === 'opened' && !own.body.resumed) {
+      this.#incarnations.set(request.session, (this.#incarnations.get(request.session) ?? 0) + 1);
     }
     // A fresh acquire that queues behind a mutex holder is named next before its own answer.
     this.#current = request?.op === 'acquire' && !replayed ? request : undefined;
@@ -665,7 +671,6 @@ class Checker {
       else h.deadline = now + body.ttlMs;
       return;
     }
-    if (body.type === 'opened' && !body.resumed) this.#incarnations.set(request.session, (this.#incarnations.get(request.session) ?? 0) + 1);
     if (request.op === 'close' && body.type === 'ok') {
       for (const [token, h] of this.#holds) if (h.request.session === request.session) this.#holds.delete(token);
     }
