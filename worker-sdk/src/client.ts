@@ -66,11 +66,19 @@ export class LockClient implements LeaseOwner, Locking {
       (await openTransport(url, { workerId: resolved.workerId, instance, prefix: resolved.prefix, logger: resolved.logger }));
     const client = new LockClient(transport, resolved, instance);
     const router = client.#router;
-    await client.#transport.open({
-      onReply: (body) => router.route(body),
-      onReconnect: () => client.#onReconnect(),
-      onError: (err) => client.logger.error({ err }, 'transport failed'),
-    });
+    try {
+      await client.#transport.open({
+        onReply: (body) => router.route(body),
+        onReconnect: () => client.#onReconnect(),
+        onError: (err) => client.logger.error({ err }, 'transport failed'),
+      });
+    } catch (err) {
+      // Nothing was sent: stop the parts' timers and give the transport back, then report.
+      client.#sessions.close();
+      client.#requests.close();
+      await client.#transport.close().catch(() => undefined);
+      throw err;
+    }
     return client;
   }
 

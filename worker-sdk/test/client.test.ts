@@ -35,3 +35,19 @@ describe('close', () => {
     expect(coordinator.sent('close')).toHaveLength(1);
   });
 });
+
+describe('connect', () => {
+  it('a transport that fails to open is closed again, and connect rejects with its error', async () => {
+    const broker = new MemoryBroker();
+    const transport = new RecordingTransport(broker, { workerId: 'w', instance: 'i' });
+    let closed = 0;
+    transport.open = () => Promise.reject(new Error('broker unreachable'));
+    const close = transport.close.bind(transport);
+    transport.close = () => {
+      closed++;
+      return close();
+    };
+    await expect(LockClient.connect('memory:', { workerId: 'w', transport })).rejects.toThrow('broker unreachable');
+    expect(closed).toBe(1);
+  });
+});
