@@ -263,6 +263,14 @@ describe('end to end over the memory transport', () => {
     // One client shared by several tasks: a second acquire of a held mutex waits its turn.
     await expect(a.acquire('kind', { waitMs: 30 })).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
   });
+
+  it('tells a worker set to another partition count what the coordinator has', async () => {
+    const wrong = await client('wrong', { partitions: 4 });
+    // Every lock of a 4-partition client whose partition is 0 reaches this 1-partition coordinator.
+    const err = await wrong.acquire('{a}').catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'WRONG_PARTITION', field: 'partitions', retriable: false });
+    expect((err as Error).message).toContain('this client is set to 4 partitions, the coordinator has 1');
+  });
 });
 
 /** A memory client transport that records what the client forwards, sends and receives, and can hold its releases back. */

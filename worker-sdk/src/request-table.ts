@@ -48,6 +48,8 @@ export interface RequestTableOptions {
   /** A queued acquire is asked again (same id) once per session ttl. */
   readonly sessionTtlMs: number;
   readonly heartbeatMs: number;
+  /** The client's partition count, named when a coordinator answers WRONG_PARTITION with its own. */
+  readonly partitions: number;
   readonly logger: Logger;
 }
 
@@ -156,7 +158,11 @@ export class RequestTable {
     this.#pending.delete(p.id);
     this.#sentAt.markAnswered(p.seq, reply.type === 'granted');
     if (reply.type === 'error') {
-      p.reject(errorFromWire(reply.code, reply.message, reply.field));
+      const message =
+        reply.partitions === undefined
+          ? reply.message
+          : `${reply.message ?? 'wrong partition'}: this client is set to ${this.#o.partitions} partitions, the coordinator has ${reply.partitions} (set the client's partitions option to match)`;
+      p.reject(errorFromWire(reply.code, message, reply.field));
     } else {
       if (reply.type === 'granted') p.onGranted?.(reply);
       p.resolve(reply);

@@ -26,6 +26,7 @@ function table(options: { requestTimeoutMs?: number } = {}): { requests: Request
     requestTimeoutMs: options.requestTimeoutMs ?? 10_000,
     sessionTtlMs: 15_000,
     heartbeatMs: 5000,
+    partitions: 1,
     logger: pino({ level: 'silent' }),
   });
   tables.push(requests);
