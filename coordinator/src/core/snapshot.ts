@@ -1,5 +1,5 @@
 import type { AcquireRequest, LockKind, LockMode, ReplyBody, Request } from '@lockq/protocol';
-import { createMemo, createSuccessor, createWaiter, type Hold, type LockState, type Memo, type Session } from './entities.js';
+import { createMemo, createSuccessor, createWaiter, type Hold, type LockState, type Memo, type Session, type SessionInit } from './entities.js';
 import type { ExpiredTokens } from './expired-tokens.js';
 import type { MemoTable } from './memo-table.js';
 import type { CoreOptions } from './options.js';
@@ -25,15 +25,8 @@ export interface CoreSnapshot {
   readonly expiredTokens: readonly { readonly token: number; readonly session: string; readonly at: number }[];
 }
 
-export interface SessionSnapshot {
-  readonly id: string;
-  readonly worker: string;
-  readonly replyTo: string;
-  readonly ttlMs: number;
-  readonly deadline: number;
-  readonly lastRequest: string;
-  readonly settled: number;
-}
+/** A session's own fields, which are all a snapshot keeps of it. */
+export type SessionSnapshot = SessionInit;
 
 export interface LockSnapshot {
   readonly name: string;
