@@ -219,6 +219,40 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     expect(parked).toHaveLength(1);
     expect(parked[0]?.text).toBe('junk');
     expect(parked[0]?.headers).toMatchObject({ 'x-lockq-code': 'MALFORMED', 'x-lockq-partition': 1 });
+    expect(parked[0]?.headers).not.toHaveProperty('x-lockq-original-bytes');
+  });
+
+  it('parks only the first deadLetterBodyBytes of a poison body, with its original length', async () => {
+    setup();
+    const s = track(t.server({ deadLetterBodyBytes: 16 }));
+    const body = enc('0123456789abcdef and the rest of a long poison body');
+    await s.deadLetter(0, body, 'MESSAGE_TOO_LARGE');
+    const parked = await t.drainDeadLetterQueue();
+    expect(parked.map((p) => p.text)).toEqual(['0123456789abcdef']);
+    expect(parked[0]?.headers).toMatchObject({ 'x-lockq-code': 'MESSAGE_TOO_LARGE', 'x-lockq-original-bytes': body.byteLength });
+  });
+
+  it('keeps the newest deadLetterMaxLength dead letters, dropping the oldest', async () => {
+    setup();
+    const s = track(t.server({ deadLetterMaxLength: 2 }));
+    for (const text of ['d1', 'd2', 'd3', 'd4']) await s.deadLetter(0, enc(text), 'MALFORMED');
+    expect((await t.drainDeadLetterQueue()).map((p) => p.text)).toEqual(['d3', 'd4']);
+  });
+
+  it('refuses to start on a dead-letter queue declared with other arguments, and says what to do', async () => {
+    setup();
+    track(t.server()); // declares nothing until used
+    const ch = await adminChannel();
+    await ch.assertQueue(deadLetterDestination(t.prefix), { durable: true }); // as lockq did before it was bounded
+    await ch.close();
+    const s = track(t.server());
+    await expect(s.consume(0, async () => {})).rejects.toThrow(/dead-letter queue .* exists with other arguments .* delete it/);
+  });
+
+  it('checks the dead-letter bounds, naming the bad field', () => {
+    setup();
+    expect(() => t.server({ deadLetterMaxLength: 0 })).toThrow(/^deadLetterMaxLength: expected an integer from 1 /);
+    expect(() => t.server({ deadLetterBodyBytes: -1 })).toThrow(/^deadLetterBodyBytes: expected an integer from 0 /);
   });
 
   it('resolves stopConsuming only after the batch in progress is done', async () => {

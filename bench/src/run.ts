@@ -1,3 +1,4 @@
+import { abuseSuite } from './abuse.js';
 import { amqpSuite } from './amqp.js';
 import { distinctLocks, hotLock } from './core.js';
 import { codecCycles, memoryCycles } from './memory.js';
@@ -9,12 +10,12 @@ import { interruption } from './workload.js';
  * `npm run bench [-- suite...]`: each figure is the median of several runs, all in this one
  * process so ratios are measured side by side. Suites: core, memory (the default: both, no
  * broker needed), and amqp and store, which need RabbitMQ and Redis (and etcd, for store) and
- * run only when named. LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size
+ * run only when named; abuse (floods beside a well-behaved worker, memory and RabbitMQ) too. LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size
  * the runs.
  */
 const runs = Number(process.env.LOCKQ_BENCH_RUNS ?? 5);
 const seconds = Number(process.env.LOCKQ_BENCH_SECONDS ?? 2);
-const SUITES = ['core', 'memory', 'amqp', 'store'];
+const SUITES = ['core', 'memory', 'amqp', 'store', 'abuse'];
 const BY_DEFAULT = ['core', 'memory'];
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 for (const s of suites) {
@@ -60,4 +61,8 @@ if (wanted('amqp')) {
 if (wanted('store') && !interruption.signal.aborted) {
   console.log('');
   await storeSuite(runs, seconds);
+}
+if (wanted('abuse')) {
+  console.log('');
+  await abuseSuite();
 }

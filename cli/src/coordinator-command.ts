@@ -30,6 +30,7 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
       partitions: s.partitions,
       own: s.ownPartitions ?? 'all',
       prefix: s.prefix,
+      maxQueueLength: s.maxQueueLength ?? 'unbounded',
     },
     'coordinator starting',
   );

@@ -31,12 +31,24 @@ Usage:
         --prefetch N       requests the broker may deliver ahead of acks
                                                      env ${COORDINATOR_ENV.prefetch} (default 256 on RabbitMQ;
                                                      also the largest batch)
+        --max-queue-length N
+                           requests a partition's queue holds before the broker
+                           refuses more (workers get a retriable TRANSPORT_ERROR);
+                           RabbitMQ x-max-length, reject-publish
+                                                     env ${COORDINATOR_ENV['max-queue-length']} (default unbounded)
+        --dead-letter-max-length N
+                           poison messages kept; the oldest are dropped, and each
+                           keeps only its first 1024 bytes
+                                                     env ${COORDINATOR_ENV['dead-letter-max-length']} (default 10000)
+      Changing either on a running deployment changes a queue's arguments, which the
+      broker refuses (406): see docs/protocol.md §16.2.
         --log-level L      fatal, error, warn, info, debug, trace or silent
                                                      env ${COORDINATOR_ENV['log-level']} (default info)
         --store URL        durable state store: redis://[user:pass@]host:6379[/db] or
                            rediss://…; keys start with the prefix
                                                      env ${COORDINATOR_ENV.store} (default: none;
-                                                     state lives only in this process)
+                                                     holds and queues live only in this process;
+                                                     tokens and epochs still rise, from the clock)
       Flags win over environment variables.
 
   lockq inspect [NAME] [--admin URL] [--json]
@@ -78,6 +90,8 @@ async function main(argv: readonly string[]): Promise<number> {
           'admin-port': { type: 'string' },
           prefix: { type: 'string' },
           prefetch: { type: 'string' },
+          'max-queue-length': { type: 'string' },
+          'dead-letter-max-length': { type: 'string' },
           'log-level': { type: 'string' },
         },
         strict: true,

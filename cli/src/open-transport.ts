@@ -26,13 +26,17 @@ export async function openServerTransport(
   if (scheme === 'memory:') {
     // The process-wide named broker, the one LockClient.connect('memory:…') finds: only workers
     // inside this process can reach it.
-    return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)));
+    // memory: has no request queue to bound (--max-queue-length applies to brokers only).
+    const bounds = s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength };
+    return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), bounds);
   }
   const { AmqpServerTransport } = await import('@lockq/coordinator');
   return new AmqpServerTransport({
     url: s.transport,
     prefix: s.prefix,
     ...(s.prefetch === undefined ? {} : { prefetch: s.prefetch }),
+    ...(s.maxQueueLength === undefined ? {} : { maxLength: s.maxQueueLength }),
+    ...(s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength }),
     // Names this process in the broker's management UI, next to the partitions it consumes.
     connectionName: `lockq coordinator ${hostname()} pid ${process.pid}`,
     logger,

@@ -16,6 +16,8 @@ export interface CoordinatorFlags {
   readonly 'admin-port'?: string | undefined;
   readonly prefix?: string | undefined;
   readonly prefetch?: string | undefined;
+  readonly 'max-queue-length'?: string | undefined;
+  readonly 'dead-letter-max-length'?: string | undefined;
   readonly 'log-level'?: string | undefined;
 }
 
@@ -29,6 +31,8 @@ export const COORDINATOR_ENV = {
   'admin-port': 'LOCKQ_ADMIN_PORT',
   prefix: 'LOCKQ_PREFIX',
   prefetch: 'LOCKQ_PREFETCH',
+  'max-queue-length': 'LOCKQ_MAX_QUEUE_LENGTH',
+  'dead-letter-max-length': 'LOCKQ_DEAD_LETTER_MAX_LENGTH',
   'log-level': 'LOCKQ_LOG_LEVEL',
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
@@ -44,6 +48,10 @@ export interface CoordinatorSettings {
   readonly prefix: string;
   /** Undefined = the transport's default. */
   readonly prefetch: number | undefined;
+  /** Requests a partition's queue holds before the broker refuses more; undefined = unbounded. */
+  readonly maxQueueLength: number | undefined;
+  /** Dead letters kept (the oldest are dropped); undefined = the transport's default. */
+  readonly deadLetterMaxLength: number | undefined;
   readonly logLevel: string;
 }
 
@@ -88,6 +96,12 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   const prefetchText = pick('prefetch');
   // AMQP's prefetch count is a 16-bit field.
   const prefetch = prefetchText === undefined ? undefined : parseInteger(where('prefetch'), prefetchText, 0, 1, 65_535);
+  const optionalCount = (name: 'max-queue-length' | 'dead-letter-max-length') => {
+    const text = pick(name);
+    return text === undefined ? undefined : parseInteger(where(name), text, 0, 1, Number.MAX_SAFE_INTEGER);
+  };
+  const maxQueueLength = optionalCount('max-queue-length');
+  const deadLetterMaxLength = optionalCount('dead-letter-max-length');
   const logLevel = pick('log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`${where('log-level')}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
@@ -101,6 +115,8 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     adminPort,
     prefix,
     prefetch,
+    maxQueueLength,
+    deadLetterMaxLength,
     logLevel,
   });
 }

@@ -9,13 +9,14 @@ import {
 } from '@lockq/protocol/amqp';
 import type { Logger } from 'pino';
 import { AmqpPartition, type BatchHandler, type PartitionHost } from './amqp-partition.js';
+import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
 import type { Outbound, ServerTransport } from './types.js';
 
 /**
  * Options of {@link AmqpServerTransport}; the connection settings are {@link AmqpLinkOptions}.
  * Every coordinator of a deployment must use the same queue settings.
  */
-export interface AmqpServerTransportOptions extends AmqpLinkOptions {
+export interface AmqpServerTransportOptions extends AmqpLinkOptions, DeadLetterBounds {
   /** Prefix of every queue and exchange name. @defaultValue `'lockq'` */
   readonly prefix?: string;
   /**
@@ -26,9 +27,12 @@ export interface AmqpServerTransportOptions extends AmqpLinkOptions {
    */
   readonly deliveryLimit?: number;
   /**
-   * Bound on a request queue (`x-max-length`). Once a queue is over it, publishes are refused
-   * and the worker's `send` rejects (a quorum queue may take one or a few more than the bound
-   * before it starts refusing). @defaultValue unbounded
+   * Bound on a request queue (`x-max-length`): requests waiting there, not yet delivered to the
+   * coordinator. Once a queue is over it, publishes are refused (`reject-publish`), so a flood
+   * meets the broker instead of the coordinator's memory, and the worker's `send` rejects: the
+   * SDK's call fails at once with a retriable `TRANSPORT_ERROR` whose `refused` is true. The
+   * refusal falls on whoever publishes next, well-behaved or not. A quorum queue may take one
+   * or a few more than the bound before it starts refusing. @defaultValue unbounded
    */
   readonly maxLength?: number;
   /** Called after a lost connection was re-established and consuming resumed (for metrics). */
@@ -38,6 +42,8 @@ export interface AmqpServerTransportOptions extends AmqpLinkOptions {
 }
 
 const DEFAULT_DELIVERY_LIMIT = 20;
+/** The header of a dead letter that says how long the poison body was before it was cut. */
+export const ORIGINAL_BYTES_HEADER = 'x-lockq-original-bytes';
 /** Replies are transient: one outliving a broker restart is of no use; the worker re-sends. */
 const TRANSIENT = Object.freeze({});
 
@@ -62,7 +68,9 @@ const isRefusal = (outcome: PublishOutcome) => outcome !== 'confirmed' && outcom
  * Topology: per partition a durable quorum queue with single-active-consumer (a second
  * coordinator consuming it is a standby; the broker switches to it when the active one's
  * channel dies), `reject-publish` overflow, a delivery limit and a dead-letter exchange (a
- * durable fanout, with a durable queue of the same name bound to it, so poison is kept).
+ * durable fanout, with a durable queue of the same name bound to it, so poison is kept; that
+ * queue keeps the newest `deadLetterMaxLength`, and the coordinator parks only a prefix of
+ * each poison body, so poison cannot fill the broker).
  *
  * Consuming: one channel per partition, manual acks, bounded prefetch. Deliveries that arrive in
  * one macrotask, or while the handler is busy, form one batch; batches of a partition run one at
@@ -100,6 +108,7 @@ export class AmqpServerTransport implements ServerTransport {
   readonly #prefix: string;
   readonly #host: PartitionHost;
   readonly #log: Logger | undefined;
+  readonly #deadLetters: Required<DeadLetterBounds>;
   readonly #partitions = new Map<number, AmqpPartition>();
   /** No new consumers or restarts, but batches in progress may still publish. */
   #closing = false;
@@ -107,6 +116,7 @@ export class AmqpServerTransport implements ServerTransport {
   constructor(options: AmqpServerTransportOptions) {
     const link = resolveAmqpLinkOptions(options, 'lockq coordinator');
     this.#prefix = options.prefix ?? TOPOLOGY_PREFIX;
+    this.#deadLetters = resolveDeadLetterBounds(options);
     this.#log = options.logger?.child({ component: 'amqp-server-transport' });
     const { onReconnect, onError } = options;
     this.#link = new AmqpLink(
@@ -165,11 +175,17 @@ export class AmqpServerTransport implements ServerTransport {
     }
   }
 
+  /**
+   * Parks at most the first `deadLetterBodyBytes` of `body`, with headers `x-lockq-code`,
+   * `x-lockq-partition` and, when it was cut, `x-lockq-original-bytes`.
+   */
   async deadLetter(partition: number, body: Uint8Array, code: string): Promise<void> {
     const c = await this.#link.ready();
-    const headers = { 'x-lockq-code': code, 'x-lockq-partition': partition };
+    const kept = deadLetterPrefix(body, this.#deadLetters.deadLetterBodyBytes);
+    const headers: Record<string, string | number> = { 'x-lockq-code': code, 'x-lockq-partition': partition };
+    if (kept !== body) headers[ORIGINAL_BYTES_HEADER] = body.byteLength;
     const exchange = deadLetterDestination(this.#prefix);
-    const outcome = await c.publish(exchange, requestDestination(partition, this.#prefix), body, { persistent: true, headers });
+    const outcome = await c.publish(exchange, requestDestination(partition, this.#prefix), kept, { persistent: true, headers });
     if (outcome === 'confirmed') return;
     throw new AmqpTransportError(`the broker did not take a dead letter (${outcome})`, { refused: isRefusal(outcome) });
   }
@@ -195,11 +211,27 @@ export class AmqpServerTransport implements ServerTransport {
     });
   }
 
-  /** The set-up of every connection: the dead-letter exchange and the queue that keeps its messages. */
+  /**
+   * The set-up of every connection: the dead-letter exchange and the bounded queue that keeps its
+   * messages (the newest `deadLetterMaxLength`).
+   */
   async #declareDeadLetters(c: AmqpConnection): Promise<void> {
     const dl = deadLetterDestination(this.#prefix);
     await c.channel.assertExchange(dl, 'fanout', { durable: true });
-    await c.channel.assertQueue(dl, { durable: true });
+    const args = { 'x-max-length': this.#deadLetters.deadLetterMaxLength, 'x-overflow': 'drop-head' };
+    try {
+      await c.channel.assertQueue(dl, { durable: true, arguments: args });
+    } catch (err) {
+      if ((err as { code?: unknown }).code !== 406) throw err;
+      // Most likely declared by an earlier lockq, which left it unbounded. The broker keeps a
+      // queue's arguments for its life, so only the operator can replace it.
+      throw new AmqpTransportError(
+        `the dead-letter queue ${dl} exists with other arguments than x-max-length ${args['x-max-length']}, drop-head ` +
+          '(an older lockq declared it unbounded, or another coordinator uses another deadLetterMaxLength): ' +
+          'move its messages elsewhere if you need them, delete it, and start again (docs/protocol.md §16.2)',
+        { cause: err },
+      );
+    }
     await c.channel.bindQueue(dl, dl, '');
   }
 }

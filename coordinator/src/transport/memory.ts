@@ -1,13 +1,20 @@
 import type { MemoryBroker } from '@lockq/protocol';
+import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
 import type { Outbound, ServerTransport } from './types.js';
 
-/** The coordinator side of the in-process broker. */
+/**
+ * The coordinator side of the in-process broker. Dead letters go to the broker's `deadLetters`
+ * list, bounded as on RabbitMQ: the newest `deadLetterMaxLength`, each body cut to
+ * `deadLetterBodyBytes` (the list has no place for the original length).
+ */
 export class MemoryServerTransport implements ServerTransport {
   readonly #broker: MemoryBroker;
+  readonly #deadLetters: Required<DeadLetterBounds>;
   readonly #handlers = new Map<number, (batch: readonly Uint8Array[]) => Promise<void>>();
 
-  constructor(broker: MemoryBroker) {
+  constructor(broker: MemoryBroker, options: DeadLetterBounds = {}) {
     this.#broker = broker;
+    this.#deadLetters = resolveDeadLetterBounds(options);
   }
 
   /** In process, a consumer never loses its place, so `onLost` is never called. */
@@ -22,7 +29,10 @@ export class MemoryServerTransport implements ServerTransport {
   }
 
   async deadLetter(partition: number, body: Uint8Array, code: string): Promise<void> {
-    this.#broker.deadLetters.push({ partition, body, code });
+    const parked = this.#broker.deadLetters;
+    while (parked.length >= this.#deadLetters.deadLetterMaxLength) parked.shift();
+    // A copy (Buffer's slice is a view): a view would keep the whole poison body alive.
+    parked.push({ partition, body: new Uint8Array(deadLetterPrefix(body, this.#deadLetters.deadLetterBodyBytes)), code });
   }
 
   async stopConsuming(partition: number): Promise<void> {
