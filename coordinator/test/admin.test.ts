@@ -1,4 +1,4 @@
-import { AdminServer, Coordinator, CoordinatorMetrics, type LocksResponse, MemoryServerTransport, MemoryStore, type Outbound } from '@lockq/coordinator';
+import { AdminServer, Coordinator, CoordinatorMetrics, DEFAULT_ADMIN_HOST, type LocksResponse, MemoryServerTransport, MemoryStore, type Outbound } from '@lockq/coordinator';
 import { type Lease, LockClient } from '@lockq/worker-sdk';
 import { encode, type LockView } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
@@ -65,6 +65,8 @@ afterEach(async () => {
 
 describe('admin server: health', () => {
   it('binds an ephemeral port on 127.0.0.1 and says where', () => {
+    // Loopback unless asked: the views are for the host's operator (docs/security.md).
+    expect(DEFAULT_ADMIN_HOST).toBe('127.0.0.1');
     expect(admin.host).toBe('127.0.0.1');
     expect(admin.port).toBeGreaterThan(0);
     expect(admin.url).toBe(`http://127.0.0.1:${admin.port}`);
@@ -278,6 +280,13 @@ describe('admin server: locks', () => {
       [2, 'w2'],
     ]);
     expect(view.waiters[0]!.waitMs).toBeGreaterThan(4000);
+    // No session or request ids (before: every holder's session, every waiter's session and
+    // request); the partition counts keep the token counter for the operator.
+    for (const shown of [view, ...all.locks]) {
+      for (const h of shown.holders) expect(Object.keys(h).sort()).toEqual(['mode', 'permits', 'token', 'ttlMs', 'worker']);
+      for (const w of shown.waiters) expect(Object.keys(w).sort()).toEqual(['mode', 'permits', 'position', 'waitMs', 'worker']);
+    }
+    expect(all.partitions['0']?.lastToken).toBeGreaterThanOrEqual(lease.token);
 
     // `lockq inspect` renders the same view as tables.
     let out = '';
@@ -355,6 +364,15 @@ describe('admin server: locks', () => {
     expect(post.headers.get('allow')).toBe('GET, HEAD');
     expect(await post.json()).toEqual({ error: 'METHOD_NOT_ALLOWED' });
     expect((await get('/metrics', { method: 'DELETE' })).status).toBe(405);
+    // Nothing changes state here: every method but GET (and HEAD) is refused on every route, known or not.
+    const routes = ['/healthz', '/readyz', '/metrics', '/v1/locks', '/v1/locks/job', '/nope'];
+    for (const method of ['POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS']) {
+      for (const route of routes) {
+        const res = await get(route, { method });
+        expect(res.status, `${method} ${route}`).toBe(405);
+        expect(res.headers.get('allow')).toBe('GET, HEAD');
+      }
+    }
     expect((await get('/v1/locks/%E0%A4%A')).status).toBe(400);
     expect((await get('/healthz')).status).toBe(200); // and still up
   });

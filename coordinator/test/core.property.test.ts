@@ -248,7 +248,7 @@ class Run {
     }
     const names = new Set(this.core.lockNames());
     for (const l of LOCKS) {
-      const view = this.core.inspect(l.name, now);
+      const view = this.core.detail(l.name, now);
       if (canon(view) !== canon(this.model.inspect(l.name, now))) {
         fail(`inspect ${l.name}: core ${canon(view)}\nmodel ${canon(this.model.inspect(l.name, now))}`);
       }
@@ -521,7 +521,7 @@ class Checker {
   }
 
   /** What the replies say must be what the core shows. */
-  agreesWith(lock: string, view: ReturnType<LockCore['inspect']>, now: number, fail: (what: string) => never): void {
+  agreesWith(lock: string, view: ReturnType<LockCore['detail']>, now: number, fail: (what: string) => never): void {
     const holds = [...this.#holds.values()].filter((h) => h.request.lock === lock).map((h) => `${h.token}/${h.request.session}/${h.deadline - now}`);
     const shown = (view?.holders ?? []).map((h) => `${h.token}/${h.session}/${h.ttlMs}`);
     if (holds.sort().join() !== shown.sort().join()) fail(`holds of ${lock}: replies say [${holds}], core shows [${shown}]`);
@@ -542,7 +542,7 @@ class Checker {
   finish(core: LockCore, now: number): void {
     for (const a of this.#acquires.values()) {
       if (a.state === 'sent') throw new Error(`acquire ${a.request.id} never answered`);
-      if (a.state === 'queued' && !core.inspect(a.request.lock, now)?.waiters.some((w) => w.request === a.request.id)) {
+      if (a.state === 'queued' && !core.detail(a.request.lock, now)?.waiters.some((w) => w.request === a.request.id)) {
         throw new Error(`acquire ${a.request.id} neither answered nor waiting`);
       }
     }

@@ -111,7 +111,7 @@ class Harness {
 
   /** Everything observable about state: counts and every named lock. */
   snapshot(...locks: string[]): string {
-    return JSON.stringify({ counts: this.core.counts(), locks: locks.map((l) => this.core.inspect(l, this.now)) });
+    return JSON.stringify({ counts: this.core.counts(), locks: locks.map((l) => this.core.detail(l, this.now)) });
   }
 }
 
@@ -160,7 +160,7 @@ describe('queues', () => {
     expect(brief(h.send(r1))).toEqual([`granted ${b.id} #${ta + 1}`, `successor ${b.id}`, `released ${r1.id} #${ta}`]);
     expect(h.decisions[0]).toMatchObject({ to: 'reply.b' });
     expect(brief(h.send(h.releaseReq('b', 'x', ta + 1))).slice(0, 1)).toEqual([`granted ${c.id} #${ta + 2}`]);
-    expect(h.core.inspect('x', h.now)?.holders.map((x) => x.session)).toEqual(['c']);
+    expect(h.core.detail('x', h.now)?.holders.map((x) => x.session)).toEqual(['c']);
   });
 
   it('grants consecutive shared requests at the head together, and stops at an exclusive one', () => {
@@ -176,7 +176,7 @@ describe('queues', () => {
     const replies = brief(h.send(h.releaseReq('w', 'x', tw)));
     expect(replies.slice(0, 2)).toEqual([`granted ${r1.id} #${tw + 1}`, `granted ${r2.id} #${tw + 2}`]);
     expect(replies).toHaveLength(3);
-    expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.request)).toEqual([w2.id, r3.id]);
+    expect(h.core.detail('x', h.now)?.waiters.map((w) => w.request)).toEqual([w2.id, r3.id]);
   });
 
   it('queues a shared request behind a waiting exclusive one, though it would fit (no writer starvation)', () => {
@@ -202,7 +202,7 @@ describe('queues', () => {
     const replies = brief(h.send(h.releaseReq('b', 's', tb)));
     expect(replies[0]).toBe(`granted ${big.id} #${tb + 1}`);
     expect(replies).toHaveLength(2); // small still waits: big took all 3
-    expect(h.core.inspect('s', h.now)?.waiters.map((w) => w.request)).toEqual([small.id]);
+    expect(h.core.detail('s', h.now)?.waiters.map((w) => w.request)).toEqual([small.id]);
   });
 
   it('answers a try-lock (waitMs 0) LOCK_BUSY when the lock is held', () => {
@@ -304,7 +304,7 @@ describe('waiting', () => {
     expect(errorOf(h.ask(h.cancelReq('b', 'y', b.id)))).toBe('NOT_WAITING');
     h.send(h.releaseReq('a', 'x', ta));
     expect(errorOf(h.ask(h.cancelReq('b', 'x', b.id)))).toBe('NOT_WAITING');
-    expect(h.core.inspect('x', h.now)?.holders.map((x) => x.session)).toEqual(['b']);
+    expect(h.core.detail('x', h.now)?.holders.map((x) => x.session)).toEqual(['b']);
   });
 });
 
@@ -793,7 +793,7 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     // b took the forwarded grant and extends it: a's hold ends, b holds, and a's release is late.
     const extend = h.extendReq('b', 'x', next, 9000);
     expect(brief(h.send(extend))).toEqual([`granted ${b.id} #${next}`, `extended ${extend.id}`]);
-    expect(h.core.inspect('x', h.now)?.holders.map((x) => [x.session, x.token])).toEqual([['b', next]]);
+    expect(h.core.detail('x', h.now)?.holders.map((x) => [x.session, x.token])).toEqual([['b', next]]);
     expect(errorOf(h.ask(h.releaseReq('a', 'x', ta)))).toBe('NOT_HOLDER');
     // The token only works for the named waiter's own session.
     const h2 = new Harness();
@@ -801,7 +801,7 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     h2.hold('a', 'x');
     const t2 = successorIn(h2.send(h2.acquireReq('b', 'x')))?.next?.grant.token as number;
     expect(errorOf(h2.ask(h2.releaseReq('c', 'x', t2)))).toBe('NOT_HOLDER');
-    expect(h2.core.inspect('x', h2.now)?.holders.map((x) => x.session)).toEqual(['a']);
+    expect(h2.core.detail('x', h2.now)?.holders.map((x) => x.session)).toEqual(['a']);
   });
 
   it('still grants a named waiter whose wait ran out (it may hold the forwarded grant), and nobody else meanwhile', () => {
@@ -813,7 +813,7 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     expect(brief(h.tick(100))).toEqual([`error ${b.id} WAIT_TIMEOUT`]);
     const released = brief(h.at(200).send(h.releaseReq('a', 'x', ta)));
     expect(released[0]).toBe(`granted ${b.id} #${ta + 1}`);
-    expect(h.core.inspect('x', h.now)?.waiters.map((w) => w.request)).toEqual([c.id]);
+    expect(h.core.detail('x', h.now)?.waiters.map((w) => w.request)).toEqual([c.id]);
     // b gives it back (its SDK no longer wants it): c is next, with the token it is named with now.
     const tc = successorIn(bodies(h.decisions))?.next?.grant.token;
     expect(brief(h.send(h.releaseReq('b', 'x', ta + 1)))[0]).toBe(`granted ${c.id} #${tc}`);
@@ -854,5 +854,32 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     const out: Decision[] = [];
     restored.handle(h.releaseReq('a', 'x', ta), 200, out);
     expect(brief(bodies(out))[0]).toBe(`granted ${b.id} #${ta + 1}`);
+  });
+});
+
+describe('inspect', () => {
+  it('shows any client who holds and waits, how and for how long, without session or request ids or the token counter', () => {
+    const h = new Harness();
+    h.open('a', 'b', 'c');
+    const token = h.hold('a', 'x');
+    h.queue('b', 'x');
+    const lock = {
+      lock: 'x',
+      kind: 'mutex',
+      limit: 1,
+      holderCount: 1,
+      waiterCount: 1,
+      holders: [{ worker: 'w-a', token, mode: 'exclusive', permits: 1, ttlMs: 5000 }],
+      waiters: [{ worker: 'w-b', mode: 'exclusive', permits: 1, position: 1, waitMs: 5000 }],
+    };
+    // Before: every holder's session, every waiter's session and request id, and `lastToken`
+    // (here the token reserved for b as the named successor) went to whoever asked.
+    const one = h.ask({ ...h.base('c'), op: 'inspect', lock: 'x' });
+    expect(one).toEqual({ type: 'inspected', re: one.re, lock, counts: { locks: 1, holds: 1, waiters: 1, sessions: 3 } });
+    const all = h.ask({ ...h.base('c'), op: 'inspect' });
+    expect(all).toEqual({ type: 'inspected', re: all.re, counts: { locks: 1, holds: 1, waiters: 1, sessions: 3 } });
+    // The coordinator's own view (the admin listener's) is the same lock view; its counts keep the counter.
+    expect(h.core.inspect('x', h.now)).toEqual(lock);
+    expect(h.core.counts()).toEqual({ locks: 1, holds: 1, waiters: 1, sessions: 3, lastToken: token + 1 });
   });
 });

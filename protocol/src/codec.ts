@@ -1,6 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from './canonical.js';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
+import { readInspected } from './inspected.js';
 import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
 import type { AcquireRequest, AcquireWire, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request, RequestBase } from './messages.js';
 
@@ -229,8 +230,9 @@ const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
 /**
  * Decodes a reply. Replies come from a coordinator the worker trusts, so this checks the envelope
  * (version, type, request id, epoch, partition) and an error's `partitions`, and leaves the rest
- * of the body to the reader; it returns null for anything else rather than throwing inside a
- * transport callback.
+ * of the body to the reader, except an `inspected` reply: that goes to user code as it is, so it
+ * is read field by field to exactly the public view (see `readInspected`). It returns null for
+ * anything else rather than throwing inside a transport callback.
  */
 export function decodeReply(body: Uint8Array): Reply | null {
   if (body.byteLength > MAX_MESSAGE_BYTES * 16) return null;
@@ -258,5 +260,6 @@ export function decodeReplyText(text: string): Reply | null {
   if (!Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return null;
   // The one body field checked: a worker may act on it (WRONG_PARTITION's partition count).
   if (r.partitions !== undefined && (r.type !== 'error' || isPartitionCount(r.partitions) !== null)) return null;
+  if (r.type === 'inspected') return readInspected(r, r.epoch as number, r.partition as number);
   return raw as Reply;
 }

@@ -191,19 +191,23 @@ export interface SuccessorEvent extends ReplyBase {
   readonly next?: { readonly to: string; readonly grant: Omit<GrantedReply, 'v' | 'epoch' | 'partition'> };
 }
 
+/**
+ * A holder as `inspect` shows it, to any client and on the admin listener: who holds, how, with
+ * which token and for how long. No session id: that and the worker id were all a forged release
+ * needed (docs/security.md, "What the views show").
+ */
 export interface HolderView {
   readonly worker: string;
-  readonly session: string;
+  /** The hold's fencing token; the protected resource sees it anyway. */
   readonly token: number;
   readonly mode: LockMode;
   readonly permits: number;
   /** Lease left, from the coordinator's point of view. */
   readonly ttlMs: number;
 }
+/** A waiter as `inspect` shows it: no session or request id (a forged `cancel` needs both). */
 export interface WaiterView {
   readonly worker: string;
-  readonly session: string;
-  readonly request: string;
   readonly mode: LockMode;
   readonly permits: number;
   readonly position: number;
@@ -220,19 +224,27 @@ export interface LockView {
   readonly holders: readonly HolderView[];
   readonly waiters: readonly WaiterView[];
 }
-export interface PartitionCounts {
+/** A partition's counts as the wire's `inspected` reply carries them. */
+export interface InspectedCounts {
   readonly locks: number;
   readonly holds: number;
   readonly waiters: number;
   readonly sessions: number;
-  /** Highest fencing token issued so far in this partition. */
+}
+/**
+ * What a coordinator counts of a partition, for its operator (the admin listener, metrics): the
+ * wire's counts and the token counter. `lastToken` stays off the wire: it bounds the token the
+ * coordinator reserves for a named successor (docs/security.md, "What the views show").
+ */
+export interface PartitionCounts extends InspectedCounts {
+  /** Highest fencing token issued (or reserved for a named successor) so far in this partition. */
   readonly lastToken: number;
 }
 export interface InspectedReply extends ReplyBase {
   readonly type: 'inspected';
   /** Absent when no lock was asked for; null when the lock is free and unknown. */
   readonly lock?: LockView | null;
-  readonly counts: PartitionCounts;
+  readonly counts: InspectedCounts;
 }
 
 export type Reply =

@@ -743,8 +743,8 @@ describe('decodeReply', () => {
     { ...env, type: 'lost', lock: 'x', token: 9, reason: 'LEASE_EXPIRED' },
     { ...env, type: 'lost', lock: 'x', token: 9, reason: 'NO_SESSION' },
     { ...env, type: 'lost', lock: 'x', token: 9, reason: 'SHUTTING_DOWN' },
-    { ...env, type: 'inspected', counts: { locks: 0, holds: 0, waiters: 0, sessions: 1, lastToken: 0 } },
-    { ...env, type: 'inspected', lock: null, counts: { locks: 0, holds: 0, waiters: 0, sessions: 1, lastToken: 0 } },
+    { ...env, type: 'inspected', counts: { locks: 0, holds: 0, waiters: 0, sessions: 1 } },
+    { ...env, type: 'inspected', lock: null, counts: { locks: 0, holds: 0, waiters: 0, sessions: 1 } },
     {
       ...env,
       type: 'inspected',
@@ -754,10 +754,10 @@ describe('decodeReply', () => {
         limit: 1,
         holderCount: 1,
         waiterCount: 1,
-        holders: [{ worker: 'w', session: 's', token: 9, mode: 'shared', permits: 1, ttlMs: 100 }],
-        waiters: [{ worker: 'w2', session: 's2', request: 'r2', mode: 'exclusive', permits: 1, position: 1, waitMs: 50 }],
+        holders: [{ worker: 'w', token: 9, mode: 'shared', permits: 1, ttlMs: 100 }],
+        waiters: [{ worker: 'w2', mode: 'exclusive', permits: 1, position: 1, waitMs: 50 }],
       },
-      counts: { locks: 1, holds: 1, waiters: 1, sessions: 2, lastToken: 9 },
+      counts: { locks: 1, holds: 1, waiters: 1, sessions: 2 },
     },
   ];
 

@@ -16,7 +16,7 @@ import {
 } from '@lockq/protocol';
 import { createSuccessor, type Hold, type LockState, type Memo, type Session, type Waiter } from './entities.js';
 import { ExpiredTokens } from './expired-tokens.js';
-import { viewOf } from './lock-view.js';
+import { detailOf, inspectedCounts, type LockDetail, viewOf } from './lock-view.js';
 import { MemoTable, recall, samePayload } from './memo-table.js';
 import type { CoreLimits, CoreOptions } from './options.js';
 import { PartitionState } from './partition-state.js';
@@ -66,10 +66,11 @@ export class LockCore {
   handle(request: Request, now: number, out: Decision[]): void {
     now = this.#advance(now, out);
     if (request.op === 'inspect') {
+      const counts = inspectedCounts(this.counts());
       const body: ReplyBody =
         request.lock === undefined
-          ? { type: 'inspected', re: request.id, counts: this.counts() }
-          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now, INSPECT_MAX_LISTED), counts: this.counts() };
+          ? { type: 'inspected', re: request.id, counts }
+          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now, INSPECT_MAX_LISTED), counts };
       out.push({ type: 'reply', to: request.replyTo, body });
       return;
     }
@@ -124,6 +125,12 @@ export class LockCore {
   inspect(name: string, now: number, maxListed = Number.POSITIVE_INFINITY): LockView | null {
     const lock = this.#state.locks.get(name);
     return lock === undefined ? null : viewOf(lock, now, maxListed);
+  }
+
+  /** {@link inspect} with session and request ids, for tests and debugging; never published. */
+  detail(name: string, now: number): LockDetail | null {
+    const lock = this.#state.locks.get(name);
+    return lock === undefined ? null : detailOf(lock, now);
   }
 
   /** Names of every lock with a holder or a waiter. */

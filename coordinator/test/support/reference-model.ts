@@ -29,7 +29,7 @@ import {
   type ReplyBody,
   type Request,
 } from '@lockq/protocol';
-import type { CoreLimits, Decision } from '../../src/core/index.js';
+import type { CoreLimits, Decision, LockDetail } from '../../src/core/index.js';
 
 export interface ModelOptions {
   readonly partition: number;
@@ -128,10 +128,13 @@ export class ReferenceModel {
     const out: Decision[] = [];
     this.#expire(now, out);
     if (request.op === 'inspect') {
+      // The wire shows no session or request ids and no token counter (docs/security.md).
+      const { locks, holds, waiters, sessions } = this.counts();
+      const counts = { locks, holds, waiters, sessions };
       const body: ReplyBody =
         request.lock === undefined
-          ? { type: 'inspected', re: request.id, counts: this.counts() }
-          : { type: 'inspected', re: request.id, lock: this.inspect(request.lock, now), counts: this.counts() };
+          ? { type: 'inspected', re: request.id, counts }
+          : { type: 'inspected', re: request.id, lock: publicView(this.inspect(request.lock, now)), counts };
       out.push(reply(request.replyTo, body));
       return { decisions: out, replayed: false };
     }
@@ -176,7 +179,7 @@ export class ReferenceModel {
     };
   }
 
-  inspect(lock: string, now: number): LockView | null {
+  inspect(lock: string, now: number): LockDetail | null {
     const holds = this.holds.filter((h) => h.lock === lock);
     const waiters = this.waiters.filter((w) => w.request.lock === lock);
     const first = holds[0] ?? waiters[0]?.request;
@@ -562,4 +565,14 @@ function error(re: string, code: ErrorCode, field?: string): ReplyBody {
 function samePayload(a: Request, b: Request): boolean {
   const strip = (r: Request) => JSON.stringify(Object.entries(r).filter(([k]) => k !== 'replyTo').sort(([x], [y]) => (x < y ? -1 : 1)));
   return strip(a) === strip(b);
+}
+
+/** What any client may see of a lock: the detail without session and request ids. */
+function publicView(d: LockDetail | null): LockView | null {
+  if (d === null) return null;
+  return {
+    ...d,
+    holders: d.holders.map((h) => ({ worker: h.worker, token: h.token, mode: h.mode, permits: h.permits, ttlMs: h.ttlMs })),
+    waiters: d.waiters.map((w) => ({ worker: w.worker, mode: w.mode, permits: w.permits, position: w.position, waitMs: w.waitMs })),
+  };
 }
