@@ -28,7 +28,12 @@ export const DEFAULT_ADMIN_PORT = 9464;
 export const DEFAULT_ADMIN_MAX_LOCKS = 1000;
 
 export interface AdminServerOptions {
-  /** Interface to bind. @defaultValue `127.0.0.1` (not exposed beyond the host unless asked) */
+  /**
+   * Interface to bind. The views name every worker, lock and token of the coordinator's
+   * partitions: bind beyond loopback only to an interface your monitoring alone can reach, or
+   * behind a proxy with TLS and authentication (docs/security.md, "What the views show").
+   * @defaultValue `127.0.0.1`
+   */
   readonly host?: string;
   /** Port to bind; 0 picks a free one (see {@link AdminServer.port}). @defaultValue 9464 */
   readonly port?: number;
@@ -66,7 +71,9 @@ const LOCK_PATH = '/v1/locks/';
 
 /**
  * The coordinator's HTTP side: `/healthz`, `/readyz`, `/metrics`, `/v1/locks` and
- * `/v1/locks/:name`, all read-only. A failing handler answers 500; it never takes the process down.
+ * `/v1/locks/:name`, all read-only: any method but GET and HEAD is 405 on every path. The lock
+ * views carry no session or request ids. A failing handler answers 500; it never takes the
+ * process down.
  *
  * @example
  * const admin = await AdminServer.listen({ port: 0, metrics });
