@@ -173,6 +173,7 @@ describe.skipIf(!rabbit)('bounded queues on RabbitMQ', () => {
       'an acquire answered once the queue drained',
       { timeoutMs: 20_000 },
     );
+    await worker.close(); // while its coordinator still answers the close
     expect(await coord.stop()).toBe(0);
   }, 90_000);
 

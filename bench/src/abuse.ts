@@ -134,7 +134,9 @@ class Flooder {
       const body = this.#request(session, `a${++this.#seq}`, { op: 'acquire', lock: `flood:${i}`, ttlMs: SESSION_TTL_MS, waitMs: 0 });
       pending.push(
         this.#port.send(body).then((ok) => {
-          if (!ok) this.refused++;
+          if (ok) return;
+          this.refused++;
+          this.lastRejectionAt = performance.now();
         }),
       );
       await this.#port.ready();
@@ -145,21 +147,34 @@ class Flooder {
   }
 }
 
-/** The well-behaved worker: acquire/release one lock in a loop, timing each cycle. */
+/**
+ * The well-behaved worker: acquire/release one lock in a loop. A stall is the time from the first
+ * attempt after a completed cycle to the next completed cycle: a refused or failed attempt is
+ * retried after 20 ms and counts towards the stall it is part of.
+ */
 function goodWorker(client: LockClient): { stop(): Promise<void>; cycles: { at: number; ms: number }[]; errors: number } {
   const cycles: { at: number; ms: number }[] = [];
   const state = { running: true, errors: 0 };
   const loop = (async () => {
+    let since = performance.now();
+    let failing = false;
     while (state.running) {
-      const start = performance.now();
       try {
         const lease = await client.acquire('good', { ttlMs: 10_000, waitMs: 60_000 });
         await lease.release();
       } catch {
         state.errors++;
+        failing = true;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+        continue;
       }
-      cycles.push({ at: start, ms: performance.now() - start });
+      const now = performance.now();
+      cycles.push({ at: since, ms: now - since });
+      since = now;
+      failing = false;
     }
+    // Still stalled when the measurement ended: that counts too.
+    if (failing) cycles.push({ at: since, ms: performance.now() - since });
   })();
   return {
     cycles,
