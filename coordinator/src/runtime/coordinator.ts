@@ -36,7 +36,10 @@ export class Coordinator {
   async #start(): Promise<void> {
     const o = this.options;
     if (!o.store.durable) {
-      this.#log.warn('state store is not durable: holds, queues and sessions live only in this process');
+      this.#log.warn(
+        'state store is not durable: holds, queues and sessions are lost with this process; ' +
+          'epochs and fencing tokens still rise across restarts and take-overs (seeded from the wall clock)',
+      );
     }
     for (const partition of o.ownPartitions) {
       const runner = new PartitionRunner(partition, o, this.stats.partition(partition), this.#log.child({ partition }));
