@@ -60,6 +60,13 @@ export class ReplyRouter {
       if (reply.type === 'granted') this.#handOff.unclaimed(reply);
       return;
     }
+    if (reply.partition !== pending.session.partition || (reply.type === 'granted' && reply.lock !== pending.lock)) {
+      // Not an answer to that request: a grant of another lock (or from another partition) under
+      // its id is a forgery or a bug, and believing it would make this worker think it holds a
+      // lock someone else may hold.
+      this.#logger.warn({ re: reply.re, lock: pending.lock, partition: pending.session.partition }, 'reply that does not match its request dropped');
+      return;
+    }
     if (reply.type !== 'error' && reply.type !== 'inspected') this.#sessions.proven(pending.session, this.#requests.sentAt(pending.seq));
     this.#requests.answer(pending, reply);
   }

@@ -51,3 +51,20 @@ describe('connect', () => {
     expect(closed).toBe(1);
   });
 });
+
+describe('answers', () => {
+  it('a grant of another lock under a waiting acquire’s id is dropped, and the real grant still counts', async () => {
+    const broker = new MemoryBroker();
+    const coordinator = new ScriptedCoordinator(broker);
+    const transport = new RecordingTransport(broker, { workerId: 'w', instance: 'i' });
+    const client = await LockClient.connect('memory:', { workerId: 'w', transport, requestTimeoutMs: 2000 });
+    clients.push(client);
+    coordinator.onAcquire = (req) => {
+      // A forger that read the request id answers first, for a lock the worker did not ask for.
+      coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: 'other', token: 2 ** 53 - 1, ttlMs: req.ttlMs, basis: req.id });
+      coordinator.reply(req.replyTo, { type: 'granted', re: req.id, lock: req.lock, token: 7, ttlMs: req.ttlMs, basis: req.id });
+    };
+    const lease = await client.acquire('mine', { ttlMs: 10_000 });
+    expect(lease).toMatchObject({ lock: 'mine', token: 7 });
+  });
+});
