@@ -55,6 +55,7 @@ interface AbuseFigures {
   /** The worst cycle before the flood, for comparison. */
   readonly quietMaxMs: number;
   readonly goodErrors: number;
+  readonly goodReleaseErrors: number;
   readonly rssBaselineBytes: number;
   readonly rssPeakBytes: number;
   readonly heapPeakBytes: number;
@@ -152,16 +153,21 @@ class Flooder {
  * attempt after a completed cycle to the next completed cycle: a refused or failed attempt is
  * retried after 20 ms and counts towards the stall it is part of.
  */
-function goodWorker(client: LockClient): { stop(): Promise<void>; cycles: { at: number; ms: number }[]; errors: number } {
+function goodWorker(client: LockClient): { stop(): Promise<void>; cycles: { at: number; ms: number }[]; errors: number; releaseErrors: number } {
   const cycles: { at: number; ms: number }[] = [];
-  const state = { running: true, errors: 0 };
+  const state = { running: true, errors: 0, releaseErrors: 0 };
   const loop = (async () => {
     let since = performance.now();
     let failing = false;
     while (state.running) {
       try {
         const lease = await client.acquire('good', { ttlMs: 10_000, waitMs: 60_000 });
-        await lease.release();
+        // A refused release cannot be asked again (the lease is released on this side): the
+        // hold stays at the coordinator until its ttl runs out, and this worker waits for it.
+        await lease.release().catch((err: unknown) => {
+          state.releaseErrors++;
+          throw err;
+        });
       } catch {
         state.errors++;
         failing = true;
@@ -180,6 +186,9 @@ function goodWorker(client: LockClient): { stop(): Promise<void>; cycles: { at: 
     cycles,
     get errors() {
       return state.errors;
+    },
+    get releaseErrors() {
+      return state.releaseErrors;
     },
     async stop() {
       state.running = false;
@@ -230,6 +239,7 @@ async function measure(kind: FloodKind, flooder: Flooder, client: LockClient, pr
     p99StallMs: percentile(during, 99),
     quietMaxMs: Math.max(...quiet),
     goodErrors: worker.errors,
+    goodReleaseErrors: worker.releaseErrors,
     rssBaselineBytes: baseline.rss,
     rssPeakBytes: await probe.peakRss(),
     heapPeakBytes: heapPeak,
@@ -288,6 +298,10 @@ async function startCoordinator(prefix: string, extra: readonly string[]): Promi
       }
     });
     child.once('exit', (code) => reject(new Error(`lockq coordinator exited (${code}) before it was ready`)));
+    setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error('lockq coordinator was not ready within 30 s'));
+    }, 30_000).unref();
   });
   child.stdout?.resume();
   return { child, admin };
@@ -296,7 +310,8 @@ async function startCoordinator(prefix: string, extra: readonly string[]): Promi
 async function amqpScenario(s: Scenario): Promise<AbuseFigures> {
   const prefix = uniquePrefix('abuse');
   const extra = s.maxQueueLength === undefined ? [] : ['--max-queue-length', String(s.maxQueueLength)];
-  const { child, admin } = await startCoordinator(prefix, [...extra, '--log-level', 'warn']);
+  // At info it logs its life cycle (the ready line carries the admin URL), never per message.
+  const { child, admin } = await startCoordinator(prefix, extra);
   const amqp = await import('amqplib');
   const conn = await amqp.connect(AMQP_URL);
   const replyTo = `${prefix}.replies.flood`;
@@ -348,9 +363,10 @@ async function amqpScenario(s: Scenario): Promise<AbuseFigures> {
 /** Runs a memory scenario in a child process of its own, so that its peak RSS is its own. */
 async function inChild(kind: FloodKind): Promise<AbuseFigures> {
   const child = fork(fileURLToPath(import.meta.url), ['child', kind], { stdio: ['ignore', 'pipe', 'inherit', 'ipc'] });
-  const [message] = (await once(child, 'message')) as [AbuseFigures];
+  const [message] = (await once(child, 'message')) as [Record<string, unknown>];
   await once(child, 'exit');
-  return message;
+  // IPC carries JSON, which turns NaN (not measured) into null.
+  return Object.fromEntries(Object.entries(message).map(([k, v]) => [k, v ?? Number.NaN])) as unknown as AbuseFigures;
 }
 
 const MB = 1024 * 1024;
@@ -378,7 +394,7 @@ export async function abuseSuite(): Promise<void> {
     const codes = Object.entries(f.codes)
       .map(([code, n]) => `${code} ${n}`)
       .join(', ');
-    progress(`${label}: ${codes}${f.refusedByBroker > 0 ? `, refused by the broker ${f.refusedByBroker}` : ''}; worker errors ${f.goodErrors}`);
+    progress(`${label}: ${codes}${f.refusedByBroker > 0 ? `, refused by the broker ${f.refusedByBroker}` : ''}; worker errors ${f.goodErrors} (of them releases ${f.goodReleaseErrors})`);
     rows.push([
       label,
       ms(f.quietMaxMs),
