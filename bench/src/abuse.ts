@@ -356,7 +356,8 @@ async function amqpScenario(s: Scenario): Promise<AbuseFigures> {
     child.kill('SIGTERM');
     await once(child, 'exit');
     await conn.close().catch(() => undefined);
-    await deleteTopology([requestDestination(0, prefix), deadLetterDestination(prefix), replyTo, `${prefix}.replies.good`], [deadLetterDestination(prefix)]);
+    // The worker's reply queue expires by itself (x-expires) once its client is gone.
+    await deleteTopology([requestDestination(0, prefix), deadLetterDestination(prefix), replyTo], [deadLetterDestination(prefix)]);
   }
 }
 
