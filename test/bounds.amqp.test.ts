@@ -5,41 +5,22 @@
  * the dead-letter queue, which keeps only a prefix of each poison body. Every run uses fresh
  * prefixes: the broker refuses to re-declare a queue with other arguments.
  */
-import { existsSync } from 'node:fs';
 import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { LockClient, LockqError } from '@lockq/worker-sdk';
 import { MemoryBroker } from '@lockq/worker-sdk/transport';
 import { MemoryServerTransport } from '@lockq/coordinator';
 import { connect } from 'amqplib';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { coordinatorSettings } from '../cli/src/settings.js';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
-import { CLI, CoordinatorProcess, killAll } from './support/processes.js';
-import { deleteTopology } from './support/rabbitmq.js';
+import { CoordinatorProcess } from './support/processes.js';
+import { amqpRun } from './support/amqp-run.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 
-const RUN = `bounds${Date.now().toString(36)}${process.pid.toString(36)}`;
-const prefixes: string[] = [];
-const clients: LockClient[] = [];
-const fresh = () => {
-  const prefix = `${RUN}.${prefixes.length + 1}`;
-  prefixes.push(prefix);
-  return prefix;
-};
-
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npx tsc -b)`);
-});
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close().catch(() => undefined)));
-  await killAll();
-});
-afterAll(async () => {
-  if (!rabbit || prefixes.length === 0) return;
-  await deleteTopology(RUN, prefixes, prefixes.flatMap((p) => [requestDestination(0, p), deadLetterDestination(p)]));
-});
+const run = amqpRun('bounds', { rabbit });
+const fresh = run.prefix;
 
 /** Publishes raw bodies to partition 0's request queue; the broker's answer to each. */
 async function publishRaw(prefix: string, bodies: readonly Buffer[]): Promise<('ack' | 'nack')[]> {
@@ -138,7 +119,7 @@ describe.skipIf(!rabbit)('bounded queues on RabbitMQ', () => {
     expect(await declares(queue, { ...documented, 'x-max-length': 4 })).toBe(false);
 
     const worker = await LockClient.connect(AMQP_URL, { prefix, workerId: `${prefix}-w`, requestTimeoutMs: 20_000 });
-    clients.push(worker);
+    run.clients.push(worker);
     await (await worker.acquire('job', { ttlMs: 10_000 })).release();
 
     // Nobody consumes now: the queue fills up (the worker's heartbeats may help).

@@ -11,37 +11,25 @@
  * The messages come from a seed: LOCKQ_FC_SEED=<seed> npx vitest run test/fuzz.amqp.test.ts
  * (LOCKQ_FUZZ_MESSAGES sets how many).
  */
-import { existsSync } from 'node:fs';
 import { DEFAULT_MAX_MESSAGE_BYTES, decodeRequest, deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { LockClient } from '@lockq/worker-sdk';
 import { connect } from 'amqplib';
 import fc from 'fast-check';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
-import { CLI, CoordinatorProcess, killAll } from './support/processes.js';
-import { deleteTopology } from './support/rabbitmq.js';
+import { CoordinatorProcess } from './support/processes.js';
+import { amqpRun } from './support/amqp-run.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 
 const SEED = Number(process.env.LOCKQ_FC_SEED ?? 0xf0a9);
 const MESSAGES = Number(process.env.LOCKQ_FUZZ_MESSAGES ?? 400);
-const RUN = `fuzz${Date.now().toString(36)}${process.pid.toString(36)}`;
-const PREFIX = `${RUN}.1`;
+const run = amqpRun('fuzz', { rabbit, extraQueues: (prefix) => [`${prefix}.fuzz-replies`] });
+const PREFIX = run.prefix();
 /** Where the garbage asks to be answered: a queue of this test's own. */
 const REPLIES = `${PREFIX}.fuzz-replies`;
-const clients: LockClient[] = [];
 
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npx tsc -b)`);
-});
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close().catch(() => undefined)));
-  await killAll();
-});
-afterAll(async () => {
-  if (rabbit) await deleteTopology(RUN, [PREFIX], [requestDestination(0, PREFIX), deadLetterDestination(PREFIX), REPLIES]);
-});
 
 // ---- the garbage ---------------------------------------------------------------------------------
 
@@ -146,7 +134,7 @@ describe.skipIf(!rabbit)('garbage on a request queue, beside a well-behaved work
 
       // Short enough that a partition that stopped answering fails the test, not its timeout.
       const worker = await LockClient.connect(AMQP_URL, { prefix: PREFIX, workerId: `${PREFIX}-good`, requestTimeoutMs: 5000 });
-      clients.push(worker);
+      run.clients.push(worker);
       let cycles = 0;
       /** One acquire and release of the worker's: each is answered (a timeout rejects). */
       const cycle = async () => {

@@ -8,41 +8,29 @@
  * raw bytes go on partition 0's request queue between a well-behaved SDK worker's requests, with
  * the default memory store and with the Redis store.
  */
-import { existsSync } from 'node:fs';
 import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { LockClient } from '@lockq/worker-sdk';
 import { Redis } from 'ioredis';
 import { connect } from 'amqplib';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, REDIS_URL, requireRabbit, requireRedis } from './support/brokers.js';
-import { CLI, CoordinatorProcess, killAll } from './support/processes.js';
-import { deleteTopology } from './support/rabbitmq.js';
+import { CoordinatorProcess } from './support/processes.js';
+import { amqpRun } from './support/amqp-run.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 const redis = rabbit && (await requireRedis());
 
-const RUN = `poison${Date.now().toString(36)}${process.pid.toString(36)}`;
-const prefixes: string[] = [];
-const clients: LockClient[] = [];
+const run = amqpRun('poison', { rabbit });
 
 /** The 286 bytes, exactly as measured. */
 const POISON = Buffer.from(`{"v":2,"id":"p1","replyTo":"${'x'.repeat(256)}"}`, 'utf8');
 
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npx tsc -b)`);
-});
-afterEach(async () => {
-  await Promise.all(clients.splice(0).map((c) => c.close().catch(() => undefined)));
-  await killAll();
-});
 afterAll(async () => {
-  if (!rabbit || prefixes.length === 0) return;
-  await deleteTopology(RUN, prefixes, prefixes.flatMap((p) => [requestDestination(0, p), deadLetterDestination(p)]));
   if (!redis) return;
   const r = new Redis(REDIS_URL);
   try {
-    for (const p of prefixes) {
+    for (const p of run.prefixes) {
       const keys = await r.keys(`{${p}:*`);
       if (keys.length > 0) await r.del(...keys);
     }
@@ -86,12 +74,11 @@ const stores = [
 describe.skipIf(!rabbit)('a 286-byte poison message on the request queue', () => {
   for (const store of stores) {
     it.skipIf(store.skip)(`with ${store.name}: parked, counted, and the partition keeps answering`, async () => {
-      const prefix = `${RUN}.${prefixes.length + 1}`;
-      prefixes.push(prefix);
+      const prefix = run.prefix();
       const coord = await CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix, ...store.args]);
       // Short enough that a partition that stopped answering fails the test, not its timeout.
       const worker = await LockClient.connect(AMQP_URL, { prefix, workerId: `${prefix}-good`, requestTimeoutMs: 5000 });
-      clients.push(worker);
+      run.clients.push(worker);
       await (await worker.acquire('job', { ttlMs: 10_000 })).release(); // the partition is claimed and answering
 
       await publishRaw(prefix, POISON);

@@ -9,7 +9,7 @@
  * Needs `npx tsc -b` first (npm test does it). Every run uses its own topology prefix and
  * deletes its queues afterwards.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
 import { setTimeout as pause } from 'node:timers/promises';
 import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/protocol';
 import { LockClient } from '@lockq/worker-sdk';
@@ -17,25 +17,20 @@ import { connect } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connectRawWorker, partitionOf as rawPartitionOf, type RawWorker } from '../examples/raw-amqp-worker.js';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
-import { CLI, CoordinatorProcess, killAll } from './support/processes.js';
-import { deleteTopology } from './support/rabbitmq.js';
+import { CoordinatorProcess } from './support/processes.js';
+import { amqpRun } from './support/amqp-run.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 
-const RUN = `raw${Date.now().toString(36)}${process.pid.toString(36)}`;
 const PARTITIONS = 4;
+const run = amqpRun('raw', { rabbit, partitions: PARTITIONS, end: 'all' });
 /** Not in partition 0, so a worker that got partitionOf wrong would be told WRONG_PARTITION. */
 const LOCK = 'counter:2';
-const prefixes: string[] = [];
 const raws: RawWorker[] = [];
 const sdks: LockClient[] = [];
 
-function topology(): string {
-  const prefix = `${RUN}.${prefixes.length + 1}`;
-  prefixes.push(prefix);
-  return prefix;
-}
+const topology = run.prefix;
 
 async function raw(prefix: string, id: string): Promise<RawWorker> {
   const w = await connectRawWorker({ url: AMQP_URL, prefix, partitions: PARTITIONS, workerId: `${prefix}-${id}`, sessionTtlMs: 5000 });
@@ -87,17 +82,9 @@ function documentedRequestQueueArguments(prefix: string): Record<string, string 
   return args;
 }
 
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npx tsc -b)`);
-});
-
+// Runs before the run's own clean-up (after-all hooks run last registered, first).
 afterAll(async () => {
   await Promise.all([...raws.splice(0).map((w) => w.close()), ...sdks.splice(0).map((c) => c.close())]);
-  await killAll();
-  if (rabbit && prefixes.length > 0) {
-    const known = prefixes.flatMap((p) => [...Array.from({ length: PARTITIONS }, (_, i) => requestDestination(i, p)), deadLetterDestination(p)]);
-    await deleteTopology(RUN, prefixes, known);
-  }
 });
 
 describe('the raw worker', () => {

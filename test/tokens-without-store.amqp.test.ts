@@ -8,28 +8,15 @@
  * Needs `npx tsc -b` first (npm test does it). The run uses its own topology prefix and deletes
  * its queues afterwards.
  */
-import { existsSync } from 'node:fs';
-import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { LockClient } from '@lockq/worker-sdk';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
-import { CLI, CoordinatorProcess, killAll, type LogLine } from './support/processes.js';
-import { deleteTopology } from './support/rabbitmq.js';
+import { CoordinatorProcess, type LogLine } from './support/processes.js';
+import { amqpRun } from './support/amqp-run.js';
 
 const rabbit = await requireRabbit();
-const RUN = `tok${Date.now().toString(36)}${process.pid.toString(36)}`;
-const prefix = `${RUN}.1`;
-
-const clients: LockClient[] = [];
-
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error(`${CLI} is missing: build first (npx tsc -b)`);
-});
-afterAll(async () => {
-  await Promise.all(clients.map((c) => c.close().catch(() => undefined)));
-  await killAll();
-  if (rabbit) await deleteTopology(RUN, [prefix], [requestDestination(0, prefix), deadLetterDestination(prefix)]);
-});
+const run = amqpRun('tok', { rabbit, end: 'all' });
+const prefix = run.prefix();
 
 const coordinator = (): Promise<CoordinatorProcess> => CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix]);
 
@@ -51,7 +38,7 @@ describe.skipIf(!rabbit)('fencing tokens without a durable store, on RabbitMQ', 
     const a = await coordinator(); // the first consumer: active
     const b = await coordinator(); // stands by on the single-active-consumer queue
     const w = await LockClient.connect(AMQP_URL, { prefix, workerId: `${prefix}-w` });
-    clients.push(w);
+    run.clients.push(w);
     const tokens = [await grant(w, 'job'), await grant(w, 'other'), await grant(w, 'job')];
     const epochs = [await claimedEpoch(a)];
     expect((await w.inspect('job')).epoch).toBe(epochs[0]);
