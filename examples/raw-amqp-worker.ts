@@ -48,6 +48,8 @@ export interface RawHold {
   lost: boolean;
   /** The latest `successor` event's `next`, with that event's epoch (§4.3). */
   next: (Next & { readonly epoch: number }) | undefined;
+  /** Taken from a forwarded grant: its `proof`, sent as `handoff` until the coordinator's own copy comes (§4.3). */
+  proof: string | undefined;
 }
 
 interface Pending {
@@ -143,7 +145,8 @@ export class RawWorker {
       this.ch.publish('', next.to, Buffer.from(JSON.stringify(grant)), {}, () => {});
       this.stats.forwarded++;
     }
-    const r = await this.#request(hold.partition, 'release', { lock: hold.lock, token: hold.token });
+    const handoff = hold.proof === undefined ? {} : { handoff: hold.proof };
+    const r = await this.#request(hold.partition, 'release', { lock: hold.lock, token: hold.token, ...handoff });
     // NOT_HOLDER after a forward: the successor spoke first, which ended this hold (§4.3).
     if (r.type === 'released' || (forward && r.code === 'NOT_HOLDER')) return;
     throw new Error(`release ${hold.lock}: ${String(r.code ?? r.type)}`);
@@ -250,6 +253,7 @@ export class RawWorker {
           localDeadline: (this.#firstSent.get(r.basis as string) ?? this.#firstSent.get(r.re) ?? Number.NEGATIVE_INFINITY) + (r.ttlMs as number) - driftMs(r.ttlMs as number),
           lost: false,
           next: undefined,
+          proof: typeof r.proof === 'string' ? r.proof : undefined,
         });
     }
     if (pending === undefined) return; // a duplicate, or an answer no longer waited for
@@ -266,9 +270,13 @@ export class RawWorker {
   #duplicateOrGiveBack(r: Reply, key: string): void {
     if (this.#taken.has(key)) {
       this.stats.duplicateGrants++;
+      // The coordinator's own copy (a forward has a proof): the hold needs no proof any more.
+      const hold = this.#holds.get(key);
+      if (hold !== undefined && r.proof === undefined) hold.proof = undefined;
       return;
     }
     this.stats.givenBack++;
-    this.#request(r.partition, 'release', { lock: r.lock, token: r.token }).catch(() => {});
+    const handoff = typeof r.proof === 'string' ? { handoff: r.proof } : {};
+    this.#request(r.partition, 'release', { lock: r.lock, token: r.token, ...handoff }).catch(() => {});
   }
 }

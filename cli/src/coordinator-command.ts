@@ -1,3 +1,4 @@
+import { readFile } from 'node:fs/promises';
 import type { Logger } from 'pino';
 import { CoordinatorMetrics } from '@lockq/coordinator';
 import { AdminServer } from '@lockq/coordinator';
@@ -35,6 +36,14 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
     'coordinator starting',
   );
 
+  let handOffSecret: Buffer | undefined;
+  try {
+    handOffSecret = s.secretFile === undefined ? undefined : await readFile(s.secretFile);
+  } catch (err) {
+    log.error({ err, path: s.secretFile }, 'cannot read the secret file');
+    return 1;
+  }
+
   const metrics = new CoordinatorMetrics({ processMetrics: true });
   let admin: AdminServer;
   try {
@@ -62,6 +71,7 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
       ...(s.ownPartitions === undefined ? {} : { ownPartitions: s.ownPartitions }),
       logger: o.logger,
       observer: metrics,
+      ...(handOffSecret === undefined ? {} : { handOffSecret }),
     });
     const first = await Promise.race([starting, o.stopRequested]);
     if (typeof first === 'string') {

@@ -49,6 +49,10 @@ Usage:
                                                      env ${COORDINATOR_ENV.store} (default: none;
                                                      holds and queues live only in this process;
                                                      tokens and epochs still rise, from the clock)
+        --secret-file PATH file with the key of the hand-off proofs (at least 16 bytes;
+                           give every coordinator of a deployment the same one)
+                                                     env ${COORDINATOR_ENV['secret-file']} (default: a random
+                                                     key per process; see docs/security.md §6.1)
       Flags win over environment variables.
 
   lockq inspect [NAME] [--admin URL] [--json]
@@ -93,6 +97,7 @@ async function main(argv: readonly string[]): Promise<number> {
           'max-queue-length': { type: 'string' },
           'dead-letter-max-length': { type: 'string' },
           'log-level': { type: 'string' },
+          'secret-file': { type: 'string' },
         },
         strict: true,
       });

@@ -19,6 +19,7 @@ export interface CoordinatorFlags {
   readonly 'max-queue-length'?: string | undefined;
   readonly 'dead-letter-max-length'?: string | undefined;
   readonly 'log-level'?: string | undefined;
+  readonly 'secret-file'?: string | undefined;
 }
 
 /** Where each flag falls back to when it is not given. Flags win over the environment. */
@@ -34,6 +35,7 @@ export const COORDINATOR_ENV = {
   'max-queue-length': 'LOCKQ_MAX_QUEUE_LENGTH',
   'dead-letter-max-length': 'LOCKQ_DEAD_LETTER_MAX_LENGTH',
   'log-level': 'LOCKQ_LOG_LEVEL',
+  'secret-file': 'LOCKQ_SECRET_FILE',
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
 export interface CoordinatorSettings {
@@ -53,6 +55,8 @@ export interface CoordinatorSettings {
   /** Dead letters kept (the oldest are dropped); undefined = the transport's default. */
   readonly deadLetterMaxLength: number | undefined;
   readonly logLevel: string;
+  /** File holding the key of the hand-off proofs; undefined = a random key per process. */
+  readonly secretFile: string | undefined;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -118,6 +122,7 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     maxQueueLength,
     deadLetterMaxLength,
     logLevel,
+    secretFile: pick('secret-file'),
   });
 }
 

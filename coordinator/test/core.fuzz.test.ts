@@ -172,6 +172,7 @@ const MUST_REACH = [
   ...['NO_SESSION', 'NOT_HOLDER', 'LEASE_EXPIRED', 'NOT_WAITING', 'KIND_MISMATCH', 'LIMIT_MISMATCH', 'LOCK_BUSY', 'QUEUE_FULL'],
   ...['TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION', 'IDEMPOTENCY_CONFLICT', 'INVALID_FIELD'],
   ...['stale', 'replayed error', 'settled raised by a refusal', 'successor token by another session', 'handed off early'],
+  'successor token without proof',
 ];
 
 // ---- driving the core --------------------------------------------------------------------------
@@ -227,10 +228,13 @@ class Run {
     // Through the codec, as a coordinator gets it: every request here is one the codec accepts.
     const decoded = decodeRequest(encode(raw as unknown as Request));
     if (!decoded.ok) throw new Error(`the codec refused ${decoded.code} ${decoded.field}: ${where(raw)}`);
-    const request = decoded.request;
+    // Half the time the reserved token comes with the forwarded grant's proof, which the runtime
+    // checks and passes on as `handoff: true` (the codec takes only a proof string).
+    const proven = (cmd.t === 'release' || cmd.t === 'extend') && cmd.token === 'successor' && cmd.pick % 2 === 0;
+    const request: Request = proven && (decoded.request.op === 'release' || decoded.request.op === 'extend') ? { ...decoded.request, handoff: true } : decoded.request;
     const out: Decision[] = [];
     this.core.handle(request, now, out);
-    this.#sent.push(request);
+    this.#sent.push(decoded.request); // as sent: a re-send goes through the codec again
 
     const last = out.at(-1);
     const answer = last?.type === 'reply' && last.to === request.replyTo && last.body.re === request.id ? last.body : undefined;
@@ -260,6 +264,11 @@ class Run {
     if (request.op === 'release' || request.op === 'extend') {
       const named = before.locks.find((l) => l.name === request.lock)?.next;
       if (named !== undefined && named.token === request.token && named.session !== request.session) this.#count('successor token by another session');
+      // The reserved token is no secret (it is the partition's counter when the waiter was named):
+      // without the proof, even the named waiter's own session gets nothing for it (security §6.1).
+      if (named !== undefined && named.token === request.token && named.session === request.session && request.handoff !== true) {
+        this.#count('successor token without proof');
+      }
     }
     expect(out, where(request)).toEqual(answer === undefined ? [] : [last]);
     this.#expectState(after, afterRefusal(before, request, answer, now, this.#limits), request, where);
@@ -278,7 +287,10 @@ class Run {
     this.#count(answer.type);
     if (request.op !== 'release' && request.op !== 'extend') return;
     const named = before.locks.find((l) => l.name === request.lock)?.next;
-    if (named !== undefined && named.token === request.token && answer.type !== 'error') this.#count('handed off early');
+    if (named !== undefined && named.token === request.token && answer.type !== 'error') {
+      expect(request.handoff, `the reserved token was taken without the hand-off proof: ${JSON.stringify(request)}`).toBe(true);
+      this.#count('handed off early');
+    }
   }
 
   /** The command as a request, against the state as it is now. */

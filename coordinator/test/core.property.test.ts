@@ -303,10 +303,9 @@ class Run {
       case 'release':
       case 'extend': {
         const b = sessionOf(cmd.s);
-        const { lock, token } = this.#token(b.session, lockOf(cmd.lock).name, cmd.which, cmd.pick);
-        return cmd.t === 'release'
-          ? { ...b, id: id(), op: 'release', lock, token }
-          : { ...b, id: id(), op: 'extend', lock, token, ttlMs: cmd.ttl };
+        const { lock, token, handoff } = this.#token(b.session, lockOf(cmd.lock).name, cmd.which, cmd.pick);
+        const r = cmd.t === 'release' ? ({ ...b, id: id(), op: 'release', lock, token } as const) : ({ ...b, id: id(), op: 'extend', lock, token, ttlMs: cmd.ttl } as const);
+        return handoff ? { ...r, handoff: true } : r;
       }
       case 'cancel': {
         const b = sessionOf(cmd.s);
@@ -339,13 +338,14 @@ class Run {
 
   /**
    * A lock and token to release or extend with: mostly a hold the session has, else an old token
-   * of its own (likely expired), a token reserved for it as a named successor (as if the holder had
-   * forwarded its grant), someone else's, or junk.
+   * of its own (likely expired), a token reserved for it as a named successor (mostly with the
+   * proof of the holder's forwarded grant, `handoff: true`; else guessed, without one), someone
+   * else's, or junk.
    */
-  #token(session: string, lock: string, which: number, pick: number): { lock: string; token: number } {
+  #token(session: string, lock: string, which: number, pick: number): { lock: string; token: number; handoff?: boolean } {
     const live = this.checker.holding(session);
     const named = this.checker.namedFor(session);
-    if (which === 5 && named !== undefined) return named;
+    if (which === 5 && named !== undefined) return { ...named, handoff: pick % 4 !== 0 };
     const mine = this.checker.grants.filter((g) => g.session === session && g.lock === lock);
     const all = this.checker.grants;
     const junk = { lock, token: this.#config.tokenFloor + 1 + (pick % 40) };

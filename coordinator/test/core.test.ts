@@ -784,14 +784,19 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     expect(brief(h.tick(500))).toEqual([expect.stringMatching(/^lost .* LEASE_EXPIRED$/), `granted ${b.id} #${token}`]);
   });
 
-  it("completes the hand-off when the named waiter presents its token before the holder's release arrives", () => {
+  it("completes the hand-off when the named waiter presents its token with the proof before the holder's release arrives", () => {
     const h = new Harness();
     h.open('a', 'b');
     const ta = h.hold('a', 'x');
     const b = h.acquireReq('b', 'x');
     const next = successorIn(h.send(b))?.next?.grant.token as number;
-    // b took the forwarded grant and extends it: a's hold ends, b holds, and a's release is late.
-    const extend = h.extendReq('b', 'x', next, 9000);
+    // Without the forwarded grant's proof, the reserved token (guessable) is nobody's: a keeps it.
+    expect(errorOf(h.ask(h.extendReq('b', 'x', next, 9000)))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(h.releaseReq('b', 'x', next)))).toBe('NOT_HOLDER');
+    expect(h.core.detail('x', h.now)?.holders.map((x) => [x.session, x.token])).toEqual([['a', ta]]);
+    // b took the forwarded grant and extends it (the runtime checked its proof): a's hold ends,
+    // b holds, and a's release is late.
+    const extend = { ...h.extendReq('b', 'x', next, 9000), handoff: true } as Request;
     expect(brief(h.send(extend))).toEqual([`granted ${b.id} #${next}`, `extended ${extend.id}`]);
     expect(h.core.detail('x', h.now)?.holders.map((x) => [x.session, x.token])).toEqual([['b', next]]);
     expect(errorOf(h.ask(h.releaseReq('a', 'x', ta)))).toBe('NOT_HOLDER');
@@ -800,7 +805,7 @@ describe('hand-off: the next waiter of a mutex is named to its holder', () => {
     h2.open('a', 'b', 'c');
     h2.hold('a', 'x');
     const t2 = successorIn(h2.send(h2.acquireReq('b', 'x')))?.next?.grant.token as number;
-    expect(errorOf(h2.ask(h2.releaseReq('c', 'x', t2)))).toBe('NOT_HOLDER');
+    expect(errorOf(h2.ask({ ...h2.releaseReq('c', 'x', t2), handoff: true } as Request))).toBe('NOT_HOLDER');
     expect(h2.core.detail('x', h2.now)?.holders.map((x) => x.session)).toEqual(['a']);
   });
 

@@ -2,7 +2,7 @@ import { Buffer } from 'node:buffer';
 import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from './canonical.js';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
 import { readInspected } from './inspected.js';
-import { isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
+import { isHandOffProof, isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
 import type { AcquireRequest, AcquireWire, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request, RequestBase } from './messages.js';
 
 /** Why a request was refused, and where to answer if that could be read from it. */
@@ -58,6 +58,8 @@ const isSeq: Check = (v) => (Number.isSafeInteger(v) && (v as number) > 0 ? null
 const isSettled: Check = (v) => (Number.isSafeInteger(v) && (v as number) >= 0 ? null : 'INVALID_FIELD');
 /** Optional on every request. */
 const SEQUENCING: Readonly<Record<string, Check>> = { seq: isSeq, settled: isSettled };
+/** Optional on release and extend: a proof string, never the `true` the coordinator puts in its place. */
+const HAND_OFF: Readonly<Record<string, Check>> = { ...SEQUENCING, handoff: (v) => (isHandOffProof(v) ? null : 'INVALID_FIELD') };
 
 interface Shape {
   readonly required: Readonly<Record<string, Check>>;
@@ -97,10 +99,10 @@ const SHAPES: Readonly<Record<Op, Shape>> = {
       permits: intIn(RANGES.limit, 'PERMITS_OUT_OF_RANGE'),
     },
   },
-  release: { required: { ...BASE, lock: isLockName, token: isToken }, optional: SEQUENCING },
+  release: { required: { ...BASE, lock: isLockName, token: isToken }, optional: HAND_OFF },
   extend: {
     required: { ...BASE, lock: isLockName, token: isToken, ttlMs: intIn(RANGES.ttlMs, 'TTL_OUT_OF_RANGE') },
-    optional: SEQUENCING,
+    optional: HAND_OFF,
   },
   cancel: { required: { ...BASE, lock: isLockName, target: isId }, optional: SEQUENCING },
   inspect: { required: BASE, optional: { ...SEQUENCING, lock: isLockName } },

@@ -35,3 +35,14 @@ const PRINTABLE = /^[\x21-\x7e]+$/;
 export function isPrintableName(value: string, range: { readonly min: number; readonly max: number }): boolean {
   return value.length >= range.min && value.length <= range.max && PRINTABLE.test(value);
 }
+
+/**
+ * A hand-off proof (docs/protocol.md §4.3): the first 16 bytes of an HMAC-SHA256, base64url
+ * without padding, so exactly 22 characters of `A-Z a-z 0-9 - _`.
+ */
+const HAND_OFF_PROOF = /^[A-Za-z0-9_-]{22}$/;
+
+/** True for a well-formed hand-off proof (a successor grant's `proof`, a request's `handoff`). */
+export function isHandOffProof(value: unknown): value is string {
+  return typeof value === 'string' && HAND_OFF_PROOF.test(value);
+}

@@ -65,12 +65,28 @@ export interface ReleaseRequest extends RequestBase {
   readonly op: 'release';
   readonly lock: string;
   readonly token: number;
+  /**
+   * Optional, only from a named successor that took the holder's forwarded grant and speaks
+   * before the coordinator's own copy came: that grant's `proof` (22 characters), which lets the
+   * coordinator complete the hand-off early (docs/protocol.md §4.3). The coordinator checks it
+   * before its core sees the request and passes the request on with `true` (the proof held) or
+   * without the field, so the core and the journal never see a proof; on the wire, only a string.
+   */
+  readonly handoff?: string | true;
 }
 export interface ExtendRequest extends RequestBase {
   readonly op: 'extend';
   readonly lock: string;
   readonly token: number;
   readonly ttlMs: number;
+  /**
+   * Optional, only from a named successor that took the holder's forwarded grant and speaks
+   * before the coordinator's own copy came: that grant's `proof` (22 characters), which lets the
+   * coordinator complete the hand-off early (docs/protocol.md §4.3). The coordinator checks it
+   * before its core sees the request and passes the request on with `true` (the proof held) or
+   * without the field, so the core and the journal never see a proof; on the wire, only a string.
+   */
+  readonly handoff?: string | true;
 }
 export interface CancelRequest extends RequestBase {
   readonly op: 'cancel';
@@ -116,6 +132,13 @@ export interface GrantedReply extends ReplyBase {
   readonly token: number;
   readonly ttlMs: number;
   readonly basis: string;
+  /**
+   * Only in a successor event's grant (and so in the holder's forward of it): the hand-off proof
+   * the successor puts in the `handoff` field of its requests for this hold until the
+   * coordinator's own copy of the grant comes (docs/protocol.md §4.3). Never in the coordinator's
+   * own grants.
+   */
+  readonly proof?: string;
 }
 export interface QueuedReply extends ReplyBase {
   readonly type: 'queued';

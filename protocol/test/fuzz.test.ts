@@ -69,6 +69,8 @@ const FIELDS: Readonly<Record<string, Readonly<Record<string, (v: unknown) => bo
   };
   const lock = (v: unknown) => printable(v, RANGES.lockName);
   const ttlMs = (v: unknown) => intIn(v, RANGES.ttlMs);
+  // §4.3: a hand-off proof, 22 characters of base64url.
+  const handoff = (v: unknown) => v === undefined || (typeof v === 'string' && /^[A-Za-z0-9_-]{22}$/.test(v));
   return {
     open: { ...base, sessionTtlMs: (v) => intIn(v, RANGES.sessionTtlMs), partitions: (v) => intIn(v, RANGES.partitions) },
     heartbeat: base,
@@ -83,8 +85,8 @@ const FIELDS: Readonly<Record<string, Readonly<Record<string, (v: unknown) => bo
       limit: (v) => intIn(v, RANGES.limit),
       permits: (v) => intIn(v, RANGES.limit),
     },
-    release: { ...base, lock, token: (v) => intIn(v, ANY_INT) },
-    extend: { ...base, lock, token: (v) => intIn(v, ANY_INT), ttlMs },
+    release: { ...base, lock, token: (v) => intIn(v, ANY_INT), handoff },
+    extend: { ...base, lock, token: (v) => intIn(v, ANY_INT), ttlMs, handoff },
     cancel: { ...base, lock, target: (v) => printable(v, RANGES.id) },
     inspect: { ...base, lock: (v) => v === undefined || lock(v) },
   };

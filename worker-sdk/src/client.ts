@@ -7,7 +7,7 @@ import { ReadWriteLock, Semaphore } from './helpers.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import type { AcquireOptions, LockContext, Locking, LockSpec } from './lock-api.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { type GrantedReply, type InspectedReply, partitionOf, type Reply } from '@lockq/protocol';
+import { type GrantedReply, type InspectedReply, isHandOffProof, partitionOf, type Reply } from '@lockq/protocol';
 import { ReplyRouter } from './reply-router.js';
 import { type RequestFields, RequestTable } from './request-table.js';
 import { Sessions } from './sessions.js';
@@ -160,17 +160,32 @@ export class LockClient implements LeaseOwner, Locking {
   async releaseLease(lease: Lease): Promise<void> {
     this.#leases.forget(lease);
     this.#handOff.releasing(lease);
+    const proof = lease.handOffProof;
+    const fields = { op: 'release', lock: lease.lock, token: lease.token } as const;
     try {
-      await this.#sessions.call(lease.partition, { op: 'release', lock: lease.lock, token: lease.token });
+      await this.#sessions.call(lease.partition, proof === undefined ? fields : { ...fields, handoff: proof });
     } catch (err) {
-      // Already gone on the coordinator's side: the release has nothing left to do.
-      if (err instanceof LockqError && (err.code === 'LEASE_EXPIRED' || err.code === 'NOT_HOLDER')) return;
+      // Already gone on the coordinator's side: the release has nothing left to do. Unless it was
+      // a hand-off the coordinator did not complete early: the hold comes with its own grant.
+      if (err instanceof LockqError && (err.code === 'LEASE_EXPIRED' || err.code === 'NOT_HOLDER')) {
+        if (proof !== undefined && err.code === 'NOT_HOLDER') this.#handOff.refusedEarly(lease);
+        return;
+      }
       throw err;
     }
   }
 
   async extendLease(lease: Lease, ttlMs: number): Promise<number> {
-    const reply = await this.#sessions.call(lease.partition, { op: 'extend', lock: lease.lock, token: lease.token, ttlMs });
+    const proof = lease.handOffProof;
+    const fields = { op: 'extend', lock: lease.lock, token: lease.token, ttlMs } as const;
+    let reply: Reply;
+    try {
+      reply = await this.#sessions.call(lease.partition, proof === undefined ? fields : { ...fields, handoff: proof });
+    } catch (err) {
+      // The lease is lost (Lease.extend), but the coordinator may still grant it: give it back then.
+      if (proof !== undefined && err instanceof LockqError && err.code === 'NOT_HOLDER') this.#handOff.refusedEarly(lease);
+      throw err;
+    }
     const r = reply as GrantedReply | (Reply & { type: 'extended'; basis: string; ttlMs: number });
     return this.#localDeadline(r.basis, r.re, r.ttlMs);
   }
@@ -194,6 +209,9 @@ export class LockClient implements LeaseOwner, Locking {
         { lock: name, token: g.token, mode: spec.mode, permits: spec.permits ?? 1, partition, ttlMs },
         this.#localDeadline(g.basis, g.re, g.ttlMs),
       );
+      // A grant forwarded by the previous holder: its requests carry the proof until the
+      // coordinator's own copy comes (a malformed one would only get them refused).
+      if (isHandOffProof(g.proof)) lease.handOffProof = g.proof;
       this.#leases.add(lease);
       taken.lease = lease;
     };

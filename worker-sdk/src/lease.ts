@@ -39,6 +39,11 @@ export class Lease {
   #lost: LeaseLostError | undefined;
   #released = false;
   #successor: SuccessorEvent | undefined;
+  /**
+   * @internal The proof of a grant forwarded by the previous holder, sent as `handoff` with this
+   * hold's requests until the coordinator's own copy of the grant comes (docs/protocol.md §4.3).
+   */
+  handOffProof: string | undefined;
 
   /** @internal Created by the client on a grant. */
   constructor(

@@ -354,15 +354,17 @@ export class LockCore {
   }
 
   /**
-   * The hold a release or extend names. A named successor presenting its reserved token got it
-   * from the holder's forwarded grant, which the holder sends only as it releases: its request
-   * may overtake the holder's release (they travel separately), so the hand-off completes here.
+   * The hold a release or extend names. A named successor that got the holder's forwarded grant
+   * (which the holder sends only as it releases) may speak before the holder's release arrives
+   * (they travel separately), so the hand-off completes here; but only on the grant's proof
+   * (`handoff: true`, checked by the runtime), never on the reserved token alone: that token is
+   * no secret, and the named waiter could otherwise take the mutex from a live holder.
    */
   #holdFor(session: Session, req: ReleaseRequest | ExtendRequest, now: number, out: Decision[]): Hold | undefined {
     const lock = this.#state.locks.get(req.lock);
     if (lock === undefined) return undefined;
     const named = lock.next;
-    if (named !== null && named.token === req.token && named.waiter.session === session && named.holder.live) {
+    if (req.handoff === true && named !== null && named.token === req.token && named.waiter.session === session && named.holder.live) {
       this.#state.removeHold(named.holder);
       this.#drain(lock, now, out); // grants the named waiter: the lock stays in use
     }
@@ -442,18 +444,15 @@ export class LockCore {
     if (lock.kind !== 'mutex' || lock.next !== null || lock.holders.size !== 1) return;
     const holder = lock.holders.values().next().value as Hold;
     const w = lock.head;
-    let body: ReplyBody;
     if (w !== null) {
       const token = this.#nextToken(out);
       lock.next = createSuccessor(holder, w, token, false);
       const grant = { type: 'granted', re: w.request.id, lock: lock.name, token, ttlMs: w.request.ttlMs, basis: w.session.lastRequest } as const;
-      body = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token, next: { to: w.session.replyTo, grant } };
+      const body: ReplyBody = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token, next: { to: w.session.replyTo, grant } };
+      out.push({ type: 'reply', to: holder.session.replyTo, body, nextSession: w.session.id });
     } else if (retell) {
-      body = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token };
-    } else {
-      return;
+      out.push({ type: 'reply', to: holder.session.replyTo, body: { type: 'successor', re: holder.request, lock: lock.name, token: holder.token } });
     }
-    out.push({ type: 'reply', to: holder.session.replyTo, body });
   }
 
   /** Removes a waiter without granting it and gives its acquire its final answer. */

@@ -96,13 +96,17 @@ export class MemoTable {
   }
 }
 
-/** Same request apart from where the answer goes: a duplicate, not a conflict. */
+/**
+ * Same request apart from where the answer goes and its hand-off proof: a duplicate, not a
+ * conflict. The proof only authorises; a re-sent copy may lose it (a new term checks it with
+ * another key), and its session gets the answer it was already given.
+ */
 export function samePayload(a: Request, b: Request): boolean {
   const ra = a as unknown as Record<string, unknown>;
   const rb = b as unknown as Record<string, unknown>;
   const keys = Object.keys(ra);
-  if (keys.length !== Object.keys(rb).length) return false;
-  for (const k of keys) if (k !== 'replyTo' && ra[k] !== rb[k]) return false;
+  if (keys.length - ('handoff' in ra ? 1 : 0) !== Object.keys(rb).length - ('handoff' in rb ? 1 : 0)) return false;
+  for (const k of keys) if (k !== 'replyTo' && k !== 'handoff' && ra[k] !== rb[k]) return false;
   return true;
 }
 

@@ -14,6 +14,11 @@ export type Decision =
       readonly waitedMs?: number;
       /** On a release or a lost hold: how long it was held. */
       readonly heldMs?: number;
+      /**
+       * On a `successor` event naming a waiter: that waiter's session, which the runtime binds
+       * the grant's hand-off proof to (docs/security.md §6.1). Never on the wire.
+       */
+      readonly nextSession?: string;
     }
   | { readonly type: 'reserve-tokens'; readonly ceiling: number };
 

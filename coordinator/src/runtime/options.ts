@@ -5,6 +5,7 @@ import { MemoryStore } from '../store/index.js';
 import type { StateStore } from '../store/types.js';
 import type { ServerTransport } from '../transport/types.js';
 import type { Decision } from '../core/index.js';
+import { HandOffProofs } from './hand-off-proof.js';
 
 /**
  * Told about every committed batch, for metrics. Called on the hot path only when set, after
@@ -52,6 +53,13 @@ export interface CoordinatorOptions {
    * workers. @defaultValue 10000
    */
   readonly stallMs?: number;
+  /**
+   * Key of the hand-off proofs (docs/security.md §6.1): give every coordinator that may run a
+   * partition the same one, so a proof survives a take-over. Without one, each process picks a
+   * random key; a successor's early request after a take-over is then `NOT_HOLDER` and its SDK
+   * waits for the new term's own grant. @defaultValue random, per process
+   */
+  readonly handOffSecret?: Uint8Array | string;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -69,6 +77,7 @@ export interface ResolvedCoordinatorOptions {
   readonly claimAtStart: boolean;
   readonly standbyPauseMs: number;
   readonly stallMs: number;
+  readonly handOffProofs: HandOffProofs;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -90,6 +99,8 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   checkInteger('standbyPauseMs', standbyPauseMs, 0, 1_000_000_000);
   const stallMs = options.stallMs ?? 10_000;
   checkInteger('stallMs', stallMs, 1, 1_000_000_000);
+  const secret = options.handOffSecret;
+  if (secret !== undefined && secret.length < 16) throw new RangeError('handOffSecret: must be at least 16 bytes');
   return Object.freeze({
     transport: options.transport,
     store: options.store ?? new MemoryStore(),
@@ -105,5 +116,6 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     claimAtStart: options.claimAtStart ?? false,
     standbyPauseMs,
     stallMs,
+    handOffProofs: new HandOffProofs(secret),
   });
 }

@@ -1,4 +1,4 @@
-import { backoffMs, decodeRequest, encodeReply, type LockView, type Request, type RetryPolicy } from '@lockq/protocol';
+import { backoffMs, decodeRequest, encodeReply, type LockView, type ReplyBody, type Request, type RetryPolicy } from '@lockq/protocol';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
 import { StoreUnavailableError } from '../errors.js';
@@ -223,17 +223,19 @@ export class PartitionRunner {
         continue;
       }
       const before = out.length;
+      // A hand-off proof is checked here, so the core and the journal see only whether it held.
+      const request = this.#opts.handOffProofs.check(this.partition, decoded.request);
       try {
-        core.handle(decoded.request, now, out);
+        core.handle(request, now, out);
       } catch (err) {
         // A bug, not bad input (the core answers all input): park the request rather than
         // let its redelivery wedge the partition.
-        this.#log.error({ err, op: decoded.request.op }, 'core failed on a request; dead-lettering it');
+        this.#log.error({ err, op: request.op }, 'core failed on a request; dead-lettering it');
         poison.push({ body, code: 'INTERNAL' });
         continue;
       }
       // An inspect that expired nothing changed nothing: it need not cost a journal write.
-      if (decoded.request.op !== 'inspect' || out.length - before > 1) fed.push(decoded.request);
+      if (request.op !== 'inspect' || out.length - before > 1) fed.push(request);
     }
     await this.#commit(core, fed.length > 0 ? { now, requests: fed } : undefined, out, batch.length);
     // Only once the batch is committed, so a batch that fails and comes back parks nothing twice.
@@ -332,9 +334,17 @@ export class PartitionRunner {
     let ceiling = 0;
     for (const d of decisions) {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
-      else replies.push({ to: d.to, body: encodeReply(d.body, core.epoch, core.partition) });
+      else replies.push({ to: d.to, body: encodeReply(this.#withProof(d.body, d.nextSession), core.epoch, core.partition) });
     }
     return { replies, ceiling };
+  }
+
+  /** A successor event's grant with the hand-off proof for the named waiter's session (security §6.1). */
+  #withProof(body: ReplyBody, nextSession: string | undefined): ReplyBody {
+    if (body.type !== 'successor' || body.next === undefined || nextSession === undefined) return body;
+    const { grant } = body.next;
+    const proof = this.#opts.handOffProofs.proof(this.partition, grant.lock, grant.token, nextSession);
+    return { ...body, next: { to: body.next.to, grant: { ...grant, proof } } };
   }
 
   /** A failed snapshot costs nothing but a longer replay: the journal still has everything. */

@@ -294,7 +294,7 @@ export class ReferenceModel {
       case 'acquire':
         return this.#acquire(session, request, now, out);
       case 'release': {
-        this.#handedOff(session, request.lock, request.token, now, out);
+        if (request.handoff === true) this.#handedOff(session, request.lock, request.token, now, out);
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         this.holds = this.holds.filter((h) => h !== hold);
@@ -303,7 +303,7 @@ export class ReferenceModel {
         return { type: 'released', re: request.id, lock: request.lock, token: request.token };
       }
       case 'extend': {
-        this.#handedOff(session, request.lock, request.token, now, out);
+        if (request.handoff === true) this.#handedOff(session, request.lock, request.token, now, out);
         const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         hold.deadline = now + request.ttlMs;
@@ -321,8 +321,10 @@ export class ReferenceModel {
   }
 
   /**
-   * A named successor presenting its reserved token had the holder's forwarded grant, which the
-   * holder sends as it releases: the holder's hold ends (silently) and the successor is granted.
+   * A named successor presenting its reserved token with the forwarded grant's proof (`handoff:
+   * true`, checked before the core) had the holder's forwarded grant, which the holder sends as it
+   * releases: the holder's hold ends (silently) and the successor is granted. The token alone
+   * is not enough: it can be guessed.
    */
   #handedOff(session: ModelSession, lock: string, token: number, now: number, out: Decision[]): void {
     const named = this.#named.get(lock);
@@ -480,7 +482,8 @@ export class ReferenceModel {
     const session = this.#session(head.request.session);
     this.#named.set(lock, { holder: holder.token, waiter: head, session, token, timedOut: false });
     const grant = { type: 'granted', re: head.request.id, lock, token, ttlMs: head.request.ttlMs, basis: session.lastRequest } as const;
-    out.push(reply(to, { type: 'successor', re: holder.acquire, lock, token: holder.token, next: { to: session.replyTo, grant } }));
+    const body: ReplyBody = { type: 'successor', re: holder.acquire, lock, token: holder.token, next: { to: session.replyTo, grant } };
+    out.push({ type: 'reply', to, body, nextSession: session.id });
   }
 
   #grant(req: AcquireRequest, session: ModelSession, now: number, token = ++this.#lastToken): number {
@@ -561,9 +564,9 @@ function error(re: string, code: ErrorCode, field?: string): ReplyBody {
   return field === undefined ? { type: 'error', re, code, message } : { type: 'error', re, code, message, field };
 }
 
-/** Same request apart from where the answer goes. */
+/** Same request apart from where the answer goes and its hand-off proof. */
 function samePayload(a: Request, b: Request): boolean {
-  const strip = (r: Request) => JSON.stringify(Object.entries(r).filter(([k]) => k !== 'replyTo').sort(([x], [y]) => (x < y ? -1 : 1)));
+  const strip = (r: Request) => JSON.stringify(Object.entries(r).filter(([k]) => k !== 'replyTo' && k !== 'handoff').sort(([x], [y]) => (x < y ? -1 : 1)));
   return strip(a) === strip(b);
 }
 
