@@ -264,6 +264,28 @@ describe('end to end over the memory transport', () => {
     await expect(a.acquire('kind', { waitMs: 30 })).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
   });
 
+  it('a release the broker refuses (a full request queue) is sent again, so the hold does not outlive it', async () => {
+    class Refusing extends MemoryClientTransport {
+      refuseReleases = 2;
+      override send(partition: number, body: Uint8Array): Promise<void> {
+        if (this.refuseReleases > 0 && Buffer.from(body).toString().includes('"op":"release"')) {
+          this.refuseReleases--;
+          return Promise.reject(Object.assign(new Error('queue full'), { refused: true }));
+        }
+        return super.send(partition, body);
+      }
+    }
+    const transport = new Refusing(broker, { workerId: 'full', instance: 'i' });
+    const a = await LockClient.connect('memory:', { workerId: 'full', transport });
+    clients.push(a);
+    const lease = await a.acquire('crowded', { ttlMs: 60_000 });
+    await lease.release();
+    expect(transport.refuseReleases).toBe(0);
+    // Released at the coordinator, not left to its 60 s lease.
+    const b = await client('b');
+    expect(await b.tryAcquire('crowded')).not.toBeNull();
+  });
+
   it('tells a worker set to another partition count what the coordinator has', async () => {
     const wrong = await client('wrong', { partitions: 4 });
     // Every lock of a 4-partition client whose partition is 0 reaches this 1-partition coordinator.

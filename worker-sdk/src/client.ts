@@ -7,7 +7,7 @@ import { ReadWriteLock, Semaphore } from './helpers.js';
 import { Lease, type LeaseOwner } from './lease.js';
 import type { AcquireOptions, LockContext, Locking, LockSpec } from './lock-api.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
-import { type GrantedReply, type InspectedReply, isHandOffProof, partitionOf, type Reply } from '@lockq/protocol';
+import { backoffMs, type GrantedReply, type InspectedReply, isHandOffProof, partitionOf, type Reply, type RetryPolicy } from '@lockq/protocol';
 import { ReplyRouter } from './reply-router.js';
 import { type RequestFields, RequestTable } from './request-table.js';
 import { Sessions } from './sessions.js';
@@ -16,6 +16,14 @@ import { openTransport } from './transport/open.js';
 import type { ClientTransport } from './transport/types.js';
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
+/** Between attempts at a release the broker refused. */
+const RELEASE_RETRY: RetryPolicy = Object.freeze({ initialMs: 20, maxMs: 1000, factor: 2, attempts: Number.POSITIVE_INFINITY });
+
+/** The broker refused this very message (it was never delivered), as transports report it. */
+function refusedByBroker(err: unknown): boolean {
+  const e = err as { refused?: unknown; cause?: { refused?: unknown } } | null;
+  return e?.refused === true || e?.cause?.refused === true;
+}
 
 /**
  * A worker's connection to lockq. One client carries any number of concurrent requests; share
@@ -162,16 +170,23 @@ export class LockClient implements LeaseOwner, Locking {
     this.#handOff.releasing(lease);
     const proof = lease.handOffProof;
     const fields = { op: 'release', lock: lease.lock, token: lease.token } as const;
-    try {
-      await this.#sessions.call(lease.partition, proof === undefined ? fields : { ...fields, handoff: proof });
-    } catch (err) {
-      // Already gone on the coordinator's side: the release has nothing left to do. Unless it was
-      // a hand-off the coordinator did not complete early: the hold comes with its own grant.
-      if (err instanceof LockqError && (err.code === 'LEASE_EXPIRED' || err.code === 'NOT_HOLDER')) {
-        if (proof !== undefined && err.code === 'NOT_HOLDER') this.#handOff.refusedEarly(lease);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await this.#sessions.call(lease.partition, proof === undefined ? fields : { ...fields, handoff: proof });
         return;
+      } catch (err) {
+        // Already gone on the coordinator's side: the release has nothing left to do. Unless it was
+        // a hand-off the coordinator did not complete early: the hold comes with its own grant.
+        if (err instanceof LockqError && (err.code === 'LEASE_EXPIRED' || err.code === 'NOT_HOLDER')) {
+          if (proof !== undefined && err.code === 'NOT_HOLDER') this.#handOff.refusedEarly(lease);
+          return;
+        }
+        // The broker refused the release itself (a full request queue): nothing reached the
+        // coordinator, so the hold is still there and would stall the next waiter, this worker
+        // included, until its lease ran out. Send it again while the lease may still be live.
+        if (!refusedByBroker(err) || performance.now() >= lease.deadline) throw err;
+        await new Promise((resolve) => setTimeout(resolve, backoffMs(RELEASE_RETRY, attempt)));
       }
-      throw err;
     }
   }
 
