@@ -1,5 +1,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
-import { existsSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { LockClient } from '@lockq/worker-sdk';
 import { requestDestination, deadLetterDestination } from '@lockq/protocol';
@@ -157,6 +160,21 @@ describe('lockq CLI', () => {
     const port = await run(['coordinator', '--transport', 'memory:', '--admin-port', '70000']);
     expect(port.code).toBe(2);
     expect(port.stderr).toContain('--admin-port: expected an integer from 0 to 65535, got "70000"');
+  });
+
+  it('coordinator reads the hand-off key from --secret-file (LOCKQ_SECRET_FILE), and refuses a missing or short one', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'lockq-secret-'));
+    const missing = await run(['coordinator', '--transport', 'memory:', '--admin-port', '0', '--secret-file', join(dir, 'nope')]);
+    expect(missing.code).toBe(1);
+    expect(missing.stdout).toContain('cannot read the secret file');
+    writeFileSync(join(dir, 'short'), 'too short');
+    const short = await run(['coordinator', '--transport', 'memory:', '--admin-port', '0', '--secret-file', join(dir, 'short')]);
+    expect(short.code).toBe(1);
+    expect(short.stdout).toContain('handOffSecret: must be at least 16 bytes');
+    writeFileSync(join(dir, 'key'), randomBytes(32));
+    const { service } = await Service.ready(['--admin-port', '0'], { LOCKQ_TRANSPORT: 'memory:', LOCKQ_SECRET_FILE: join(dir, 'key') });
+    service.child.kill('SIGTERM');
+    expect(await service.exited).toBe(0);
   });
 
   it('coordinator takes its settings from the environment, flags first', async () => {
