@@ -1,9 +1,10 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LeaseLostError, LockClient, type LockClientOptions, LockqError } from '@lockq/worker-sdk';
-import { decodeReply, encode, type GrantedReply, type Reply } from '@lockq/protocol';
+import { encode } from '@lockq/protocol';
 import { type ClientTransportHandlers, MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
 import { FencedResource } from './support/fenced-resource.js';
+import { RecordingTransport } from './support/recording-transport.js';
 import { elapse, waitFor } from './support/wait-for.js';
 
 
@@ -295,46 +296,9 @@ describe('end to end over the memory transport', () => {
   });
 });
 
-/** A memory client transport that records what the client forwards, sends and receives, and can hold its releases back. */
-class HandOffTransport extends MemoryClientTransport {
-  readonly forwarded: GrantedReply[] = [];
-  readonly sent: { op: string; id: string; token?: number }[] = [];
-  readonly replies: Reply[] = [];
-  /** While set, release requests wait here instead of reaching the broker. */
-  holdReleases = false;
-  readonly heldReleases: (() => void)[] = [];
-
-  override forward(address: string, body: Uint8Array): Promise<void> {
-    this.forwarded.push(decodeReply(body) as GrantedReply);
-    return super.forward(address, body);
-  }
-  override async send(partition: number, body: Uint8Array): Promise<void> {
-    const request = JSON.parse(Buffer.from(body).toString()) as { op: string; id: string; token?: number };
-    this.sent.push(request);
-    if (this.holdReleases && request.op === 'release') await new Promise<void>((resolve) => this.heldReleases.push(resolve));
-    return super.send(partition, body);
-  }
-  override open(handlers: ClientTransportHandlers): Promise<void> {
-    return super.open({
-      ...handlers,
-      onReply: (body) => {
-        this.replies.push(decodeReply(body) as Reply);
-        handlers.onReply(body);
-      },
-    });
-  }
-  releases(): number[] {
-    return this.sent.filter((r) => r.op === 'release').map((r) => r.token as number);
-  }
-  /** Every `granted` this client received for its request `re` (forwarded copies and the coordinator's). */
-  grantsFor(re: string): GrantedReply[] {
-    return this.replies.filter((r): r is GrantedReply => r.type === 'granted' && r.re === re);
-  }
-}
-
 /** By default through the transport's forward, as between processes (`localHandOff: false`). */
-async function handOffClient(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: HandOffTransport }> {
-  const transport = new HandOffTransport(broker, { workerId, instance: 'i' });
+async function handOffClient(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: RecordingTransport }> {
+  const transport = new RecordingTransport(broker, { workerId, instance: 'i' });
   const c = await LockClient.connect('memory:', { workerId, transport, localHandOff: false, ...options });
   clients.push(c);
   return { client: c, transport };

@@ -8,50 +8,18 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LockClient, type LockClientOptions } from '@lockq/worker-sdk';
-import { decodeReply, encode, type GrantedReply, type Reply, type Request } from '@lockq/protocol';
-import { type ClientTransportHandlers, MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
+import { encode, type Request } from '@lockq/protocol';
+import { MemoryBroker } from '@lockq/worker-sdk/transport';
+import { RecordingTransport } from './support/recording-transport.js';
 import { waitFor } from './support/wait-for.js';
 
 let broker: MemoryBroker;
 let coordinator: Coordinator;
 const clients: LockClient[] = [];
 
-/** Records what a client sends and receives; can hold its releases back and rewrite its forwards. */
-class Recording extends MemoryClientTransport {
-  readonly sent: Record<string, unknown>[] = [];
-  readonly replies: Reply[] = [];
-  holdReleases = false;
-  readonly heldReleases: (() => void)[] = [];
-  /** Rewrites a forwarded grant before it goes out. */
-  rewriteForward: ((grant: GrantedReply) => GrantedReply) | undefined;
-
-  override forward(address: string, body: Uint8Array): Promise<void> {
-    const rewrite = this.rewriteForward;
-    return super.forward(address, rewrite === undefined ? body : encode(rewrite(decodeReply(body) as GrantedReply)));
-  }
-  override async send(partition: number, body: Uint8Array): Promise<void> {
-    const request = JSON.parse(Buffer.from(body).toString()) as Record<string, unknown>;
-    this.sent.push(request);
-    if (this.holdReleases && request.op === 'release') await new Promise<void>((resolve) => this.heldReleases.push(resolve));
-    return super.send(partition, body);
-  }
-  override open(handlers: ClientTransportHandlers): Promise<void> {
-    return super.open({
-      ...handlers,
-      onReply: (body) => {
-        this.replies.push(decodeReply(body) as Reply);
-        handlers.onReply(body);
-      },
-    });
-  }
-  answerTo(id: string): Reply | undefined {
-    return this.replies.find((r) => r.re === id);
-  }
-}
-
 /** Forwards go through the transport, as between processes. */
-async function client(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: Recording }> {
-  const transport = new Recording(broker, { workerId, instance: 'i' });
+async function client(workerId: string, options: LockClientOptions = {}): Promise<{ client: LockClient; transport: RecordingTransport }> {
+  const transport = new RecordingTransport(broker, { workerId, instance: 'i' });
   const c = await LockClient.connect('memory:', { workerId, transport, localHandOff: false, ...options });
   clients.push(c);
   return { client: c, transport };
