@@ -8,6 +8,8 @@ import { REDIS_URL, requireRedis } from '../../test/support/brokers.js';
 import { elapse, waitFor } from '../../test/support/wait-for.js';
 
 const redisUp = await requireRedis();
+/** A clock before the seed's origin: epochs count 1, 2 as this test reads them. */
+const PRE_2025 = () => 0;
 const keyPrefix = `lockq-recovery-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
 
 /** The memory transport, plus a record of what this coordinator published and its batch handlers. */
@@ -51,7 +53,7 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
     };
 
     const transportA = new RecordingTransport(broker);
-    const a = await Coordinator.start({ transport: transportA, store: new RedisStore({ url: REDIS_URL, keyPrefix }) });
+    const a = await Coordinator.start({ transport: transportA, store: new RedisStore({ url: REDIS_URL, keyPrefix, wallClockMs: PRE_2025 }) });
     coordinators.push(a);
     const [holder, w1, w2] = await Promise.all([client('holder'), client('w1'), client('w2')]);
 
@@ -79,7 +81,7 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
     const publishedByA = transportA.published;
 
     const transportB = new RecordingTransport(broker);
-    const b = await Coordinator.start({ transport: transportB, store: new RedisStore({ url: REDIS_URL, keyPrefix }) });
+    const b = await Coordinator.start({ transport: transportB, store: new RedisStore({ url: REDIS_URL, keyPrefix, wallClockMs: PRE_2025 }) });
     coordinators.push(b);
 
     // B claims on its first delivery (this release), replays A's journal, and hands over in order.

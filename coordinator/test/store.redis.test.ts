@@ -5,7 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type JournalEntry, partitionKeys, RedisStore, StaleEpochError } from '../src/store/index.js';
+import { type JournalEntry, MemoryStore, partitionKeys, RedisStore, SEED_TOKENS_PER_MS, StaleEpochError } from '../src/store/index.js';
 import { REDIS_URL, requireRedis } from '../../test/support/brokers.js';
 import { elapse, waitFor } from '../../test/support/wait-for.js';
 import { defineStoreContract, requests, snapshotOf } from './store.contract.js';
@@ -28,11 +28,32 @@ afterAll(async () => {
 });
 
 describe.skipIf(!redisUp)('RedisStore on the shared Redis', () => {
-  defineStoreContract('RedisStore', () => new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-${stores++}` }));
+  // The contract counts epochs and ceilings from an empty store: a clock before 2025 seeds nothing.
+  defineStoreContract('RedisStore', () => new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-${stores++}`, wallClockMs: () => 0 }));
+
+  it('a partition moved here from a coordinator without a durable store continues above its epoch and tokens', async () => {
+    // Before the claim was seeded, Redis started the partition at epoch 1 and token 1: workers that
+    // had heard the store-less term's (clock-seeded) epoch ignored the new term, and tokens fell.
+    const before = await new MemoryStore().claim(0);
+    const store = new RedisStore({ url: REDIS_URL, keyPrefix: `${runPrefix}-moved` });
+    try {
+      const claimed = await store.claim(0);
+      expect(claimed.epoch).toBeGreaterThan(before.epoch);
+      expect(claimed.tokenCeiling).toBeGreaterThanOrEqual(before.tokenCeiling + SEED_TOKENS_PER_MS);
+      // Seeding never lowers what Redis has: a reserved ceiling above the seed stays, epochs still count up.
+      const reserved = claimed.tokenCeiling + 50_000;
+      await store.append(0, claimed.epoch, { now: 1, requests: [], tokenCeiling: reserved });
+      const next = await store.claim(0);
+      expect(next.epoch).toBeGreaterThan(claimed.epoch);
+      expect(next.tokenCeiling).toBe(reserved);
+    } finally {
+      await store.close();
+    }
+  });
 
   it('keeps a partition in four keys under one hash tag', async () => {
     const keyPrefix = `${runPrefix}-layout`;
-    const store = new RedisStore({ url: REDIS_URL, keyPrefix });
+    const store = new RedisStore({ url: REDIS_URL, keyPrefix, wallClockMs: () => 0 });
     const redis = new Redis(REDIS_URL);
     try {
       const { epoch } = await store.claim(3);
@@ -171,7 +192,7 @@ describe.skipIf(!haveRedisServer)('RedisStore against a redis-server that crashe
   const server = new RedisChild();
   const open: RedisStore[] = [];
   const store = (): RedisStore => {
-    const s = new RedisStore({ url: server.url, keyPrefix: 'crash' });
+    const s = new RedisStore({ url: server.url, keyPrefix: 'crash', wallClockMs: () => 0 });
     open.push(s);
     return s;
   };

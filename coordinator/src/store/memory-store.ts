@@ -1,4 +1,5 @@
 import type { CoreSnapshot } from '../core/snapshot.js';
+import { CLOCK_SEED_ORIGIN_MS, clockSeedMs, SEED_TOKENS_PER_MS } from './clock-seed.js';
 import { type ClaimedPartition, type JournalEntry, StaleEpochError, type StateStore } from './types.js';
 
 interface PartitionState {
@@ -7,20 +8,6 @@ interface PartitionState {
   snapshot: CoreSnapshot | null;
   journal: JournalEntry[];
 }
-
-/**
- * Where the wall-clock seed of epochs and tokens counts from: 2025-01-01T00:00:00Z. Counted from
- * here rather than from 1970, seeded tokens keep to the codec's fast path (integers of at most 15
- * digits) until 2056, and stay below 2^53 until about 2310.
- */
-export const CLOCK_SEED_ORIGIN_MS = Date.UTC(2025, 0, 1);
-
-/**
- * Token seed per millisecond of the epoch seed: two terms claimed n ms apart start n × 1000 tokens
- * apart. So a term without a durable store may issue fewer than this many tokens per ms (1,000,000
- * per second) on average, from its claim until the next one, for the next term to start above it.
- */
-export const SEED_TOKENS_PER_MS = 1000;
 
 /** Options of a {@link MemoryStore}. */
 export interface MemoryStoreOptions {
@@ -68,7 +55,7 @@ export class MemoryStore implements StateStore {
   }
 
   async claim(partition: number): Promise<ClaimedPartition> {
-    const seedMs = await this.#seedMs();
+    const seedMs = await clockSeedMs(this.#wallClockMs);
     // Read after the wait: a claim of the same partition meanwhile has bumped the epoch.
     const p = this.#partitions.get(partition) ?? { epoch: 0, tokenCeiling: 0, snapshot: null, journal: [] };
     p.epoch = Math.max(p.epoch + 1, seedMs);
@@ -91,26 +78,6 @@ export class MemoryStore implements StateStore {
   }
 
   async close(): Promise<void> {}
-
-  /**
-   * The new term's seed: milliseconds since {@link CLOCK_SEED_ORIGIN_MS}, read only once the clock
-   * has ticked since this claim began. Any earlier term was claimed before this claim began, at an
-   * earlier reading, so this seed is at least one millisecond above its seed even when both claims
-   * fall in one millisecond (two coordinators in one process): up to a claim's first millisecond
-   * is the price.
-   */
-  async #seedMs(): Promise<number> {
-    const startMs = Math.floor(this.#wallClockMs());
-    // A clock before the origin is wrong (or a test's): it seeds nothing, and epochs and tokens
-    // count from where this store has them, as they did before seeding.
-    if (startMs < CLOCK_SEED_ORIGIN_MS) return 0;
-    let nowMs = startMs;
-    while (nowMs <= startMs) {
-      await new Promise((resolve) => setTimeout(resolve, 1));
-      nowMs = Math.floor(this.#wallClockMs());
-    }
-    return nowMs - CLOCK_SEED_ORIGIN_MS;
-  }
 
   #current(partition: number, epoch: number): PartitionState {
     const p = this.#partitions.get(partition);

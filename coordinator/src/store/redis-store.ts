@@ -5,6 +5,7 @@ import { checkInteger } from '@lockq/protocol';
 import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import type { CoreSnapshot } from '../core/snapshot.js';
+import { clockSeedMs, SEED_TOKENS_PER_MS } from './clock-seed.js';
 import { type ClaimedPartition, type JournalEntry, StaleEpochError, type StateStore } from './types.js';
 
 /** Options of {@link RedisStore}. Every one is optional. */
@@ -25,6 +26,13 @@ export interface RedisStoreOptions {
   readonly commandTimeoutMs?: number;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
+  /**
+   * The wall clock, in ms since 1970, that seeds each claim's epoch and token ceiling (see
+   * `clock-seed.ts`), so a partition moved here from a coordinator without a durable store still
+   * continues above its epochs and tokens; one that reads before 2025 seeds nothing.
+   * @defaultValue `Date.now`
+   */
+  readonly wallClockMs?: () => number;
 }
 
 export interface ResolvedRedisStoreOptions {
@@ -158,9 +166,11 @@ export class RedisStore implements StateStore {
   #stopWaiting: ((err: Error) => void) | undefined;
   #wasReady = false;
   #connected = false;
+  readonly #wallClockMs: () => number;
 
   constructor(options: RedisStoreOptions = {}) {
     this.options = resolveRedisStoreOptions(options);
+    this.#wallClockMs = options.wallClockMs ?? (() => Date.now());
     this.#log = this.options.logger.child({ component: 'redis-store' });
     this.#redis = new Redis(this.options.url, {
       connectTimeout: this.options.connectTimeoutMs,
@@ -195,7 +205,9 @@ export class RedisStore implements StateStore {
   async claim(partition: number): Promise<ClaimedPartition> {
     const k = partitionKeys(this.options.keyPrefix, partition);
     const redis = await this.#ready();
-    const result = await this.#scripts.claim.run(redis, [k.epoch, k.ceiling, k.snapshot, k.journal], []);
+    const seedMs = await clockSeedMs(this.#wallClockMs);
+    const seed = [String(seedMs), String(seedMs * SEED_TOKENS_PER_MS)];
+    const result = await this.#scripts.claim.run(redis, [k.epoch, k.ceiling, k.snapshot, k.journal], seed);
     if (!Array.isArray(result) || result.length !== 4) throw new Error(`claim of partition ${partition}: unexpected reply from Redis`);
     const [epoch, ceiling, snapshot, journal] = result as [unknown, unknown, unknown, unknown];
     if (typeof epoch !== 'number' || typeof ceiling !== 'string' || !Array.isArray(journal)) {
