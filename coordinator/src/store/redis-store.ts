@@ -165,6 +165,7 @@ export class RedisStore implements StateStore {
   #reconnected: Promise<void> | undefined;
   #stopWaiting: ((err: Error) => void) | undefined;
   #wasReady = false;
+  #warnedUnreachable = false;
   #connected = false;
   readonly #wallClockMs: () => number;
 
@@ -190,7 +191,11 @@ export class RedisStore implements StateStore {
     this.#redis.on('error', (err: Error) => {
       // ioredis reports every failed reconnect; one line per outage is enough at warn.
       if (this.#redis.status === 'reconnecting' || this.#redis.status === 'connecting') {
-        this.#log.debug({ err }, 'Redis connection failed');
+        // Partitions are claimed on their first request, so the process says ready without Redis:
+        // the first failure to ever reach it (wrong address, untrusted certificate) must be seen.
+        if (!this.#wasReady && !this.#warnedUnreachable) this.#log.warn({ err }, 'cannot reach Redis yet; retrying');
+        else this.#log.debug({ err }, 'Redis connection failed');
+        this.#warnedUnreachable = true;
       } else {
         this.#log.warn({ err }, 'Redis connection error');
       }

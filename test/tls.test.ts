@@ -1,0 +1,253 @@
+/**
+ * TLS as users run it: `rediss://` to a real TLS Redis of this suite's own, and `amqps://` to
+ * RabbitMQ through a TLS terminator (the shared broker has no TLS listener and its configuration
+ * is not ours to change, so the test puts one in front of it, as a load balancer would). The
+ * private CA is trusted the way the docs say: `NODE_EXTRA_CA_CERTS`, read by Node at start, so
+ * whatever must trust it runs as a child process.
+ */
+import { type ChildProcess, execFile, spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { connect as netConnect } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { connect as tlsConnect, createServer as createTlsServer, type Server } from 'node:tls';
+import { promisify } from 'node:util';
+import { LockClient } from '@lockq/worker-sdk';
+import { Redis } from 'ioredis';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { amqpRun } from './support/amqp-run.js';
+import { AMQP_URL, requireRabbit } from './support/brokers.js';
+import { freePort, requireRedisServer } from './support/faults-redis.js';
+import { CLI, CoordinatorProcess, WorkerProcess } from './support/processes.js';
+import { waitFor } from './support/wait-for.js';
+
+const execFileP = promisify(execFile);
+
+/** True when openssl can be run; otherwise as `requireRabbit` (throws under CI=true, else warns loudly). */
+async function requireOpenssl(): Promise<boolean> {
+  const ok = await execFileP('openssl', ['version']).then(
+    () => true,
+    () => false,
+  );
+  if (ok) return true;
+  if (process.env.CI === 'true') throw new Error('openssl is not installed and CI=true: the TLS suite must run');
+  console.warn('\n\n*** OPENSSL IS NOT INSTALLED: the TLS suites are SKIPPED. ***\n\n');
+  return false;
+}
+
+const openssl = await requireOpenssl();
+const redisServer = await requireRedisServer();
+const rabbit = await requireRabbit();
+const run = amqpRun('tls', { rabbit });
+
+interface Certs {
+  readonly dir: string;
+  /** The throwaway CA, as NODE_EXTRA_CA_CERTS takes it. */
+  readonly caFile: string;
+  readonly certFile: string;
+  readonly keyFile: string;
+}
+
+/** A throwaway CA and a server certificate it signed, for localhost and 127.0.0.1. */
+async function makeCerts(): Promise<Certs> {
+  const dir = mkdtempSync(join(tmpdir(), 'lockq-tls-'));
+  const f = (name: string) => join(dir, name);
+  const ec = ['-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:prime256v1', '-nodes'];
+  await execFileP('openssl', ['req', '-x509', ...ec, '-keyout', f('ca.key'), '-out', f('ca.pem'), '-days', '1', '-subj', '/CN=lockq test CA']);
+  await execFileP('openssl', ['req', ...ec, '-keyout', f('server.key'), '-out', f('server.csr'), '-subj', '/CN=localhost']);
+  writeFileSync(f('ext.cnf'), 'subjectAltName=DNS:localhost,IP:127.0.0.1\n');
+  await execFileP('openssl', [
+    'x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-out', f('server.pem'), '-days', '1', '-extfile', f('ext.cnf'),
+  ]);
+  return { dir, caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') };
+}
+
+/**
+ * Runs `start` (which spawns synchronously) with `extra` added to this process's env, then puts
+ * the env back: the support classes spawn with a copy of `process.env` and take no env of their own.
+ */
+function withEnv<T>(extra: Readonly<Record<string, string>>, start: () => T): T {
+  const before = Object.fromEntries(Object.keys(extra).map((k) => [k, process.env[k]]));
+  Object.assign(process.env, extra);
+  try {
+    return start();
+  } finally {
+    for (const [k, v] of Object.entries(before)) {
+      if (v === undefined) delete process.env[k];
+      else process.env[k] = v;
+    }
+  }
+}
+
+/** A redis-server of this suite's own that speaks only TLS (never the shared one at 6379). */
+class TlsRedis {
+  readonly #child: ChildProcess;
+  readonly #exited: Promise<void>;
+  #output = '';
+
+  private constructor(readonly port: number, certs: Certs) {
+    // biome-ignore format: one option per line
+    this.#child = spawn('redis-server', [
+      '--port', '0',
+      '--tls-port', String(port),
+      '--bind', '127.0.0.1',
+      '--tls-cert-file', certs.certFile,
+      '--tls-key-file', certs.keyFile,
+      '--tls-ca-cert-file', certs.caFile,
+      '--tls-auth-clients', 'no',
+      '--save', '',
+      '--appendonly', 'no',
+      '--dir', certs.dir,
+      '--daemonize', 'no',
+    ], { stdio: ['ignore', 'pipe', 'pipe'] });
+    this.#child.stdout?.setEncoding('utf8').on('data', (d: string) => {
+      this.#output = (this.#output + d).slice(-4000);
+    });
+    this.#child.stderr?.setEncoding('utf8').on('data', (d: string) => {
+      this.#output = (this.#output + d).slice(-4000);
+    });
+    this.#exited = new Promise((resolve) => this.#child.once('exit', () => resolve()));
+  }
+
+  static async start(certs: Certs): Promise<TlsRedis> {
+    const redis = new TlsRedis(await freePort(), certs);
+    const ca = readFileSync(certs.caFile);
+    await waitFor(
+      () => {
+        if (redis.#child.exitCode !== null) throw new Error(`redis-server exited with ${redis.#child.exitCode}:\n${redis.#output}`);
+        return pongOverTls(redis.port, ca);
+      },
+      () => `redis-server to answer PING over TLS on ${redis.port}:\n${redis.#output}`,
+      { timeoutMs: 15_000, intervalMs: 20 },
+    );
+    return redis;
+  }
+
+  get url(): string {
+    return `rediss://127.0.0.1:${this.port}`;
+  }
+
+  async stop(): Promise<void> {
+    this.#child.kill('SIGKILL');
+    await this.#exited;
+  }
+}
+
+function pongOverTls(port: number, ca: Buffer): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ca });
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.setTimeout(1000, () => done(false));
+    socket.once('error', () => done(false));
+    socket.once('data', (reply) => done(reply.toString().startsWith('+PONG')));
+    socket.once('secureConnect', () => socket.write('PING\r\n'));
+  });
+}
+
+/** A TLS terminator in front of the shared RabbitMQ: each TLS connection piped to its plain port. */
+async function tlsTerminator(certs: Certs): Promise<{ server: Server; port: number }> {
+  const broker = new URL(AMQP_URL);
+  const server = createTlsServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (client) => {
+    const upstream = netConnect(Number(broker.port || 5672), broker.hostname);
+    client.pipe(upstream).pipe(client);
+    client.on('error', () => upstream.destroy());
+    upstream.on('error', () => client.destroy());
+    client.on('close', () => upstream.destroy());
+    upstream.on('close', () => client.destroy());
+  });
+  // A client whose handshake fails (the untrusted-CA cases) is just dropped.
+  server.on('tlsClientError', () => undefined);
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  return { server, port: typeof address === 'object' && address !== null ? address.port : 0 };
+}
+
+/** Any of Node's certificate verification failures, by message. */
+const CERTIFICATE_ERROR = /certificate/i;
+
+describe.skipIf(!openssl || !redisServer)('rediss:// to a TLS-only redis-server', () => {
+  let certs: Certs;
+  let redis: TlsRedis;
+  beforeAll(async () => {
+    certs = await makeCerts();
+    redis = await TlsRedis.start(certs);
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  it('lockq coordinator trusting the CA through NODE_EXTRA_CA_CERTS reaches Redis over TLS', async () => {
+    const c = await withEnv({ NODE_EXTRA_CA_CERTS: certs.caFile }, () =>
+      CoordinatorProcess.start(['--transport', 'memory:', '--store', redis.url, '--prefix', `${run.name}.redis`]),
+    );
+    // The store checks the server's settings once it is connected: answered only over a verified TLS connection.
+    await c.line((l) => l.component === 'redis-store' && String(l.msg).includes('appendonly off'), 'the store reading the server settings');
+    expect(c.lines.filter((l) => l.component === 'redis-store' && (l.level ?? 0) >= 40 && !String(l.msg).includes('appendonly'))).toEqual([]);
+    expect(await c.stop()).toBe(0);
+  });
+
+  it('without the CA trusted, the coordinator says it cannot reach Redis, with the certificate error', async () => {
+    const c = await CoordinatorProcess.start(['--transport', 'memory:', '--store', redis.url, '--prefix', `${run.name}.redis`]);
+    const warned = await c.line((l) => l.component === 'redis-store' && l.level === 40 && /cannot reach Redis/.test(String(l.msg)), 'a warning');
+    expect(JSON.stringify(warned.err)).toMatch(CERTIFICATE_ERROR);
+    expect(await c.stop()).toBe(0);
+  });
+});
+
+describe.skipIf(!openssl || !redisServer || !rabbit)('amqps:// through a TLS terminator in front of RabbitMQ', () => {
+  let certs: Certs;
+  let redis: TlsRedis;
+  let terminator: { server: Server; port: number };
+  beforeAll(async () => {
+    certs = await makeCerts();
+    redis = await TlsRedis.start(certs);
+    terminator = await tlsTerminator(certs);
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    await new Promise((resolve) => (terminator === undefined ? resolve(undefined) : terminator.server.close(resolve)));
+    if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  const amqps = () => `amqps://guest:guest@localhost:${terminator.port}`;
+
+  it('a coordinator on amqps:// and rediss:// claims its partition and answers an SDK worker acquire and release', async () => {
+    const prefix = run.prefix();
+    const env = { NODE_EXTRA_CA_CERTS: certs.caFile };
+    await withEnv(env, () => CoordinatorProcess.start(['--transport', amqps(), '--store', redis.url, '--prefix', prefix]));
+    const worker = withEnv(env, () => new WorkerProcess({ url: amqps(), workerId: 'tls-worker', script: 'queue', lock: 'tls-job', prefix }));
+    const granted = await worker.event('granted');
+    expect(granted.token).toBeGreaterThan(0);
+    await worker.event('done'); // the release was answered
+    expect(await worker.exited).toBe(0);
+    // The partition was claimed in the TLS Redis: its epoch (seeded from the clock) is there.
+    const client = new Redis(redis.url, { tls: { ca: readFileSync(certs.caFile) }, lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await client.connect();
+      expect(await client.get(`{${prefix}:p0}:epoch`)).toMatch(/^[1-9]\d*$/);
+    } finally {
+      client.disconnect();
+    }
+  });
+
+  it('without the CA trusted, LockClient.connect and lockq coordinator fail with a certificate error', async () => {
+    const prefix = run.prefix();
+    // This test process never had NODE_EXTRA_CA_CERTS, so it does not trust the test CA.
+    const err: unknown = await LockClient.connect(amqps(), { prefix }).then(
+      (c) => c.close().then(() => 'connected'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(Error);
+    expect(String((err as Error).cause)).toMatch(CERTIFICATE_ERROR);
+    const c = new CoordinatorProcess('coordinator', [CLI, 'coordinator', '--admin-port', '0', '--transport', amqps(), '--prefix', prefix]);
+    expect(await c.exited).not.toBe(0);
+    const all = JSON.stringify([...c.lines, ...c.errLines]);
+    expect(all).toMatch(CERTIFICATE_ERROR);
+    expect(c.lines.some((l) => l.msg === 'coordinator ready')).toBe(false);
+  });
+});
