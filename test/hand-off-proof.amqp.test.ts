@@ -65,8 +65,20 @@ describe.skipIf(!rabbit)('the head waiter cannot take a live holder’s mutex ov
         await send({ id: `f-ext-${token}`, op: 'extend', lock: 'hot', token, ttlMs: 30_000 });
         await send({ id: `f-rel-${token}`, op: 'release', lock: 'hot', token });
       }
-      await answered(forged, 'an answer to every forged request');
+      // The new `handoff` field, as a hostile or buggy client may send it: the wire form `true`
+      // (only the coordinator's checked form), a malformed proof, and a well-formed made-up one.
+      const reserved = lastToken;
+      await send({ id: 'f-true', op: 'extend', lock: 'hot', token: reserved, ttlMs: 30_000, handoff: true });
+      await send({ id: 'f-short', op: 'release', lock: 'hot', token: reserved, handoff: 'short' });
+      await send({ id: 'f-made-up', op: 'release', lock: 'hot', token: reserved, handoff: 'A'.repeat(22) });
+      // And the other new wire field: WRONG_PARTITION names the coordinator's partition count.
+      await send({ id: 'f-parts', op: 'open', sessionTtlMs: 30_000, partitions: 4 });
+      await answered([...forged, 'f-true', 'f-short', 'f-made-up', 'f-parts'], 'an answer to every forged request');
       for (const id of forged) expect(replies.get(id), id).toMatchObject({ type: 'error', code: 'NOT_HOLDER' });
+      expect(replies.get('f-true')).toMatchObject({ type: 'error', code: 'INVALID_FIELD', field: 'handoff' });
+      expect(replies.get('f-short')).toMatchObject({ type: 'error', code: 'INVALID_FIELD', field: 'handoff' });
+      expect(replies.get('f-made-up')).toMatchObject({ type: 'error', code: 'NOT_HOLDER' });
+      expect(replies.get('f-parts')).toMatchObject({ type: 'error', code: 'WRONG_PARTITION', field: 'partitions', partitions: 1 });
 
       const view = await holder.inspect('hot');
       expect(view.lock?.holders.map((x) => [x.worker, x.token])).toEqual([[`${prefix}-h`, held.token]]);
@@ -75,6 +87,9 @@ describe.skipIf(!rabbit)('the head waiter cannot take a live holder’s mutex ov
       // The holder's release hands the lock on, by the forward (with its proof) or the coordinator.
       await held.release();
       await waitFor(() => all.some((r) => r.type === 'granted' && r.re === 'f-acq'), 'the forger’s grant after the release');
+      // Nothing was parked, and the partition never stopped answering.
+      expect(await coord.metric('lockq_dead_lettered_total')).toBe(0);
+      expect((await fetch(`${coord.admin}/readyz`)).status).toBe(200);
     } finally {
       await conn.close().catch(() => {});
     }
