@@ -16,26 +16,15 @@ import { LockClient } from '@lockq/worker-sdk';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { amqpRun } from './support/amqp-run.js';
-import { AMQP_URL, requireRabbit } from './support/brokers.js';
+import { AMQP_URL, requireCommand, requireRabbit } from './support/brokers.js';
 import { freePort, requireRedisServer } from './support/faults-redis.js';
 import { CLI, CoordinatorProcess, WorkerProcess } from './support/processes.js';
 import { waitFor } from './support/wait-for.js';
 
 const execFileP = promisify(execFile);
 
-/** True when openssl can be run; otherwise as `requireRabbit` (throws under CI=true, else warns loudly). */
-async function requireOpenssl(): Promise<boolean> {
-  const ok = await execFileP('openssl', ['version']).then(
-    () => true,
-    () => false,
-  );
-  if (ok) return true;
-  if (process.env.CI === 'true') throw new Error('openssl is not installed and CI=true: the TLS suite must run');
-  console.warn('\n\n*** OPENSSL IS NOT INSTALLED: the TLS suites are SKIPPED. ***\n\n');
-  return false;
-}
 
-const openssl = await requireOpenssl();
+const openssl = await requireCommand('openssl', ['version'], 'the TLS suites');
 const redisServer = await requireRedisServer();
 const rabbit = await requireRabbit();
 const run = amqpRun('tls', { rabbit });

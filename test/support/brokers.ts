@@ -1,4 +1,6 @@
+import { execFile } from 'node:child_process';
 import { Socket } from 'node:net';
+import { promisify } from 'node:util';
 
 /** The RabbitMQ the suites use. @defaultValue amqp://guest:guest@127.0.0.1:5672 */
 export const AMQP_URL = process.env.LOCKQ_AMQP_URL ?? 'amqp://guest:guest@127.0.0.1:5672';
@@ -61,4 +63,19 @@ export function requireRedis(): Promise<boolean> {
   const ping = new TextEncoder().encode('PING\r\n');
   // +PONG, or -NOAUTH from a server that wants a password: either way Redis is there.
   return requireServer('Redis', REDIS_URL, () => answers(host, port, ping, (reply) => reply[0] === 0x2b || reply[0] === 0x2d));
+}
+
+/**
+ * True when `command` runs (`command ...versionArgs` exits 0). When it does not: throws under
+ * `CI=true` (a CI run must not pass by skipping), otherwise warns loudly and returns false.
+ */
+export async function requireCommand(command: string, versionArgs: readonly string[], skipped: string): Promise<boolean> {
+  const ok = await promisify(execFile)(command, [...versionArgs]).then(
+    () => true,
+    () => false,
+  );
+  if (ok) return true;
+  if (process.env.CI === 'true') throw new Error(`${command} is not installed and CI=true: run .ci/services.sh first`);
+  console.warn(`\n\n*** ${command.toUpperCase()} IS NOT INSTALLED: ${skipped} are SKIPPED. ***\n\n`);
+  return false;
 }

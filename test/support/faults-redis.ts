@@ -4,6 +4,7 @@ import { createServer, Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import { requireCommand } from './brokers.js';
 import { elapse, waitFor } from './wait-for.js';
 
 const execFileP = promisify(execFile);
@@ -129,17 +130,7 @@ export class FaultsRedis {
   }
 }
 
-/**
- * True when a redis-server binary can be run (the fault tests start their own). When it cannot:
- * throws under `CI=true`, otherwise warns loudly and returns false, like `requireRabbit`.
- */
-export async function requireRedisServer(): Promise<boolean> {
-  const ok = await execFileP('redis-server', ['--version']).then(
-    () => true,
-    () => false,
-  );
-  if (ok) return true;
-  if (process.env.CI === 'true') throw new Error('redis-server is not installed and CI=true: run .ci/services.sh first');
-  console.warn('\n\n*** REDIS-SERVER IS NOT INSTALLED: the fault suites are SKIPPED. Run .ci/services.sh to install it. ***\n\n');
-  return false;
+/** True when a redis-server binary can be run (the fault tests start their own); see `requireCommand`. */
+export function requireRedisServer(): Promise<boolean> {
+  return requireCommand('redis-server', ['--version'], 'the suites that start their own Redis');
 }
