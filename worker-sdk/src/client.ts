@@ -13,17 +13,11 @@ import { type RequestFields, RequestTable } from './request-table.js';
 import { Sessions } from './sessions.js';
 import { LocalHandOffTransport } from './transport/local-hand-off.js';
 import { openTransport } from './transport/open.js';
-import type { ClientTransport } from './transport/types.js';
+import { type ClientTransport, refusedByBroker } from './transport/types.js';
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
 /** Between attempts at a release the broker refused. */
 const RELEASE_RETRY: RetryPolicy = Object.freeze({ initialMs: 20, maxMs: 1000, factor: 2, attempts: Number.POSITIVE_INFINITY });
-
-/** The broker refused this very message (it was never delivered), as transports report it. */
-function refusedByBroker(err: unknown): boolean {
-  const e = err as { refused?: unknown; cause?: { refused?: unknown } } | null;
-  return e?.refused === true || e?.cause?.refused === true;
-}
 
 /**
  * A worker's connection to lockq. One client carries any number of concurrent requests; share

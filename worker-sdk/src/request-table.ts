@@ -3,7 +3,7 @@ import { type AcquireWire, type DistributiveOmit, encodeRequest, type GrantedRep
 import { errorFromWire, LockqError, LockqTimeoutError } from './errors.js';
 import { SendTimes } from './send-times.js';
 import { numberRequest, type PartitionSession, settle } from './session.js';
-import type { ClientTransport } from './transport/types.js';
+import { type ClientTransport, refusedByBroker } from './transport/types.js';
 
 /** A request as the client fills it in; the envelope (version, id, session, reply address) is added here. */
 export type RequestFields = DistributiveOmit<Request | AcquireWire, 'v' | 'id' | 'worker' | 'session' | 'replyTo'>;
@@ -213,7 +213,7 @@ export class RequestTable {
     p.lastSentAt = now;
     p.session.lastSentAt = now;
     this.#transport.send(p.session.partition, p.body).catch((err: unknown) => {
-      if ((err as { refused?: unknown }).refused === true && this.#drop(p)) {
+      if (refusedByBroker(err) && this.#drop(p)) {
         // The broker refused it (a full request queue, no coordinator): say so now, not at the timeout.
         p.reject(err instanceof LockqError ? err : new LockqError('TRANSPORT_ERROR', String(err), { cause: err }));
         return;

@@ -52,3 +52,10 @@ export interface ClientTransportOptions {
   readonly instance: string;
   readonly prefix?: string;
 }
+
+/** Whether `err` says the broker refused this very message (see `send`): it was never delivered. */
+export function refusedByBroker(err: unknown): boolean {
+  const e = err as { refused?: unknown; cause?: { refused?: unknown } } | null | undefined;
+  // The request table wraps a transport's own error as the cause of a LockqError.
+  return e?.refused === true || e?.cause?.refused === true;
+}
