@@ -10,13 +10,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { connect as tlsConnect, createServer as createTlsServer, type Server } from 'node:tls';
+import { createServer as createTlsServer, type Server } from 'node:tls';
 import { promisify } from 'node:util';
 import { LockClient } from '@lockq/worker-sdk';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { amqpRun } from './support/amqp-run.js';
-import { AMQP_URL, requireCommand, requireRabbit } from './support/brokers.js';
+import { AMQP_URL, redisPongs, requireCommand, requireRabbit } from './support/brokers.js';
 import { freePort, requireRedisServer } from './support/faults-redis.js';
 import { CLI, CoordinatorProcess, WorkerProcess } from './support/processes.js';
 import { waitFor } from './support/wait-for.js';
@@ -105,7 +105,7 @@ class TlsRedis {
     await waitFor(
       () => {
         if (redis.#child.exitCode !== null) throw new Error(`redis-server exited with ${redis.#child.exitCode}:\n${redis.#output}`);
-        return pongOverTls(redis.port, ca);
+        return redisPongs(redis.port, { ca });
       },
       () => `redis-server to answer PING over TLS on ${redis.port}:\n${redis.#output}`,
       { timeoutMs: 15_000, intervalMs: 20 },
@@ -121,20 +121,6 @@ class TlsRedis {
     this.#child.kill('SIGKILL');
     await this.#exited;
   }
-}
-
-function pongOverTls(port: number, ca: Buffer): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = tlsConnect({ host: '127.0.0.1', port, ca });
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('data', (reply) => done(reply.toString().startsWith('+PONG')));
-    socket.once('secureConnect', () => socket.write('PING\r\n'));
-  });
 }
 
 /** A TLS terminator in front of the shared RabbitMQ: each TLS connection piped to its plain port. */

@@ -1,5 +1,6 @@
 import { execFile } from 'node:child_process';
 import { Socket } from 'node:net';
+import { connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
 
 /** The RabbitMQ the suites use. @defaultValue amqp://guest:guest@127.0.0.1:5672 */
@@ -10,12 +11,18 @@ export const REDIS_URL = process.env.LOCKQ_REDIS_URL ?? 'redis://127.0.0.1:6379'
 const CHECK_TIMEOUT_MS = 1500;
 
 /**
- * Opens a TCP connection, writes `hello` and resolves true when the first bytes of the answer
- * satisfy `ok`; false on any error or after the timeout.
+ * Opens a TCP connection (TLS, trusting `tls.ca`, when given), writes `hello` and resolves true
+ * when the first bytes of the answer satisfy `ok`; false on any error or after the timeout.
  */
-function answers(host: string, port: number, hello: Uint8Array, ok: (reply: Buffer) => boolean): Promise<boolean> {
+export function answers(
+  host: string,
+  port: number,
+  hello: Uint8Array | string,
+  ok: (reply: Buffer) => boolean,
+  tls?: { readonly ca: Buffer },
+): Promise<boolean> {
   return new Promise((resolve) => {
-    const socket = new Socket();
+    const socket = tls === undefined ? new Socket() : tlsConnect({ host, port, ca: tls.ca });
     const done = (result: boolean) => {
       socket.destroy();
       resolve(result);
@@ -23,8 +30,14 @@ function answers(host: string, port: number, hello: Uint8Array, ok: (reply: Buff
     socket.setTimeout(CHECK_TIMEOUT_MS, () => done(false));
     socket.once('error', () => done(false));
     socket.once('data', (reply) => done(ok(reply)));
-    socket.connect(port, host, () => socket.write(hello));
+    if (tls === undefined) socket.connect(port, host, () => socket.write(hello));
+    else socket.once('secureConnect', () => socket.write(hello));
   });
+}
+
+/** True when a Redis at 127.0.0.1:`port` answers PING with PONG (over TLS with `tls`). */
+export function redisPongs(port: number, tls?: { readonly ca: Buffer }): Promise<boolean> {
+  return answers('127.0.0.1', port, 'PING\r\n', (reply) => reply.toString().startsWith('+PONG'), tls);
 }
 
 function hostAndPort(url: string, defaultPort: number): { host: string; port: number } {

@@ -1,10 +1,10 @@
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer, Socket } from 'node:net';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { requireCommand } from './brokers.js';
+import { redisPongs, requireCommand } from './brokers.js';
 import { elapse, waitFor } from './wait-for.js';
 
 const execFileP = promisify(execFile);
@@ -19,21 +19,6 @@ export function freePort(): Promise<number> {
       const port = typeof address === 'object' && address !== null ? address.port : 0;
       server.close(() => resolve(port));
     });
-  });
-}
-
-/** True when a Redis at `port` answers PING with PONG. */
-function pong(port: number): Promise<boolean> {
-  return new Promise((resolve) => {
-    const socket = new Socket();
-    const done = (ok: boolean) => {
-      socket.destroy();
-      resolve(ok);
-    };
-    socket.setTimeout(1000, () => done(false));
-    socket.once('error', () => done(false));
-    socket.once('data', (reply) => done(reply.toString().startsWith('+PONG')));
-    socket.connect(port, '127.0.0.1', () => socket.write('PING\r\n'));
   });
 }
 
@@ -88,7 +73,7 @@ export class FaultsRedis {
     await waitFor(
       () => {
         if (child.exitCode !== null) throw new Error(`redis-server exited with ${child.exitCode}:\n${this.log()}`);
-        return pong(this.port);
+        return redisPongs(this.port);
       },
       () => `redis-server on ${this.port} to answer:\n${this.log()}`,
       { timeoutMs: 15_000, intervalMs: 20 },
