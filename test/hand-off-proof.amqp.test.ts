@@ -73,7 +73,13 @@ describe.skipIf(!rabbit)('the head waiter cannot take a live holder’s mutex ov
       await send({ id: 'f-made-up', op: 'release', lock: 'hot', token: reserved, handoff: 'A'.repeat(22) });
       // And the other new wire field: WRONG_PARTITION names the coordinator's partition count.
       await send({ id: 'f-parts', op: 'open', sessionTtlMs: 30_000, partitions: 4 });
-      await answered([...forged, 'f-true', 'f-short', 'f-made-up', 'f-parts'], 'an answer to every forged request');
+      // And the changed view: a raw inspect shows no other session's ids and no lastToken.
+      await send({ id: 'f-inspect', op: 'inspect', lock: 'hot' });
+      await answered([...forged, 'f-true', 'f-short', 'f-made-up', 'f-parts', 'f-inspect'], 'an answer to every forged request');
+      const inspected = JSON.stringify(replies.get('f-inspect'));
+      expect(replies.get('f-inspect')).toMatchObject({ type: 'inspected', lock: { holders: [{ worker: `${prefix}-h`, token: held.token }] } });
+      expect(inspected).not.toContain(`${prefix}-h.`); // the holder's session id starts with its worker id
+      expect(inspected).not.toMatch(/"(session|request|replyTo|lastToken)"/);
       for (const id of forged) expect(replies.get(id), id).toMatchObject({ type: 'error', code: 'NOT_HOLDER' });
       expect(replies.get('f-true')).toMatchObject({ type: 'error', code: 'INVALID_FIELD', field: 'handoff' });
       expect(replies.get('f-short')).toMatchObject({ type: 'error', code: 'INVALID_FIELD', field: 'handoff' });
