@@ -128,7 +128,7 @@ export async function openFloor(requesters: number): Promise<Floor> {
       conns.push(conn);
       conn.on('error', () => {});
       const ch: ConfirmChannel = await conn.createConfirmChannel();
-      const replyQueue = replyDestination(`floor-${i}`, 'x', prefix);
+      const replyQueue = replyDestination('guest', `floor-${i}`, 'x', prefix);
       replyQueues.push(replyQueue);
       await ch.assertQueue(replyQueue, { durable: true, exclusive: false, autoDelete: false, arguments: { 'x-expires': 60_000 } });
       await ch.prefetch(PREFETCH);

@@ -17,6 +17,7 @@ export const ERROR_CODES = {
   LIMIT_OUT_OF_RANGE: { retriable: false, text: 'semaphore limit is out of range' },
   PERMITS_OUT_OF_RANGE: { retriable: false, text: 'permits is out of range or above the limit' },
   WRONG_PARTITION: { retriable: false, text: 'request reached a partition that does not own the lock' },
+  FORBIDDEN: { retriable: false, text: 'refused because of who sent it or where it wants answers (docs/security.md)' },
   // State: the request is well formed but conflicts with what the coordinator knows.
   KIND_MISMATCH: { retriable: false, text: 'lock is in use as another kind (mutex, rwlock, semaphore)' },
   LIMIT_MISMATCH: { retriable: false, text: 'semaphore is in use with another limit' },
@@ -25,6 +26,7 @@ export const ERROR_CODES = {
   NOT_WAITING: { retriable: false, text: 'no waiting request with that id' },
   IDEMPOTENCY_CONFLICT: { retriable: false, text: 'request id reused with a different payload' },
   CANCELLED: { retriable: false, text: 'the waiting request was cancelled' },
+  QUOTA_EXCEEDED: { retriable: false, text: "the sender's principal is at a quota on this partition (field says which)" },
   // Backpressure and timing: try again later.
   LOCK_BUSY: { retriable: true, text: 'lock is held or has waiters (try-lock)' },
   QUEUE_FULL: { retriable: true, text: 'too many waiters on this lock' },
@@ -32,6 +34,7 @@ export const ERROR_CODES = {
   TOO_MANY_HOLDS: { retriable: true, text: 'this session holds the maximum number of locks' },
   TOO_MANY_WAITS: { retriable: true, text: 'this session has the maximum number of waiting requests' },
   TOO_MANY_SESSIONS: { retriable: true, text: 'the partition has the maximum number of sessions' },
+  RATE_LIMITED: { retriable: true, text: "the sender's principal sends faster than its rate; retry after retryAfterMs" },
   NO_SESSION: { retriable: true, text: 'the session is unknown or expired; open a new one' },
   SHUTTING_DOWN: { retriable: true, text: 'the coordinator is shutting down' },
   // Raised by the SDK only, never sent by a coordinator.

@@ -46,3 +46,15 @@ const HAND_OFF_PROOF = /^[A-Za-z0-9_-]{22}$/;
 export function isHandOffProof(value: unknown): value is string {
   return typeof value === 'string' && HAND_OFF_PROOF.test(value);
 }
+
+/**
+ * A principal: the name a broker or a key vouches for (a RabbitMQ user, docs/security.md §5).
+ * No `.` (so `<prefix>.replies.<principal>.` is never a prefix of another principal's names) and
+ * no regex metacharacters (principals appear in broker permission patterns).
+ */
+const PRINCIPAL = /^[A-Za-z0-9_-]{1,64}$/;
+
+/** True for a name that may be a principal. */
+export function isPrincipal(value: unknown): value is string {
+  return typeof value === 'string' && PRINCIPAL.test(value);
+}

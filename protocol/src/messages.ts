@@ -25,6 +25,14 @@ export interface RequestBase {
    * (a waiting or granted acquire is still answered with its current state).
    */
   readonly settled?: number;
+  /**
+   * Never on the wire (the decoder refuses it like any unknown field): who sent the request, as
+   * the transport vouches for it (RabbitMQ's validated `user_id`), set by the coordinator's
+   * runtime after decoding and journaled with the request. Sessions belong to a principal: one
+   * principal's request can never name another's session (docs/security.md §5.3). Absent when
+   * the coordinator runs with identity off; the core treats that as the principal `""`.
+   */
+  readonly principal?: string;
 }
 
 export interface OpenRequest extends RequestBase {
@@ -183,6 +191,8 @@ export interface ErrorReply extends ReplyBase {
    * worker can learn the count (an integer within the `partitions` range of an `open`).
    */
   readonly partitions?: number;
+  /** On `RATE_LIMITED` only: how long the sender should wait before sending again, in ms. */
+  readonly retryAfterMs?: number;
 }
 /**
  * Unsolicited: a hold this session had is gone: its lease or its session expired, or the

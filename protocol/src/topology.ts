@@ -9,14 +9,43 @@ export function requestDestination(partition: number, prefix: string = TOPOLOGY_
   return `${prefix}.requests.${partition}`;
 }
 
+/**
+ * Where workers publish requests, with the partition number as routing key (RabbitMQ: a direct
+ * exchange bound to every request queue). Workers never write to the default exchange, which
+ * would let them write into any queue (docs/security.md §5.4).
+ */
+export function requestExchange(prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.requests`;
+}
+
+/**
+ * Where a holder publishes a forwarded grant, with the successor's reply address as routing key
+ * (RabbitMQ: a direct exchange each reply queue binds under its own name).
+ */
+export function forwardExchange(prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.forwards`;
+}
+
 /** Where poison requests go. */
 export function deadLetterDestination(prefix: string = TOPOLOGY_PREFIX): string {
   return `${prefix}.dead-letter`;
 }
 
-/** A worker's own reply destination; `instance` keeps two clients with one worker id apart. */
-export function replyDestination(workerId: string, instance: string, prefix: string = TOPOLOGY_PREFIX): string {
-  return `${prefix}.replies.${workerId}.${instance}`;
+/**
+ * The start of every reply address of `principal`: a coordinator that checks identity answers
+ * only to addresses under it (docs/security.md §5.3). Principals have no `.`, so one principal's
+ * namespace is never a prefix of another's.
+ */
+export function replyNamespace(principal: string, prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.replies.${principal}.`;
+}
+
+/**
+ * A worker's own reply destination, inside its principal's namespace; `instance` keeps two
+ * clients with one worker id apart.
+ */
+export function replyDestination(principal: string, workerId: string, instance: string, prefix: string = TOPOLOGY_PREFIX): string {
+  return `${replyNamespace(principal, prefix)}${workerId}.${instance}`;
 }
 
 /**

@@ -3,6 +3,7 @@ import { AmqpTransportError } from '@lockq/protocol/amqp';
 import { backoffMs } from '@lockq/protocol';
 import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
+import type { BatchHandler } from './types.js';
 
 /** What a partition needs from its transport. */
 export interface PartitionHost {
@@ -14,8 +15,6 @@ export interface PartitionHost {
   /** False once the transport is closing: nothing starts consuming again. */
   readonly isOpen: () => boolean;
 }
-
-export type BatchHandler = (batch: readonly Uint8Array[]) => Promise<void>;
 
 /** One channel and its consumer; replaced when the channel is lost or a batch rejected. */
 interface Consumer {

@@ -8,9 +8,9 @@ import {
   resolveAmqpLinkOptions,
 } from '@lockq/protocol/amqp';
 import type { Logger } from 'pino';
-import { AmqpPartition, type BatchHandler, type PartitionHost } from './amqp-partition.js';
+import { AmqpPartition, type PartitionHost } from './amqp-partition.js';
 import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
-import type { Outbound, ServerTransport } from './types.js';
+import type { BatchHandler, Outbound, ServerTransport } from './types.js';
 
 /**
  * Options of {@link AmqpServerTransport}; the connection settings are {@link AmqpLinkOptions}.

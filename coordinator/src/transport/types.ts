@@ -28,7 +28,7 @@ export interface ServerTransport {
    * Rejects when the broker cannot be reached, or when this transport already consumes
    * `partition`.
    */
-  consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>, onLost?: () => void): Promise<void>;
+  consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void>;
   /**
    * Publishes replies, in order, and resolves once the broker has accepted every one of them.
    * A reply to an address nobody consumes any more is accepted and dropped.
@@ -55,6 +55,15 @@ export interface ServerTransport {
   /** Stops consuming every partition as `stopConsuming` does, then disconnects. Idempotent. */
   close(): Promise<void>;
 }
+
+/**
+ * One partition's batch handler. `principals[i]`, when the transport can vouch for senders, is
+ * who sent `batch[i]` as the broker validated it (RabbitMQ: the `user_id` property, which the
+ * broker checks against the publishing connection's user), or undefined when that message
+ * carries no vouched sender. A transport that vouches for nobody passes no `principals`
+ * (docs/security.md §5).
+ */
+export type BatchHandler = (batch: readonly Uint8Array[], principals?: readonly (string | undefined)[]) => Promise<void>;
 
 /** One reply: `body` for the reply address `to` (a request's `replyTo`). */
 export interface Outbound {

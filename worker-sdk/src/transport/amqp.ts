@@ -66,7 +66,7 @@ export class AmqpClientTransport implements ClientTransport {
     const link = resolveAmqpLinkOptions(options, `lockq worker ${options.workerId}/${options.instance}`);
     this.#replyExpiresMs = checkInteger('replyExpiresMs', options.replyExpiresMs ?? DEFAULT_REPLY_EXPIRES_MS, 1);
     this.#prefix = options.prefix ?? TOPOLOGY_PREFIX;
-    this.replyAddress = replyDestination(options.workerId, options.instance, this.#prefix);
+    this.replyAddress = replyDestination(options.principal ?? 'guest', options.workerId, options.instance, this.#prefix);
     this.#log = options.logger?.child({ component: 'amqp-client-transport', replyAddress: this.replyAddress });
     this.#link = new AmqpLink(
       link,

@@ -8,7 +8,7 @@ export class MemoryClientTransport implements ClientTransport {
 
   constructor(broker: MemoryBroker, options: ClientTransportOptions) {
     this.#broker = broker;
-    this.replyAddress = replyDestination(options.workerId, options.instance, options.prefix);
+    this.replyAddress = replyDestination(options.principal ?? 'local', options.workerId, options.instance, options.prefix);
   }
 
   async open(handlers: ClientTransportHandlers): Promise<void> {

@@ -37,16 +37,31 @@ export interface ClientTransport {
 }
 
 export interface ClientTransportHandlers {
-  /** Replies in arrival order, at least once: after a reconnect one may come again. */
-  onReply(body: Uint8Array): void;
+  /**
+   * Replies in arrival order, at least once: after a reconnect one may come again. `origin` says
+   * who the broker says published it, where the transport can tell (RabbitMQ: the exchange it
+   * came through): `'coordinator'` for what only a coordinator can publish, `'forward'` for a
+   * hand-off another worker forwarded. Absent when the transport cannot tell (docs/security.md §6.2).
+   */
+  onReply(body: Uint8Array, origin?: ReplyOrigin): void;
   /** The connection was re-established and replies flow again; requests in flight may be lost and must be sent again. */
   onReconnect?(): void;
   /** A failure the transport could not recover from by itself, e.g. it gave up reconnecting (`reconnect.attempts`). */
   onError?(error: Error): void;
 }
 
+/** Who published a reply, as far as the transport can tell (see `onReply`). */
+export type ReplyOrigin = 'coordinator' | 'forward';
+
 /** Options every client transport accepts. */
 export interface ClientTransportOptions {
+  /**
+   * Who this client is to the coordinator (docs/security.md §5): the broker user it connects as
+   * (RabbitMQ: the URL's user, `guest` without one). Set it only when the broker cannot tell from
+   * the URL (certificate login). `[A-Za-z0-9_-]{1,64}`. Its reply address lies in this
+   * principal's namespace.
+   */
+  readonly principal?: string;
   readonly workerId: string;
   /** Unique per client instance, so two clients with one worker id have separate reply queues. */
   readonly instance: string;
