@@ -104,6 +104,7 @@ const isRefusal = (outcome: PublishOutcome) => outcome !== 'confirmed' && outcom
  * ```
  */
 export class AmqpServerTransport implements ServerTransport {
+  readonly prefix: string;
   readonly #link: AmqpLink;
   readonly #prefix: string;
   readonly #host: PartitionHost;
@@ -116,6 +117,7 @@ export class AmqpServerTransport implements ServerTransport {
   constructor(options: AmqpServerTransportOptions) {
     const link = resolveAmqpLinkOptions(options, 'lockq coordinator');
     this.#prefix = options.prefix ?? TOPOLOGY_PREFIX;
+    this.prefix = this.#prefix;
     this.#deadLetters = resolveDeadLetterBounds(options);
     this.#log = options.logger?.child({ component: 'amqp-server-transport' });
     const { onReconnect, onError } = options;

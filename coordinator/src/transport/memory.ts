@@ -1,4 +1,4 @@
-import type { MemoryBroker } from '@lockq/protocol';
+import { type MemoryBroker, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
 import type { Outbound, ServerTransport } from './types.js';
 
@@ -8,11 +8,13 @@ import type { Outbound, ServerTransport } from './types.js';
  * `deadLetterBodyBytes` (the list has no place for the original length).
  */
 export class MemoryServerTransport implements ServerTransport {
+  readonly prefix: string;
   readonly #broker: MemoryBroker;
   readonly #deadLetters: Required<DeadLetterBounds>;
   readonly #handlers = new Map<number, (batch: readonly Uint8Array[]) => Promise<void>>();
 
-  constructor(broker: MemoryBroker, options: DeadLetterBounds = {}) {
+  constructor(broker: MemoryBroker, options: DeadLetterBounds & { readonly prefix?: string } = {}) {
+    this.prefix = options.prefix ?? TOPOLOGY_PREFIX;
     this.#broker = broker;
     this.#deadLetters = resolveDeadLetterBounds(options);
   }

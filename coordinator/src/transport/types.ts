@@ -11,6 +11,12 @@
  */
 export interface ServerTransport {
   /**
+   * The prefix of every destination name (`@lockq/protocol`'s topology): a coordinator that checks
+   * identity answers only to reply addresses under `replyNamespace(principal, prefix)`.
+   * @defaultValue `'lockq'`
+   */
+  readonly prefix?: string;
+  /**
    * Starts consuming the request destination of `partition` (declaring it as the broker needs).
    * Requests come in the order the broker holds them, each at least once. `onBatch` gets the
    * requests delivered since the last batch, in order; it is never called concurrently for one
