@@ -194,11 +194,12 @@ describe('end to end over the memory transport', () => {
 
   it('answers bad input with a code, dead-letters what it cannot answer, and keeps serving', async () => {
     const replies: unknown[] = [];
-    broker.subscribeReplies('raw', (body) => replies.push(JSON.parse(Buffer.from(body).toString())));
-    broker.publishRequest(0, Buffer.from('{not json'));
-    broker.publishRequest(0, Buffer.from(JSON.stringify({ v: 1, op: 'explode', id: 'x1', replyTo: 'raw' })));
-    broker.publishRequest(0, Buffer.from('x'.repeat(10_000)));
-    broker.publishRequest(0, encode({ v: 1, op: 'acquire', id: 'x2', worker: 'w', session: 's', replyTo: 'raw', lock: 'a b', ttlMs: 10, waitMs: 0 } as never));
+    const raw = 'lockq.replies.local.raw';
+    broker.subscribeReplies(raw, (body) => replies.push(JSON.parse(Buffer.from(body).toString())));
+    broker.publishRequest(0, Buffer.from('{not json'), 'local');
+    broker.publishRequest(0, Buffer.from(JSON.stringify({ v: 1, op: 'explode', id: 'x1', replyTo: raw })), 'local');
+    broker.publishRequest(0, Buffer.from('x'.repeat(10_000)), 'local');
+    broker.publishRequest(0, encode({ v: 1, op: 'acquire', id: 'x2', worker: 'w', session: 's', replyTo: raw, lock: 'a b', ttlMs: 10, waitMs: 0 } as never), 'local');
     const a = await client('a');
     const lease = await a.acquire('still-works');
     expect(lease.token).toBeGreaterThan(0);
@@ -209,6 +210,31 @@ describe('end to end over the memory transport', () => {
     ]);
     expect(broker.deadLetters.map((d) => d.code)).toEqual(['MALFORMED', 'MESSAGE_TOO_LARGE']);
     expect(coordinator.counts().get(0)).toMatchObject({ holds: 1, waiters: 0 });
+  });
+
+  it('refuses a request with no principal, or wanting answers outside its principal, unanswered and changing nothing', async () => {
+    const replies: unknown[] = [];
+    for (const address of ['lockq.replies.local.mine', 'lockq.replies.other.theirs']) {
+      broker.subscribeReplies(address, (body) => replies.push(JSON.parse(Buffer.from(body).toString())));
+    }
+    const acquire = (id: string, replyTo: string) =>
+      encode({ v: 1, op: 'open', id, worker: 'w', session: `s-${id}`, replyTo, sessionTtlMs: 10_000, partitions: 1 } as never);
+    broker.publishRequest(0, acquire('anonymous', 'lockq.replies.local.mine'));
+    broker.publishRequest(0, acquire('elsewhere', 'lockq.replies.other.theirs'), 'local');
+    // Bad input wanting its error elsewhere is refused the same way: the error would be the redirection.
+    broker.publishRequest(0, Buffer.from(JSON.stringify({ v: 1, op: 'explode', id: 'x3', replyTo: 'lockq.replies.other.theirs' })), 'local');
+    broker.publishRequest(0, acquire('not-a-principal', 'lockq.replies.a.b.mine'), 'a.b');
+    broker.publishRequest(0, acquire('mine', 'lockq.replies.local.mine'), 'local');
+    await waitFor(() => replies.length === 1, 'the one answer');
+    expect(replies).toMatchObject([{ type: 'opened', re: 'mine' }]);
+    expect(broker.deadLetters.map((d) => d.code)).toEqual(['FORBIDDEN', 'FORBIDDEN', 'FORBIDDEN', 'FORBIDDEN']);
+    expect(coordinator.counts().get(0)).toMatchObject({ sessions: 1 });
+    expect(coordinator.stats.partition(0).forbidden).toEqual(
+      new Map([
+        ['principal', 2],
+        ['reply-address', 2],
+      ]),
+    );
   });
 
   it('a coordinator without a durable store tells holders and waiters when it stops', async () => {

@@ -32,6 +32,8 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
       own: s.ownPartitions ?? 'all',
       prefix: s.prefix,
       maxQueueLength: s.maxQueueLength ?? 'unbounded',
+      identity: s.identity,
+      principalRate: s.principalRate ?? 'none',
     },
     'coordinator starting',
   );
@@ -72,6 +74,8 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
       logger: o.logger,
       observer: metrics,
       ...(handOffSecret === undefined ? {} : { handOffSecret }),
+      identity: s.identity,
+      ...(s.principalRate === undefined ? {} : { principalRate: { perSecond: s.principalRate, burst: 2 * s.principalRate } }),
     });
     const first = await Promise.race([starting, o.stopRequested]);
     if (typeof first === 'string') {

@@ -28,7 +28,7 @@ export async function openServerTransport(
     // inside this process can reach it.
     // memory: has no request queue to bound (--max-queue-length applies to brokers only).
     const bounds = s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength };
-    return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), bounds);
+    return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), { ...bounds, prefix: s.prefix });
   }
   const { AmqpServerTransport } = await import('@lockq/coordinator');
   return new AmqpServerTransport({

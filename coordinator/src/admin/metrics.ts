@@ -37,7 +37,7 @@ interface PartitionSeries {
   readonly holdS: HistogramSeries;
 }
 
-type StatName = Exclude<keyof PartitionStats, 'errors' | 'count'>;
+type StatName = Exclude<keyof PartitionStats, 'errors' | 'forbidden' | 'count'>;
 
 /**
  * Prometheus metrics of one coordinator, in a registry of its own (so several coordinators in
@@ -124,6 +124,18 @@ export class CoordinatorMetrics implements CoordinatorObserver {
     gauge('lockq_last_token', 'Highest fencing token issued.', (c) => c.lastToken);
     total('lockq_dead_lettered_total', 'Requests parked on the dead-letter destination.', 'deadLettered');
     total('lockq_rejected_total', 'Requests the codec refused (answered with an error or dead-lettered).', 'rejected');
+    total('lockq_dead_letters_skipped_total', 'Refused requests acked without parking them (the dead-letter rate was used up).', 'deadLettersSkipped');
+    total('lockq_rate_limited_total', "Requests dropped over their principal's rate (RATE_LIMITED).", 'rateLimited');
+    new Counter({
+      name: 'lockq_forbidden_total',
+      help: 'Requests refused FORBIDDEN before the core: no vouched principal, or a reply address outside its namespace.',
+      labelNames: ['partition', 'reason'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [p, t] of partitions()) for (const [reason, n] of t.forbidden) this.inc({ partition: String(p), reason }, n);
+      },
+    });
     total('lockq_replies_refused_total', 'Replies the transport refused for good (an address it cannot carry); dropped.', 'repliesRefused');
 
     if (options.processMetrics === true) collectDefaultMetrics({ register: registry });

@@ -1,10 +1,11 @@
-import { checkInteger, DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES } from '@lockq/protocol';
+import { checkInteger, DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import { pino, type Logger } from 'pino';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
 import { MemoryStore } from '../store/index.js';
 import type { StateStore } from '../store/types.js';
 import type { ServerTransport } from '../transport/types.js';
 import type { Decision } from '../core/index.js';
+import { Admission, type Identity, type PrincipalRate } from './admission.js';
 import { HandOffProofs } from './hand-off-proof.js';
 
 /**
@@ -60,6 +61,21 @@ export interface CoordinatorOptions {
    * waits for the new term's own grant. @defaultValue random, per process
    */
   readonly handOffSecret?: Uint8Array | string;
+  /**
+   * `required`: every request must carry a principal the transport vouches for (RabbitMQ: the
+   * validated `user_id` property) and a reply address in that principal's namespace, else it is
+   * dead-lettered `FORBIDDEN`; sessions belong to their principal. `off`: everyone who can publish
+   * is one principal (docs/security.md §5). @defaultValue `'required'`
+   */
+  readonly identity?: Identity;
+  /**
+   * Requests a second one principal may send to one partition (a token bucket holding up to
+   * `burst`); beyond it requests are dropped before they are decoded, and at most one in
+   * 100 ms is answered `RATE_LIMITED` with `retryAfterMs`. Set it when principals are per worker
+   * or per service (`lockq setup-broker`); with one shared principal it would limit everyone
+   * together. @defaultValue none
+   */
+  readonly principalRate?: PrincipalRate;
 }
 
 export interface ResolvedCoordinatorOptions {
@@ -78,6 +94,8 @@ export interface ResolvedCoordinatorOptions {
   readonly standbyPauseMs: number;
   readonly stallMs: number;
   readonly handOffProofs: HandOffProofs;
+  /** A new door for one partition (each partition counts its own rates). */
+  readonly admission: () => Admission;
 }
 
 /** Validates options, naming the bad field, fills in defaults and freezes the result. */
@@ -101,6 +119,14 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   checkInteger('stallMs', stallMs, 1, 1_000_000_000);
   const secret = options.handOffSecret;
   if (secret !== undefined && secret.length < 16) throw new RangeError('handOffSecret: must be at least 16 bytes');
+  const identity = options.identity ?? 'required';
+  if (identity !== 'required' && identity !== 'off') throw new RangeError(`identity: expected 'required' or 'off', got ${JSON.stringify(identity)}`);
+  const rate = options.principalRate;
+  if (rate !== undefined) {
+    checkInteger('principalRate.perSecond', rate.perSecond, 1, 1_000_000_000);
+    checkInteger('principalRate.burst', rate.burst, 1, 1_000_000_000);
+  }
+  const prefix = options.transport.prefix ?? TOPOLOGY_PREFIX;
   return Object.freeze({
     transport: options.transport,
     store: options.store ?? new MemoryStore(),
@@ -117,5 +143,6 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
     standbyPauseMs,
     stallMs,
     handOffProofs: new HandOffProofs(secret),
+    admission: () => new Admission(identity, prefix, rate ?? null),
   });
 }

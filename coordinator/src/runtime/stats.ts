@@ -1,4 +1,5 @@
 import type { Decision } from '../core/index.js';
+import type { ForbiddenReason } from './admission.js';
 
 /** What one partition has done: plain counters, cheap to bump on the hot path. */
 export class PartitionStats {
@@ -7,6 +8,10 @@ export class PartitionStats {
   /** Requests refused by the codec (answered with an error or dead-lettered). */
   rejected = 0;
   deadLettered = 0;
+  /** Refused requests acked without parking them: the dead-letter rate was used up (a flood). */
+  deadLettersSkipped = 0;
+  /** Requests dropped over their principal's rate (`RATE_LIMITED`), answered or not. */
+  rateLimited = 0;
   /** Replies the transport refused for good (an address it cannot carry): dropped, not retried. */
   repliesRefused = 0;
   grants = 0;
@@ -18,6 +23,8 @@ export class PartitionStats {
   sessionExpiries = 0;
   /** Error answers by code; codes are a closed set, so this stays small. */
   readonly errors = new Map<string, number>();
+  /** Requests refused `FORBIDDEN` before the core, by reason (a closed set). */
+  readonly forbidden = new Map<ForbiddenReason, number>();
 
   count(decisions: readonly Decision[]): void {
     for (const d of decisions) {
@@ -46,7 +53,7 @@ export class PartitionStats {
   }
 }
 
-type Counter = Exclude<keyof PartitionStats, 'errors' | 'count'>;
+type Counter = Exclude<keyof PartitionStats, 'errors' | 'forbidden' | 'count'>;
 
 /**
  * Counters a coordinator keeps per partition, for its demo line, its metrics (read at scrape
