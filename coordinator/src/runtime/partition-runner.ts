@@ -1,12 +1,15 @@
-import { backoffMs, decodeRequest, encodeReply, type LockView, type ReplyBody, type Request, type RetryPolicy } from '@lockq/protocol';
+import { backoffMs, decodeRequest, encodeReply, ERROR_CODES, grantMac, type LockView, type ReplyBody, type Request, type RetryPolicy } from '@lockq/protocol';
 import type { Logger } from 'pino';
 import { type Decision, LockCore } from '../core/index.js';
 import { StoreUnavailableError } from '../errors.js';
 import { type JournalEntry, StaleEpochError } from '../store/types.js';
-import { type Outbound, publishRefusal } from '../transport/types.js';
+import { type BatchHandler, type Outbound, publishRefusal } from '../transport/types.js';
+import type { Admission, ForbiddenReason } from './admission.js';
 import type { ResolvedCoordinatorOptions } from './options.js';
 import type { PartitionStats } from './stats.js';
 
+/** A partition logs refused senders at warn at most this often, with the count since. */
+const FORBIDDEN_LOG_GAP_MS = 60_000;
 const STORE_RETRY: RetryPolicy = { initialMs: 50, maxMs: 2000, factor: 2, attempts: Number.POSITIVE_INFINITY };
 
 /** A partition that has left work unanswered for `stallMs` or longer, as `/readyz` reports it. */
@@ -53,10 +56,14 @@ export class PartitionRunner {
   #timer: NodeJS.Timeout | undefined;
   #timerAt = Number.POSITIVE_INFINITY;
   #stopped = false;
+  readonly #admission: Admission;
+  #forbiddenLoggedAt = Number.NEGATIVE_INFINITY;
+  #forbiddenSinceLog = 0;
 
   constructor(partition: number, opts: ResolvedCoordinatorOptions, stats: PartitionStats, log: Logger) {
     this.partition = partition;
     this.#opts = opts;
+    this.#admission = opts.admission();
     this.#stats = stats;
     this.#log = log;
   }
@@ -115,9 +122,9 @@ export class PartitionRunner {
   };
 
   /** The transport's batch handler: runs after anything already queued on this partition. */
-  readonly onBatch = (batch: readonly Uint8Array[]): Promise<void> => {
+  readonly onBatch: BatchHandler = (batch, principals) => {
     this.#unansweredSince ??= this.#opts.clock();
-    return this.#serial(() => this.#decideDurably(batch));
+    return this.#serial(() => this.#decideDurably(batch, principals));
   };
 
   /**
@@ -126,11 +133,11 @@ export class PartitionRunner {
    * outage would dead-letter good requests. Meanwhile the prefetch bound holds the rest back.
    * A fenced coordinator, a broker failure or a lost consumer still returns the batch.
    */
-  async #decideDurably(batch: readonly Uint8Array[]): Promise<void> {
+  async #decideDurably(batch: readonly Uint8Array[], principals: readonly (string | undefined)[] | undefined): Promise<void> {
     const losses = this.#consumerLosses;
     for (let attempt = 0; ; attempt++) {
       try {
-        await this.#decideBatch(batch);
+        await this.#decideBatch(batch, principals);
         return;
       } catch (err) {
         this.#failures++;
@@ -198,30 +205,51 @@ export class PartitionRunner {
     return core;
   }
 
-  async #decideBatch(batch: readonly Uint8Array[]): Promise<void> {
+  async #decideBatch(batch: readonly Uint8Array[], principals: readonly (string | undefined)[] | undefined): Promise<void> {
     const core = this.#core ?? (await this.#claimOrFail());
     const now = this.#now();
+    const clock = this.#opts.clock();
+    const door = this.#admission;
     const out: Decision[] = [];
     /** What reached the core and may have changed it: the journal entry's requests. */
     const fed: Request[] = [];
     const poison: { body: Uint8Array; code: string }[] = [];
     const debug = this.#log.isLevelEnabled('debug');
-    this.#stats.batches++;
-    this.#stats.requests += batch.length;
-    for (const body of batch) {
+    const stats = this.#stats;
+    stats.batches++;
+    stats.requests += batch.length;
+    for (let i = 0; i < batch.length; i++) {
+      const body = batch[i] as Uint8Array;
+      // Who sent it, before a byte of it is read: a flood costs a lookup per message.
+      const sender = door.sender(principals?.[i], clock);
+      if (!sender.admit) {
+        if ('forbidden' in sender) this.#forbid(sender.forbidden, principals?.[i], body, poison);
+        else this.#rateLimited(sender.reply, sender.retryAfterMs, principals?.[i], body, out);
+        continue;
+      }
+      const { principal } = sender;
       const decoded = decodeRequest(body, this.#opts.maxMessageBytes);
       if (!decoded.ok) {
-        this.#stats.rejected++;
-        if (decoded.replyTo !== undefined) {
+        stats.rejected++;
+        if (decoded.replyTo !== undefined && door.mayAnswer(principal, decoded.replyTo)) {
           const { code, message, field } = decoded;
           const reply = { type: 'error', re: decoded.id ?? '', code, message } as const;
           out.push({ type: 'reply', to: decoded.replyTo, body: field === undefined ? reply : { ...reply, field } });
+        } else if (decoded.replyTo !== undefined) {
+          // Answering would itself send an error into somebody else's queue.
+          this.#forbid('reply-address', principal, body, poison);
         } else {
           poison.push({ body, code: decoded.code });
         }
         if (debug) this.#log.debug({ code: decoded.code, field: decoded.field }, 'request refused');
         continue;
       }
+      if (!door.mayAnswer(principal, decoded.request.replyTo)) {
+        this.#forbid('reply-address', principal, body, poison);
+        continue;
+      }
+      // The decoder made this object for us alone: the principal goes on it, not on a copy.
+      if (principal !== undefined) (decoded.request as { principal?: string }).principal = principal;
       const before = out.length;
       // A hand-off proof is checked here, so the core and the journal see only whether it held.
       const request = this.#opts.handOffProofs.check(this.partition, decoded.request);
@@ -239,10 +267,43 @@ export class PartitionRunner {
     }
     await this.#commit(core, fed.length > 0 ? { now, requests: fed } : undefined, out, batch.length);
     // Only once the batch is committed, so a batch that fails and comes back parks nothing twice.
-    for (const p of poison) {
-      this.#stats.deadLettered++;
-      await this.#opts.transport.deadLetter(this.partition, p.body, p.code);
-    }
+    // A bounded number a second: the rest of a flood of poison is acked and only counted.
+    const parked = poison.filter(() => door.mayDeadLetter(clock));
+    stats.deadLettered += parked.length;
+    stats.deadLettersSkipped += poison.length - parked.length;
+    await Promise.all(parked.map((p) => this.#opts.transport.deadLetter(this.partition, p.body, p.code)));
+  }
+
+  /**
+   * A request refused for who sent it or where it wants answers: never answered (its reply
+   * address is not its sender's), dead-lettered `FORBIDDEN`, counted, and logged at warn at
+   * most once a minute per partition with the count since.
+   */
+  #forbid(reason: ForbiddenReason, principal: string | undefined, body: Uint8Array, poison: { body: Uint8Array; code: string }[]): void {
+    this.#stats.forbidden.set(reason, (this.#stats.forbidden.get(reason) ?? 0) + 1);
+    poison.push({ body, code: 'FORBIDDEN' });
+    this.#forbiddenSinceLog++;
+    const clock = this.#opts.clock();
+    if (clock - this.#forbiddenLoggedAt < FORBIDDEN_LOG_GAP_MS) return;
+    this.#log.warn({ reason, principal, refused: this.#forbiddenSinceLog }, 'refused requests for who sent them or where they want answers (FORBIDDEN)');
+    this.#forbiddenLoggedAt = clock;
+    this.#forbiddenSinceLog = 0;
+  }
+
+  /**
+   * A request over its principal's rate: dropped unread, unless it is the one in
+   * `RATE_LIMITED_REPLY_GAP_MS` that is answered `RATE_LIMITED` (then it is read for its id and
+   * reply address, and answered only at the principal's own address).
+   */
+  #rateLimited(reply: boolean, retryAfterMs: number, principal: string | undefined, body: Uint8Array, out: Decision[]): void {
+    this.#stats.rateLimited++;
+    if (!reply) return;
+    const decoded = decodeRequest(body, this.#opts.maxMessageBytes);
+    const id = decoded.ok ? decoded.request.id : decoded.id;
+    const replyTo = decoded.ok ? decoded.request.replyTo : decoded.replyTo;
+    if (replyTo === undefined || !this.#admission.mayAnswer(principal, replyTo)) return;
+    const { text } = ERROR_CODES.RATE_LIMITED;
+    out.push({ type: 'reply', to: replyTo, body: { type: 'error', re: id ?? '', code: 'RATE_LIMITED', message: text, retryAfterMs } });
   }
 
   async #claimOrFail(): Promise<LockCore> {
