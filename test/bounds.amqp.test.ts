@@ -15,6 +15,7 @@ import { coordinatorSettings } from '../cli/src/settings.js';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { CoordinatorProcess } from './support/processes.js';
 import { amqpRun } from './support/amqp-run.js';
+import { RAW_REQUEST } from './support/raw.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
@@ -30,7 +31,7 @@ async function publishRaw(prefix: string, bodies: readonly Buffer[]): Promise<('
     const outcomes = bodies.map(
       (body) =>
         new Promise<'ack' | 'nack'>((resolve) => {
-          ch.sendToQueue(requestDestination(0, prefix), body, { persistent: true }, (err) => resolve(err == null ? 'ack' : 'nack'));
+          ch.sendToQueue(requestDestination(0, prefix), body, RAW_REQUEST, (err) => resolve(err == null ? 'ack' : 'nack'));
         }),
     );
     return await Promise.all(outcomes);

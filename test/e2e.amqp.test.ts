@@ -21,6 +21,7 @@ import { FencedResource } from './support/fenced-resource.js';
 import { CLI, CoordinatorProcess, killAll, WORKER, WorkerProcess } from './support/processes.js';
 import { closeConnections, deleteTopology, listConnections, rabbitmqctlWorks } from './support/rabbitmq.js';
 import { TcpProxy } from './support/tcp-proxy.js';
+import { RAW_REQUEST, rawReplyQueue } from './support/raw.js';
 import { elapse, waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
@@ -83,7 +84,7 @@ afterEach(async () => {
 });
 afterAll(async () => {
   if (rabbit && prefixes.length > 0) {
-    const known = prefixes.flatMap((p) => [requestDestination(0, p), deadLetterDestination(p), `${p}.test-replies`]);
+    const known = prefixes.flatMap((p) => [requestDestination(0, p), deadLetterDestination(p), rawReplyQueue(p, 'tester')]);
     await deleteTopology(RUN, prefixes, known);
   }
 });
@@ -265,7 +266,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
     const conn = await connect(AMQP_URL);
     try {
       const ch = await conn.createConfirmChannel();
-      const replyTo = `${prefix}.test-replies`;
+      const replyTo = rawReplyQueue(prefix, 'tester');
       await ch.assertQueue(replyTo, { exclusive: true });
       const replies: Record<string, unknown>[] = [];
       await ch.consume(replyTo, (msg) => msg !== null && replies.push(JSON.parse(msg.content.toString('utf8'))), { noAck: true });
@@ -283,7 +284,7 @@ describe.skipIf(!rabbit)('end to end on RabbitMQ: a coordinator process and work
       );
       expect(oversized.byteLength).toBeGreaterThan(4096);
       const queue = requestDestination(0, prefix);
-      for (const body of [notJson, oversized, unknownOp, badName, badNameNoReply]) ch.sendToQueue(queue, body, { persistent: true });
+      for (const body of [notJson, oversized, unknownOp, badName, badNameNoReply]) ch.sendToQueue(queue, body, RAW_REQUEST);
       await ch.waitForConfirms();
       expect(workers.every((w) => w.events('done').length === 0)).toBe(true); // in the middle of the run
 

@@ -19,16 +19,19 @@ import { describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { CoordinatorProcess } from './support/processes.js';
 import { amqpRun } from './support/amqp-run.js';
+import { RAW_PRINCIPAL, rawReplyQueue } from './support/raw.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 
 const SEED = Number(process.env.LOCKQ_FC_SEED ?? 0xf0a9);
 const MESSAGES = Number(process.env.LOCKQ_FUZZ_MESSAGES ?? 400);
-const run = amqpRun('fuzz', { rabbit, extraQueues: (prefix) => [`${prefix}.fuzz-replies`] });
+const run = amqpRun('fuzz', { rabbit, extraQueues: (prefix) => [rawReplyQueue(prefix, 'fuzz')] });
 const PREFIX = run.prefix();
-/** Where the garbage asks to be answered: a queue of this test's own. */
-const REPLIES = `${PREFIX}.fuzz-replies`;
+/** Where the garbage asks to be answered: a queue of this test's own, in guest's reply namespace. */
+const REPLIES = rawReplyQueue(PREFIX, 'fuzz');
+/** Every ninth message goes without `user_id`: refused FORBIDDEN unread, whatever it holds. */
+const anonymous = (i: number) => i % 9 === 4;
 
 
 // ---- the garbage ---------------------------------------------------------------------------------
@@ -112,7 +115,7 @@ describe.skipIf(!rabbit)('garbage on a request queue, beside a well-behaved work
   it(`${MESSAGES} random messages: nothing crashes, each is parked or answered with its error, the worker is always answered`, async () => {
     const messages: { body: Buffer; expected: Expected }[] = [];
     for (const body of fc.sample(garbageArb, { seed: SEED, numRuns: MESSAGES * 2 })) {
-      const expected = expectedFor(body);
+      const expected = anonymous(messages.length) ? ({ deadLetter: true } as const) : expectedFor(body);
       if (expected !== undefined && messages.length < MESSAGES) messages.push({ body, expected });
     }
     expect(messages.length).toBe(MESSAGES);
@@ -149,22 +152,28 @@ describe.skipIf(!rabbit)('garbage on a request queue, beside a well-behaved work
       for (let at = 0; at < messages.length; at += CHUNK) {
         for (const [i, m] of messages.slice(at, at + CHUNK).entries()) {
           const headers = (at + i) % 5 === 0 ? { 'x-fuzz': at + i, 'x-lockq-code': 'FORGED' } : undefined;
-          ch.sendToQueue(requestDestination(0, PREFIX), m.body, { persistent: i % 2 === 0, ...(headers === undefined ? {} : { headers }) });
+          const sender = anonymous(at + i) ? {} : { userId: RAW_PRINCIPAL };
+          ch.sendToQueue(requestDestination(0, PREFIX), m.body, { persistent: i % 2 === 0, ...sender, ...(headers === undefined ? {} : { headers }) });
         }
         await Promise.all([cycle(), ch.waitForConfirms()]);
       }
       await cycle();
 
+      // Refused unanswered: parked, or (past the partition's dead-letter rate) acked and counted.
+      const unanswered = async () => (await coord.metric('lockq_dead_lettered_total')) + (await coord.metric('lockq_dead_letters_skipped_total'));
       await waitFor(
-        async () => replies.length >= answers.length && (await coord.metric('lockq_dead_lettered_total')) >= deadLetters,
+        async () => replies.length >= answers.length && (await unanswered()) >= deadLetters,
         () => `${answers.length} error replies (got ${replies.length}) and ${deadLetters} dead letters`,
         { timeoutMs: 20_000 },
       );
       expect(replies.map((r) => `${String(r.re)} ${r.type === 'error' ? String(r.code) : `(${String(r.type)})`}`).sort()).toEqual(answers);
-      expect(await coord.metric('lockq_dead_lettered_total')).toBe(deadLetters);
+      expect(await unanswered()).toBe(deadLetters);
+      expect(await coord.metric('lockq_forbidden_total')).toBe(messages.filter((_, i) => anonymous(i)).length);
       // Parked on the dead-letter queue, each one (bodies may be cut short there; see protocol §16.2).
-      await waitFor(async () => (await ch.checkQueue(deadLetterDestination(PREFIX))).messageCount === deadLetters, `${deadLetters} dead letters parked`);
-      const refusedByCodec = messages.filter((m) => !decodeRequest(m.body, DEFAULT_MAX_MESSAGE_BYTES).ok).length;
+      const parked = await coord.metric('lockq_dead_lettered_total');
+      expect(parked).toBeGreaterThan(deadLetters / 2);
+      await waitFor(async () => (await ch.checkQueue(deadLetterDestination(PREFIX))).messageCount === parked, `${parked} dead letters parked`);
+      const refusedByCodec = messages.filter((m, i) => !anonymous(i) && !decodeRequest(m.body, DEFAULT_MAX_MESSAGE_BYTES).ok).length;
       expect(await coord.metric('lockq_rejected_total')).toBe(refusedByCodec);
       expect(cycles).toBe(Math.ceil(MESSAGES / CHUNK) + 1);
 

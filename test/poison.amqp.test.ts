@@ -16,6 +16,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { AMQP_URL, REDIS_URL, requireRabbit, requireRedis } from './support/brokers.js';
 import { CoordinatorProcess } from './support/processes.js';
 import { amqpRun } from './support/amqp-run.js';
+import { RAW_REQUEST } from './support/raw.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
@@ -59,7 +60,7 @@ async function publishRaw(prefix: string, body: Buffer): Promise<void> {
   const conn = await connect(AMQP_URL);
   try {
     const ch = await conn.createConfirmChannel();
-    ch.sendToQueue(requestDestination(0, prefix), body, { persistent: true });
+    ch.sendToQueue(requestDestination(0, prefix), body, RAW_REQUEST);
     await ch.waitForConfirms();
   } finally {
     await conn.close();

@@ -1,6 +1,6 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
-import { deadLetterDestination } from '@lockq/protocol';
+import { deadLetterDestination, forwardExchange, requestExchange } from '@lockq/protocol';
 import { connect } from 'amqplib';
 import { AMQP_URL } from './brokers.js';
 
@@ -58,7 +58,7 @@ export async function queuesStartingWith(prefix: string): Promise<string[]> {
 /**
  * Deletes what a run made: the queues whose names start with `runPrefix` (found with rabbitmqctl
  * when it works, so the reply queues of killed workers go too), the ones listed in `known`, and
- * the dead-letter exchange of every topology prefix in `prefixes`.
+ * the dead-letter, request and forward exchanges of every topology prefix in `prefixes`.
  */
 export async function deleteTopology(runPrefix: string, prefixes: readonly string[], known: readonly string[]): Promise<void> {
   const listed = await queuesStartingWith(runPrefix).catch(() => [] as string[]);
@@ -66,7 +66,7 @@ export async function deleteTopology(runPrefix: string, prefixes: readonly strin
   try {
     const ch = await conn.createChannel();
     for (const q of new Set([...listed, ...known])) await ch.deleteQueue(q);
-    for (const p of prefixes) await ch.deleteExchange(deadLetterDestination(p));
+    for (const p of prefixes) for (const x of [deadLetterDestination(p), requestExchange(p), forwardExchange(p)]) await ch.deleteExchange(x);
     await ch.close();
   } finally {
     await conn.close();
