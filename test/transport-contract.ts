@@ -1,10 +1,14 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import type { ClientTransport } from '@lockq/worker-sdk/transport';
+import type { ClientTransport, ReplyOrigin } from '@lockq/worker-sdk/transport';
 import { publishRefusal, type ServerTransport } from '../coordinator/src/transport/index.js';
 import { elapse, waitFor } from './support/wait-for.js';
 
 /** A fresh, isolated topology on one adapter: what the contract needs to drive it. */
 export interface TransportUnderTest {
+  /** The topology prefix of the clients' and servers' names. */
+  readonly prefix: string;
+  /** The principal the broker vouches for in the clients' requests (RabbitMQ: the connection's user). */
+  readonly principal: string;
   /** A client; the same `workerId` always gives the same reply address (same instance). */
   client(workerId: string): ClientTransport;
   /** A server on the same topology; several may exist (a standby, a successor). */
@@ -23,6 +27,8 @@ export const dec = (body: Uint8Array): string => decoder.decode(body);
 export interface Collected {
   readonly messages: string[];
   readonly batches: string[][];
+  /** Beside `messages`: the principal the transport gave for each. */
+  readonly principals: (string | undefined)[];
 }
 
 /** Consumes `partition` on `server`, recording every batch as text. */
@@ -31,12 +37,13 @@ export async function collect(
   partition: number,
   each?: (batch: readonly string[]) => Promise<void> | void,
 ): Promise<Collected> {
-  const got: Collected = { messages: [], batches: [] };
-  await server.consume(partition, async (batch) => {
+  const got: Collected = { messages: [], batches: [], principals: [] };
+  await server.consume(partition, async (batch, principals) => {
     const texts = batch.map(dec);
     await each?.(texts);
     got.batches.push(texts);
     got.messages.push(...texts);
+    got.principals.push(...texts.map((_, i) => principals?.[i]));
   });
   return got;
 }
@@ -126,6 +133,32 @@ export function defineTransportContract(
       expect(got.messages).toEqual(sent);
       expect(got.batches.length).toBeLessThan(sent.length);
       expect(maxActive).toBe(1);
+    });
+
+    it('hands the coordinator, beside each request, the principal it was sent as', async () => {
+      const got = await collect(server(), 0);
+      const clients = await Promise.all(['pa', 'pb'].map((id) => opened(id)));
+      for (const [k, c] of clients.entries()) await Promise.all([0, 1, 2].map((i) => c.send(0, enc(`${k}:${i}`))));
+      await waitFor(() => got.messages.length >= 6, 'all requests');
+      expect(got.principals).toEqual(got.messages.map(() => t.principal));
+      for (const c of clients) expect(c.replyAddress.startsWith(`${t.prefix}.replies.${t.principal}.`)).toBe(true);
+    });
+
+    it('says who published each reply: a coordinator, or another client’s forward', async () => {
+      const got: [string, ReplyOrigin | undefined][] = [];
+      const a = await opened('oa');
+      const b = client('ob');
+      await b.open({ onReply: (body, origin) => got.push([dec(body), origin]) });
+      const s = server();
+      await s.publish([{ to: b.replyAddress, body: enc('r1') }]);
+      await a.forward(b.replyAddress, enc('f1'));
+      await s.publish([{ to: b.replyAddress, body: enc('r2') }]);
+      await waitFor(() => got.length >= 3, 'the replies and the forward');
+      expect(got).toEqual([
+        ['r1', 'coordinator'],
+        ['f1', 'forward'],
+        ['r2', 'coordinator'],
+      ]);
     });
 
     it('routes replies to the right client, in order', async () => {

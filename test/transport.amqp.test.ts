@@ -1,8 +1,8 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import { connect, type Channel, type ChannelModel } from 'amqplib';
-import { afterAll, afterEach, describe, expect, it } from 'vitest';
-import { deadLetterDestination, requestDestination } from '@lockq/protocol';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { deadLetterDestination, forwardExchange, requestDestination, requestExchange } from '@lockq/protocol';
 import type { RetryPolicy } from '@lockq/worker-sdk';
 import { AmqpClientTransport, type AmqpClientTransportOptions, AmqpTransportError } from '@lockq/worker-sdk/transport';
 import { AmqpServerTransport, type AmqpServerTransportOptions, publishRefusal } from '@lockq/coordinator';
@@ -55,6 +55,7 @@ function amqpTopology(): AmqpTopology {
   };
   return {
     prefix,
+    principal: 'guest',
     client(workerId, options = {}) {
       const c = new AmqpClientTransport({
         url: AMQP_URL,
@@ -81,7 +82,7 @@ function amqpTopology(): AmqpTopology {
       for (const p of [0, 1]) await ch.deleteQueue(requestDestination(p, prefix));
       for (const q of replyQueues) await ch.deleteQueue(q);
       await ch.deleteQueue(deadLetters);
-      await ch.deleteExchange(deadLetters);
+      for (const x of [deadLetters, requestExchange(prefix), forwardExchange(prefix)]) await ch.deleteExchange(x);
       await ch.close();
     },
   };
@@ -112,6 +113,28 @@ const rabbitmqctl =
       return false;
     },
   ));
+
+/**
+ * Publishes like a hand-written worker on a confirm channel of the test's own connection, and
+ * says how it ended: `confirmed`, or the error the broker closed the channel with.
+ */
+async function rawPublish(exchange: string, routingKey: string, text: string, properties: Record<string, unknown> = {}): Promise<unknown> {
+  adminConnection ??= await connect(AMQP_URL);
+  const ch = await adminConnection.createConfirmChannel();
+  let closedWith: unknown = null;
+  ch.on('error', (err: unknown) => {
+    closedWith = err;
+  });
+  const confirmed = await new Promise<boolean>((resolve) => {
+    ch.publish(exchange, routingKey, Buffer.from(text), properties, (err: unknown) => resolve(err == null));
+  });
+  if (confirmed) {
+    await ch.close();
+    return 'confirmed';
+  }
+  await waitFor(() => closedWith !== null, 'the channel error');
+  return closedWith;
+}
 
 /** Waits until `op` resolves, trying it again while it rejects (as it does while a transport reconnects). */
 async function eventually(op: () => Promise<unknown>, what: string): Promise<void> {
@@ -295,6 +318,69 @@ describe.skipIf(!rabbit)('amqp transport', () => {
     await expect(c.send(-1, enc('z'))).rejects.toThrow(RangeError);
   });
 
+  it('declares the request and forward exchanges a worker publishes through, when a worker comes first', async () => {
+    setup();
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    const ch = await adminChannel();
+    await ch.checkExchange(requestExchange(t.prefix));
+    await ch.checkExchange(forwardExchange(t.prefix));
+    await ch.close();
+  });
+
+  it('gives the coordinator the user_id of each request: the worker’s principal, or none for a raw publish without one', async () => {
+    setup();
+    const got = await collect(track(t.server()), 0);
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    expect(c.principal).toBe('guest');
+    await c.send(0, enc('sdk'));
+    expect(await rawPublish(requestExchange(t.prefix), '0', 'raw, no user_id')).toBe('confirmed');
+    expect(await rawPublish(requestExchange(t.prefix), '0', 'raw, own user_id', { userId: 'guest' })).toBe('confirmed');
+    await waitFor(() => got.messages.length >= 3, 'the three requests');
+    expect(got.messages).toEqual(['sdk', 'raw, no user_id', 'raw, own user_id']);
+    expect(got.principals).toEqual(['guest', undefined, 'guest']);
+  });
+
+  it('never lets a request with another user’s user_id reach the coordinator: the broker closes the publishing channel', async () => {
+    setup();
+    const got = await collect(track(t.server()), 0);
+    const err = await rawPublish(requestExchange(t.prefix), '0', 'forged', { userId: 'victim' });
+    expect(err).toMatchObject({ code: 406 });
+    expect(String((err as Error).message)).toMatch(/user_id property set to 'victim' but authenticated user was 'guest'/);
+    const c = track(t.client('w1'));
+    await c.open({ onReply: () => {} });
+    await c.send(0, enc('after'));
+    await waitFor(() => got.messages.includes('after'), 'a request after the forged one');
+    expect(got.messages).toEqual(['after']);
+  });
+
+  it('refuses to open as a principal the broker will not take as user_id, naming it and the connection’s user', async () => {
+    setup();
+    const c = track(t.client('w1', { principal: 'someone-else' }));
+    expect(c.replyAddress).toBe(`${t.prefix}.replies.someone-else.w1.i`);
+    const err = await c.open({ onReply: () => {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AmqpTransportError);
+    expect(String((err as Error).message)).toMatch(/principal "someone-else" .* logged in as "guest"/);
+    // Checked on a channel of its own: no request was published, so nothing reached a coordinator.
+  });
+
+  it('drops a delivery on the reply queue that came through neither the default exchange nor the forwards, counting it', async () => {
+    setup();
+    const s = track(t.server());
+    const c = track(t.client('w1'));
+    const got: string[] = [];
+    await c.open({ onReply: (body) => got.push(dec(body)) });
+    const ch = await adminChannel();
+    await ch.bindQueue(c.replyAddress, 'amq.direct', c.replyAddress);
+    await ch.close();
+    expect(await rawPublish('amq.direct', c.replyAddress, 'stray')).toBe('confirmed');
+    await waitFor(() => c.strayReplies === 1, 'the stray delivery');
+    await s.publish([{ to: c.replyAddress, body: enc('r1') }]);
+    await waitFor(() => got.length >= 1, 'a reply after it');
+    expect(got).toEqual(['r1']);
+  });
+
   it('refuses requests once a partition’s queue is over its bound', async () => {
     setup();
     const s = track(t.server({ maxLength: 2 }));
@@ -422,6 +508,78 @@ describe.skipIf(!rabbit)('amqp transport', () => {
   });
 });
 
+/**
+ * A worker user with exactly the rights `lockq setup-broker` gives one (docs/security.md §5.4), on
+ * a prefix of its own: it may not declare the exchanges, so a worker that comes before any
+ * coordinator must be told to start one, and must recover by itself once one has.
+ */
+describe.skipIf(!rabbitmqctl)('amqp transport as a worker user without configure rights on the exchanges', () => {
+  const user = `h2w${process.pid}${Date.now().toString(36)}`;
+  const password = `pw-${Date.now().toString(36)}`;
+  let t: AmqpTopology;
+  let url = '';
+  const made: { close(): Promise<void> }[] = [];
+  const track = <T extends { close(): Promise<void> }>(x: T): T => {
+    made.push(x);
+    return x;
+  };
+
+  beforeAll(async () => {
+    t = amqpTopology();
+    const p = t.prefix.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    const u = new URL(AMQP_URL);
+    u.username = user;
+    u.password = password;
+    url = u.toString();
+    await execFileP('rabbitmqctl', ['-q', 'add_user', user, password]);
+    await execFileP('rabbitmqctl', [
+      '-q',
+      'set_permissions',
+      '-p',
+      decodeURIComponent(new URL(AMQP_URL).pathname.slice(1)) || '/',
+      user,
+      `^${p}\\.replies\\.${user}\\.`,
+      `^(${p}\\.requests|${p}\\.forwards|${p}\\.replies\\.${user}\\..*)$`,
+      `^(${p}\\.forwards|${p}\\.replies\\.${user}\\..*)$`,
+    ]);
+  }, 30_000);
+  afterAll(async () => {
+    for (const x of made.splice(0).reverse()) await x.close();
+    await t.cleanup();
+    await execFileP('rabbitmqctl', ['-q', 'delete_user', user]);
+  }, 30_000);
+
+  it('refuses sends until a coordinator declared the exchanges, then sends as its own principal and gets forwards', async () => {
+    const replies: [string, string | undefined][] = [];
+    const w = track(t.client('w1', { url }));
+    expect(w.principal).toBe(user);
+    expect(w.replyAddress).toBe(`${t.prefix}.replies.${user}.w1.i`);
+    await w.open({ onReply: (body, origin) => replies.push([dec(body), origin]) });
+    const early = await w.send(0, enc('early')).catch((e: unknown) => e);
+    expect(early).toBeInstanceOf(AmqpTransportError);
+    expect(early).toMatchObject({ refused: true });
+    expect(String((early as Error).message)).toMatch(/exchanges .*\.requests and .*\.forwards do not exist .* start a coordinator, or run `lockq setup-broker`, first/);
+    await expect(w.forward(w.replyAddress, enc('x'))).rejects.toThrow(/start a coordinator/);
+
+    const s = track(t.server()); // as guest, who may declare them
+    const got = await collect(s, 0);
+    await eventually(() => w.send(0, enc('after')), 'a send once the exchanges exist');
+    await waitFor(() => got.messages.includes('after'), 'the request');
+    expect(got.principals[got.messages.indexOf('after')]).toBe(user);
+
+    // Its reply queue is bound to the forwards now: a forward from another worker reaches it.
+    const other = track(t.client('w2'));
+    await other.open({ onReply: () => {} });
+    await other.forward(w.replyAddress, enc('forwarded'));
+    await s.publish([{ to: w.replyAddress, body: enc('reply') }]);
+    await waitFor(() => replies.length >= 2, 'the forward and the reply');
+    expect(replies).toEqual([
+      ['forwarded', 'forward'],
+      ['reply', 'coordinator'],
+    ]);
+  });
+});
+
 describe('amqp transport options', () => {
   const url = AMQP_URL;
   const client = (o: Partial<AmqpClientTransportOptions>) => new AmqpClientTransport({ url, workerId: 'w', instance: 'i', ...o });
@@ -443,6 +601,14 @@ describe('amqp transport options', () => {
       expect(() => make({ reconnect: { factor: 0.5 } })).toThrow(/^reconnect\.factor: out of range/);
       expect(() => make({ url: 'http://localhost' })).toThrow(/^url: expected amqp:\/\/ or amqps:\/\//);
     }
+  });
+
+  it('takes the principal from the URL’s user (guest without one), or from principal', () => {
+    expect(client({ url: 'amqp://127.0.0.1' }).principal).toBe('guest');
+    expect(client({ url: 'amqp://billing-7:secret@127.0.0.1' }).principal).toBe('billing-7');
+    expect(client({ url: 'amqp://billing%5F7:secret@127.0.0.1', prefix: 'p' }).replyAddress).toBe('p.replies.billing_7.w.i');
+    expect(client({ url: 'amqp://guest:guest@127.0.0.1', principal: 'cert-user' }).principal).toBe('cert-user');
+    expect(() => client({ url: 'amqp://ops%40example.com:x@127.0.0.1' })).toThrow(/^principal: "ops@example.com" \(the URL's user\) is not a principal/);
   });
 
   it('checks each side’s own settings, naming the bad field', () => {

@@ -1,7 +1,18 @@
-type BatchHandler = (batch: readonly Uint8Array[]) => Promise<void>;
+/** A batch of requests and, beside it, who sent each (what the publisher said it is). */
+type BatchHandler = (batch: readonly Uint8Array[], principals: readonly (string | undefined)[]) => Promise<void>;
+
+/**
+ * Who published a reply, as a subscriber is told: `'coordinator'` for `publishReply`'s default,
+ * `'forward'` for a worker's hand-off (the origin a RabbitMQ delivery's exchange gives).
+ */
+export type MemoryReplyOrigin = 'coordinator' | 'forward';
+
+/** A reply subscriber: each reply with who published it. */
+type ReplySubscriber = (body: Uint8Array, origin: MemoryReplyOrigin) => void;
 
 interface RequestQueue {
   messages: Uint8Array[];
+  principals: (string | undefined)[];
   /** Single active consumer, as on RabbitMQ: the first is active, the rest stand by in order. */
   consumers: BatchHandler[];
   busy: boolean;
@@ -9,14 +20,17 @@ interface RequestQueue {
 
 interface ReplyQueue {
   pending: Uint8Array[];
-  subscriber: ((body: Uint8Array) => void) | null;
+  origins: MemoryReplyOrigin[];
+  subscriber: ReplySubscriber | null;
   scheduled: boolean;
 }
 
 /**
  * An in-process broker: per-partition request queues consumed in batches by one consumer, and
  * per-address reply queues that buffer until subscribed (like a durable reply queue). Everything
- * crosses it as bytes, so the codec is exercised exactly as on a real broker.
+ * crosses it as bytes, so the codec is exercised exactly as on a real broker. Like RabbitMQ's
+ * `user_id`, a request carries the principal its publisher gives (there is nobody to check it in
+ * one process), and a reply says whether a coordinator or a forwarding worker published it.
  */
 export class MemoryBroker {
   readonly #requests = new Map<number, RequestQueue>();
@@ -35,15 +49,20 @@ export class MemoryBroker {
   #queue(partition: number): RequestQueue {
     let q = this.#requests.get(partition);
     if (q === undefined) {
-      q = { messages: [], consumers: [], busy: false };
+      q = { messages: [], principals: [], consumers: [], busy: false };
       this.#requests.set(partition, q);
     }
     return q;
   }
 
-  publishRequest(partition: number, body: Uint8Array): void {
+  /**
+   * Queues a request from `principal`: in one process the broker takes the client's word for it
+   * (everything in the process is trusted), as RabbitMQ takes a validated `user_id`.
+   */
+  publishRequest(partition: number, body: Uint8Array, principal?: string): void {
     const q = this.#queue(partition);
     q.messages.push(body);
+    q.principals.push(principal);
     if (q.consumers.length > 0 && !q.busy && q.messages.length === 1) this.#dispatch(q);
   }
 
@@ -75,12 +94,15 @@ export class MemoryBroker {
         return;
       }
       const batch = q.messages;
+      const principals = q.principals;
       q.messages = [];
-      handler(batch).then(
+      q.principals = [];
+      handler(batch, principals).then(
         () => this.#afterBatch(q),
         () => {
           // A failed batch goes back to the head of the queue for redelivery, like a nack.
           q.messages = batch.concat(q.messages);
+          q.principals = principals.concat(q.principals);
           this.#afterBatch(q);
         },
       );
@@ -92,25 +114,28 @@ export class MemoryBroker {
     if (q.consumers.length > 0 && q.messages.length > 0) this.#dispatch(q);
   }
 
-  publishReply(address: string, body: Uint8Array): void {
-    let q = this.#replies.get(address);
-    if (q === undefined) {
-      q = { pending: [], subscriber: null, scheduled: false };
-      this.#replies.set(address, q);
-    }
+  /** Queues `body` for the subscriber of `address`; `origin` is who it says published it. */
+  publishReply(address: string, body: Uint8Array, origin: MemoryReplyOrigin = 'coordinator'): void {
+    const q = this.#replyQueue(address);
     if (q.subscriber === null && q.pending.length >= this.maxBufferedReplies) return;
     q.pending.push(body);
+    q.origins.push(origin);
     this.#flushReplies(q);
   }
 
-  subscribeReplies(address: string, subscriber: (body: Uint8Array) => void): void {
-    let q = this.#replies.get(address);
-    if (q === undefined) {
-      q = { pending: [], subscriber: null, scheduled: false };
-      this.#replies.set(address, q);
-    }
+  subscribeReplies(address: string, subscriber: ReplySubscriber): void {
+    const q = this.#replyQueue(address);
     q.subscriber = subscriber;
     this.#flushReplies(q);
+  }
+
+  #replyQueue(address: string): ReplyQueue {
+    let q = this.#replies.get(address);
+    if (q === undefined) {
+      q = { pending: [], origins: [], subscriber: null, scheduled: false };
+      this.#replies.set(address, q);
+    }
+    return q;
   }
 
   unsubscribeReplies(address: string): void {
@@ -133,8 +158,10 @@ export class MemoryBroker {
       const sub = q.subscriber;
       if (sub === null) continue;
       const pending = q.pending;
+      const origins = q.origins;
       q.pending = [];
-      for (const body of pending) sub(body);
+      q.origins = [];
+      for (const [i, body] of pending.entries()) sub(body, origins[i] ?? 'coordinator');
     }
   };
 }

@@ -11,6 +11,8 @@ export interface PartitionHost {
   readonly link: AmqpLink;
   /** Arguments of every request queue; a redeclaration with other arguments is refused by the broker. */
   readonly queueArguments: Readonly<Record<string, string | number | boolean>>;
+  /** The direct exchange workers publish requests through; each request queue is bound to it. */
+  readonly requestExchange: string;
   readonly log: Logger | undefined;
   /** False once the transport is closing: nothing starts consuming again. */
   readonly isOpen: () => boolean;
@@ -124,7 +126,7 @@ export class AmqpPartition {
     return true;
   }
 
-  /** Opens the channel, declares the queue and starts consuming. */
+  /** Opens the channel, declares the queue, binds it to the request exchange and starts consuming. */
   async #open(conn: AmqpConnection): Promise<void> {
     const ch = await conn.model.createChannel();
     const c: Consumer = { conn, ch, buffer: [], scheduled: false, dead: false };
@@ -133,6 +135,8 @@ export class AmqpPartition {
     try {
       await ch.prefetch(this.#host.link.options.prefetch);
       await ch.assertQueue(this.queue, { durable: true, arguments: this.#host.queueArguments });
+      // The exchange is declared in every connection's set-up, before any partition opens.
+      await ch.bindQueue(this.queue, this.#host.requestExchange, String(this.partition));
       if (!this.#wanted || conn.lost || c.dead) throw new AmqpTransportError('consumer no longer wanted');
       this.#consumer = c;
       await ch.consume(this.queue, (msg) => this.#onDelivery(c, msg), { noAck: false });
@@ -213,7 +217,11 @@ export class AmqpPartition {
     if (last === undefined) return;
     let failure: { err: unknown } | null = null;
     try {
-      await this.#onBatch(batch.map((m) => m.content));
+      // user_id is checked by the broker against the publishing connection's user.
+      await this.#onBatch(
+        batch.map((m) => m.content),
+        batch.map((m) => (typeof m.properties.userId === 'string' ? m.properties.userId : undefined)),
+      );
     } catch (err) {
       failure = { err };
     }

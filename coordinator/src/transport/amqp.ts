@@ -1,4 +1,11 @@
-import { checkInteger, deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/protocol';
+import {
+  checkInteger,
+  deadLetterDestination,
+  forwardExchange,
+  requestDestination,
+  requestExchange,
+  TOPOLOGY_PREFIX,
+} from '@lockq/protocol';
 import {
   type AmqpConnection,
   AmqpLink,
@@ -70,7 +77,14 @@ const isRefusal = (outcome: PublishOutcome) => outcome !== 'confirmed' && outcom
  * channel dies), `reject-publish` overflow, a delivery limit and a dead-letter exchange (a
  * durable fanout, with a durable queue of the same name bound to it, so poison is kept; that
  * queue keeps the newest `deadLetterMaxLength`, and the coordinator parks only a prefix of
- * each poison body, so poison cannot fill the broker).
+ * each poison body, so poison cannot fill the broker). Workers publish requests through the
+ * durable direct exchange `<prefix>.requests`, to which each request queue is bound with its
+ * partition number as key, and forwards through `<prefix>.forwards`: every connection declares
+ * both, so workers never need the default exchange, which writes into any queue
+ * (docs/security.md §5.4). Replies still go through the default exchange.
+ *
+ * Identity: each batch comes with each delivery's `user_id` (undefined without one), which
+ * RabbitMQ has checked against the publishing connection's user.
  *
  * Consuming: one channel per partition, manual acks, bounded prefetch. Deliveries that arrive in
  * one macrotask, or while the handler is busy, form one batch; batches of a partition run one at
@@ -124,7 +138,7 @@ export class AmqpServerTransport implements ServerTransport {
     this.#link = new AmqpLink(
       link,
       {
-        setUp: (c) => this.#declareDeadLetters(c),
+        setUp: (c) => this.#declareExchanges(c),
         lost: () => {
           for (const p of this.#partitions.values()) p.connectionLost();
         },
@@ -137,7 +151,13 @@ export class AmqpServerTransport implements ServerTransport {
       this.#log,
     );
     const queueArguments = requestQueueArguments(options, this.#prefix);
-    this.#host = { link: this.#link, queueArguments, log: this.#log, isOpen: () => !this.#closing };
+    this.#host = {
+      link: this.#link,
+      queueArguments,
+      requestExchange: requestExchange(this.#prefix),
+      log: this.#log,
+      isOpen: () => !this.#closing,
+    };
   }
 
   async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
@@ -214,10 +234,13 @@ export class AmqpServerTransport implements ServerTransport {
   }
 
   /**
-   * The set-up of every connection: the dead-letter exchange and the bounded queue that keeps its
-   * messages (the newest `deadLetterMaxLength`).
+   * The set-up of every connection: the exchanges workers publish requests and forwards through,
+   * then the dead-letter exchange and the bounded queue that keeps its messages (the newest
+   * `deadLetterMaxLength`).
    */
-  async #declareDeadLetters(c: AmqpConnection): Promise<void> {
+  async #declareExchanges(c: AmqpConnection): Promise<void> {
+    await c.channel.assertExchange(requestExchange(this.#prefix), 'direct', { durable: true });
+    await c.channel.assertExchange(forwardExchange(this.#prefix), 'direct', { durable: true });
     const dl = deadLetterDestination(this.#prefix);
     await c.channel.assertExchange(dl, 'fanout', { durable: true });
     const args = { 'x-max-length': this.#deadLetters.deadLetterMaxLength, 'x-overflow': 'drop-head' };

@@ -1,17 +1,19 @@
 import { type MemoryBroker, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
-import type { Outbound, ServerTransport } from './types.js';
+import type { BatchHandler, Outbound, ServerTransport } from './types.js';
 
 /**
- * The coordinator side of the in-process broker. Dead letters go to the broker's `deadLetters`
- * list, bounded as on RabbitMQ: the newest `deadLetterMaxLength`, each body cut to
- * `deadLetterBodyBytes` (the list has no place for the original length).
+ * The coordinator side of the in-process broker. Each batch comes with the principals its
+ * requests were published as (a memory client's `principal`, `'local'` by default; the process
+ * trusts itself). Dead letters go to the broker's `deadLetters` list, bounded as on RabbitMQ: the
+ * newest `deadLetterMaxLength`, each body cut to `deadLetterBodyBytes` (the list has no place for
+ * the original length).
  */
 export class MemoryServerTransport implements ServerTransport {
   readonly prefix: string;
   readonly #broker: MemoryBroker;
   readonly #deadLetters: Required<DeadLetterBounds>;
-  readonly #handlers = new Map<number, (batch: readonly Uint8Array[]) => Promise<void>>();
+  readonly #handlers = new Map<number, BatchHandler>();
 
   constructor(broker: MemoryBroker, options: DeadLetterBounds & { readonly prefix?: string } = {}) {
     this.prefix = options.prefix ?? TOPOLOGY_PREFIX;
@@ -20,7 +22,7 @@ export class MemoryServerTransport implements ServerTransport {
   }
 
   /** In process, a consumer never loses its place, so `onLost` is never called. */
-  async consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>, _onLost?: () => void): Promise<void> {
+  async consume(partition: number, onBatch: BatchHandler, _onLost?: () => void): Promise<void> {
     if (this.#handlers.has(partition)) throw new Error(`already consuming partition ${partition}`);
     this.#handlers.set(partition, onBatch);
     this.#broker.consumeRequests(partition, onBatch);

@@ -1,4 +1,4 @@
-import { checkInteger, replyDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/protocol';
+import { checkInteger, forwardExchange, requestDestination, requestExchange } from '@lockq/protocol';
 import {
   type AmqpConnection,
   AmqpLink,
@@ -9,9 +9,14 @@ import {
 } from '@lockq/protocol/amqp';
 import type { ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
-import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions } from './types.js';
+import { AmqpRoutes } from './amqp-routes.js';
+import { resolveClientIdentity } from './identity.js';
+import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions, ReplyOrigin } from './types.js';
 
-/** Options of {@link AmqpClientTransport}; the connection settings are {@link AmqpLinkOptions}. */
+/**
+ * Options of {@link AmqpClientTransport}; the connection settings are {@link AmqpLinkOptions}.
+ * `principal` defaults to the URL's user (`guest` without one, as amqplib logs in).
+ */
 export interface AmqpClientTransportOptions extends ClientTransportOptions, AmqpLinkOptions {
   /**
    * How long the reply queue outlives its last consumer (`x-expires`): replies published while
@@ -21,9 +26,7 @@ export interface AmqpClientTransportOptions extends ClientTransportOptions, Amqp
 }
 
 const DEFAULT_REPLY_EXPIRES_MS = 60_000;
-/** Requests survive a broker restart, and come back (`returned`) when no queue takes them. */
-const REQUEST = Object.freeze({ persistent: true, mandatory: true });
-/** Replies and forwards are transient: one outliving a broker restart is of no use. */
+/** Forwards are transient, as replies: one outliving a broker restart is of no use. */
 const TRANSIENT = Object.freeze({});
 
 /** The replies of one connection handed to `onReply` and not yet acknowledged. */
@@ -35,9 +38,16 @@ interface ReplyAcks {
 
 /**
  * The worker side of RabbitMQ. One connection with one confirm channel (an {@link AmqpLink}):
- * requests go to the partition's request queue through the default exchange as persistent,
- * mandatory messages and `send` resolves on the broker's confirm; replies come from this
- * worker's own queue.
+ * requests go through the exchange `<prefix>.requests` with the partition number as routing key,
+ * as persistent, mandatory messages with `user_id` = the principal (the broker checks it against
+ * the connection's user), and `send` resolves on the broker's confirm; replies come from this
+ * worker's own queue `<prefix>.replies.<principal>.<workerId>.<instance>`, which is also bound to
+ * `<prefix>.forwards` under its own name, the exchange forwards go through. A delivery says by
+ * its exchange who published it (`''`: a coordinator, the only writer of the default exchange
+ * under `lockq setup-broker`; `<prefix>.forwards`: another worker); anything else is dropped.
+ * The exchanges and the principal are checked before the first publish (see
+ * {@link AmqpRoutes}): a principal the broker refuses fails `open`; missing exchanges this user
+ * may not declare fail each `send` as refused until a coordinator has declared them.
  *
  * The reply queue is neither exclusive nor auto-delete: it expires `replyExpiresMs` after its
  * last consumer left, so replies published while the worker reconnects wait for it. After a
@@ -54,20 +64,42 @@ interface ReplyAcks {
  */
 export class AmqpClientTransport implements ClientTransport {
   readonly replyAddress: string;
+  /** Who this client says it is: `user_id` of every request. */
+  readonly principal: string;
   readonly #link: AmqpLink;
+  readonly #routes: AmqpRoutes;
   readonly #prefix: string;
+  readonly #requestExchange: string;
+  readonly #forwardExchange: string;
+  /** Persistent (they survive a broker restart), mandatory (returned when no queue takes them). */
+  readonly #request: Readonly<{ persistent: true; mandatory: true; userId: string }>;
   readonly #replyExpiresMs: number;
+  /** Deliveries on the reply queue from neither a coordinator nor a forward: dropped. */
+  #stray = 0;
   readonly #log: Logger | undefined;
   #handlers: ClientTransportHandlers | null = null;
   #acks: ReplyAcks | null = null;
 
   constructor(options: AmqpClientTransportOptions) {
-    if (options.workerId === '' || options.instance === '') throw new RangeError('workerId and instance must not be empty');
     const link = resolveAmqpLinkOptions(options, `lockq worker ${options.workerId}/${options.instance}`);
     this.#replyExpiresMs = checkInteger('replyExpiresMs', options.replyExpiresMs ?? DEFAULT_REPLY_EXPIRES_MS, 1);
-    this.#prefix = options.prefix ?? TOPOLOGY_PREFIX;
-    this.replyAddress = replyDestination(options.principal ?? 'guest', options.workerId, options.instance, this.#prefix);
+    const urlUser = urlUserOf(options.url);
+    const identity = resolveClientIdentity(options, { principal: urlUser, from: "the URL's user" });
+    this.principal = identity.principal;
+    this.replyAddress = identity.replyAddress;
+    this.#prefix = identity.prefix;
+    this.#requestExchange = requestExchange(this.#prefix);
+    this.#forwardExchange = forwardExchange(this.#prefix);
+    this.#request = Object.freeze({ persistent: true, mandatory: true, userId: this.principal });
     this.#log = options.logger?.child({ component: 'amqp-client-transport', replyAddress: this.replyAddress });
+    this.#routes = new AmqpRoutes({
+      requestExchange: this.#requestExchange,
+      forwardExchange: this.#forwardExchange,
+      replyQueue: this.replyAddress,
+      principal: this.principal,
+      urlUser,
+      log: this.#log,
+    });
     this.#link = new AmqpLink(
       link,
       {
@@ -93,11 +125,18 @@ export class AmqpClientTransport implements ClientTransport {
     }
   }
 
+  /** Replies on the reply queue that came from neither a coordinator nor a forward, and were dropped. */
+  get strayReplies(): number {
+    return this.#stray;
+  }
+
   async send(partition: number, body: Uint8Array): Promise<void> {
     const c = this.#open();
     if (c === null) throw this.#link.notConnected();
     const queue = requestDestination(checkInteger('partition', partition, 0), this.#prefix);
-    const outcome = await c.publish('', queue, body, REQUEST);
+    // Synchronous once checked, so that sends not awaited keep their order.
+    if (!this.#routes.isReady(c)) await this.#routes.ready(c);
+    const outcome = await c.publish(this.#requestExchange, String(partition), body, this.#request);
     if (outcome === 'confirmed') return;
     if (outcome === 'returned') {
       throw new AmqpTransportError(`no queue ${queue}: is a coordinator for partition ${partition} running?`, { refused: true });
@@ -108,14 +147,16 @@ export class AmqpClientTransport implements ClientTransport {
   }
 
   /**
-   * Publishes to another client's reply queue as the coordinator publishes replies: default
-   * exchange, transient, not mandatory (a queue that has expired just drops it). On the same
-   * channel as requests, so a forward leaves before a request sent after it.
+   * Publishes to another client's reply queue through `<prefix>.forwards` (routing key: the
+   * address, under which its queue is bound): transient, not mandatory (a queue that has expired
+   * just drops it). On the same channel as requests, so a forward leaves before a request sent
+   * after it.
    */
   async forward(address: string, body: Uint8Array): Promise<void> {
     const c = this.#open();
     if (c === null) throw this.#link.notConnected();
-    const outcome = await c.publish('', address, body, TRANSIENT);
+    if (!this.#routes.isReady(c)) await this.#routes.ready(c);
+    const outcome = await c.publish(this.#forwardExchange, address, body, TRANSIENT);
     if (outcome === 'confirmed') return;
     if (outcome === 'lost') throw new AmqpTransportError(`lost a forward to ${address} in flight`);
     throw new AmqpTransportError(`the broker refused a forward to ${address} (${refusal(outcome)})`, { refused: true });
@@ -132,7 +173,10 @@ export class AmqpClientTransport implements ClientTransport {
     return this.#link.state === 'open' ? this.#link.current : null;
   }
 
-  /** Declares the reply queue and consumes it: the set-up of every connection. */
+  /**
+   * Declares the reply queue, checks the exchanges (binding the queue to forwards) and the
+   * principal, and consumes the queue: the set-up of every connection.
+   */
   async #consumeReplies(c: AmqpConnection): Promise<void> {
     const acks: ReplyAcks = { c, last: null, scheduled: false };
     // Durable (the queue, not the replies: they are published transient) because RabbitMQ 4.3
@@ -143,6 +187,7 @@ export class AmqpClientTransport implements ClientTransport {
       autoDelete: false,
       arguments: { 'x-expires': this.#replyExpiresMs },
     });
+    await this.#routes.setUp(c);
     await c.channel.prefetch(this.#link.options.prefetch);
     this.#acks = acks;
     // Manual acks, not noAck: with noAck the broker forgets a reply the moment it is written
@@ -159,10 +204,17 @@ export class AmqpClientTransport implements ClientTransport {
     }
     // Not handed over on a dead connection: the broker requeues it and it comes on the next one.
     if (acks.c.lost) return;
-    try {
-      this.#handlers?.onReply(msg.content);
-    } catch (err) {
-      this.#log?.error({ err }, 'onReply threw; the reply is dropped');
+    const origin = this.#originOf(msg);
+    if (origin === null) {
+      // Only a coordinator (default exchange) or a forward should be able to route here.
+      this.#stray++;
+      this.#log?.debug({ exchange: msg.fields.exchange }, 'dropped a reply from an unexpected exchange');
+    } else {
+      try {
+        this.#handlers?.onReply(msg.content, origin);
+      } catch (err) {
+        this.#log?.error({ err }, 'onReply threw; the reply is dropped');
+      }
     }
     // One cumulative ack per macrotask instead of one frame per reply.
     acks.last = msg;
@@ -170,6 +222,12 @@ export class AmqpClientTransport implements ClientTransport {
       acks.scheduled = true;
       setImmediate(() => this.#flushAck(acks));
     }
+  }
+
+  /** Who published `msg`, by the exchange the broker says it came through; null: neither. */
+  #originOf(msg: ConsumeMessage): ReplyOrigin | null {
+    if (msg.fields.exchange === '') return 'coordinator';
+    return msg.fields.exchange === this.#forwardExchange ? 'forward' : null;
   }
 
   #flushAck(acks: ReplyAcks | null): void {
@@ -184,6 +242,17 @@ export class AmqpClientTransport implements ClientTransport {
       this.#log?.debug({ err }, 'ack failed; the replies will be redelivered');
     }
   }
+}
+
+/** The user the URL logs in as (percent-decoded); `guest`, amqplib's default, without one. */
+function urlUserOf(url: string): string {
+  let user = '';
+  try {
+    user = decodeURIComponent(new URL(url).username);
+  } catch {
+    // an invalid URL is reported, naming the field, by resolveAmqpLinkOptions
+  }
+  return user === '' ? 'guest' : user;
 }
 
 function refusal(outcome: PublishOutcome): string {
