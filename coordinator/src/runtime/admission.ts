@@ -79,6 +79,11 @@ export class Admission {
     return this.#identity;
   }
 
+  /** Principals whose rate is being tracked (bounded: full buckets are forgotten past 10,000). */
+  get ratedPrincipals(): number {
+    return this.#buckets.size;
+  }
+
   /** The sender check, before decoding: `vouched` is what the transport says sent the message. */
   sender(vouched: string | undefined, now: number): SenderVerdict {
     if (this.#identity === 'off') return ADMIT_ANONYMOUS;
