@@ -6,6 +6,8 @@ import { runCoordinatorCommand } from './coordinator-command.js';
 import { runDemo } from './demo.js';
 import { DEFAULT_ADMIN_URL, runInspect } from './inspect-command.js';
 import { humanLogger } from './human-log.js';
+import { runSetupBroker } from './setup-broker-command.js';
+import { setupBrokerSettings } from './setup-broker-plan.js';
 import { COORDINATOR_ENV, coordinatorSettings, LOG_LEVELS, parseInteger, UsageError } from './settings.js';
 
 const HELP = `lockq — FIFO locks, leases and fencing tokens behind a message queue
@@ -71,6 +73,25 @@ Usage:
         --seconds   how long to run                           (default 10)
         --permits   permits of the shared "render" semaphore  (default 4)
       Logs go to stderr as plain lines, at env ${COORDINATOR_ENV['log-level']} (default warn).
+
+  lockq setup-broker --coordinator NAME [--worker NAME ...] [options]
+      Creates on RabbitMQ, with one rabbitmqctl import_definitions (no management plugin
+      needed): the vhost, a user per name with a generated password and no tags, the
+      permissions of docs/security.md §5.4 (workers publish requests but cannot consume
+      them or touch other workers' reply queues), and the durable exchanges <prefix>.requests,
+      <prefix>.forwards and <prefix>.dead-letter. Prints each new user's amqp:// URL once.
+      A user that exists keeps its password; guest is never touched.
+        --coordinator NAME a coordinator user (repeatable, at least one)
+        --worker NAME      a worker user, its name the principal (repeatable)
+        --vhost V          the vhost                                (default /)
+        --prefix P         prefix of every queue and exchange name  (default lockq)
+        --password-file F  write "user password" lines to new file F (mode 0600)
+                           instead of printing URLs
+        --reset-passwords  give users that exist a new password (and no tags) too
+        --dry-run          print what would be done; change nothing
+        --rabbitmqctl CMD  how to run rabbitmqctl                   (default rabbitmqctl;
+                           e.g. "docker exec -i rabbit rabbitmqctl")
+        --host H           host[:port] in the printed URLs          (default localhost)
 
   lockq help
       Shows this text.
@@ -143,6 +164,27 @@ async function main(argv: readonly string[]): Promise<number> {
         lock: positionals[0],
         json: values.json,
         timeoutMs: 5000,
+        out: (text) => process.stdout.write(text),
+        err: (text) => process.stderr.write(text),
+      });
+    }
+    case 'setup-broker': {
+      const { values } = parseArgs({
+        args: [...rest],
+        options: {
+          vhost: { type: 'string' },
+          prefix: { type: 'string' },
+          coordinator: { type: 'string', multiple: true },
+          worker: { type: 'string', multiple: true },
+          'password-file': { type: 'string' },
+          'reset-passwords': { type: 'boolean', default: false },
+          'dry-run': { type: 'boolean', default: false },
+          rabbitmqctl: { type: 'string' },
+          host: { type: 'string' },
+        },
+        strict: true,
+      });
+      return runSetupBroker(setupBrokerSettings(values), {
         out: (text) => process.stdout.write(text),
         err: (text) => process.stderr.write(text),
       });
