@@ -1,6 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { parseCanonicalReply, parseCanonicalRequest, writeCanonicalReply, writeCanonicalRequest } from './canonical.js';
 import { type ErrorCode, ERROR_CODES } from './codes.js';
+import { isHmac16 } from './grant-mac.js';
 import { readInspected } from './inspected.js';
 import { isHandOffProof, isPrintableName, MAX_MESSAGE_BYTES, PROTOCOL_VERSION, RANGES } from './limits.js';
 import type { AcquireRequest, AcquireWire, DistributiveOmit, LockKind, LockMode, Op, Reply, ReplyType, Request, RequestBase } from './messages.js';
@@ -230,11 +231,13 @@ const REPLY_TYPES: ReadonlySet<ReplyType> = new Set<ReplyType>([
 ]);
 
 /**
- * Decodes a reply. Replies come from a coordinator the worker trusts, so this checks the envelope
- * (version, type, request id, epoch, partition) and an error's `partitions`, and leaves the rest
- * of the body to the reader, except an `inspected` reply: that goes to user code as it is, so it
- * is read field by field to exactly the public view (see `readInspected`). It returns null for
- * anything else rather than throwing inside a transport callback.
+ * Decodes a reply. Replies come from a coordinator the worker trusts (a forwarded grant is
+ * believed only with a `mac` the SDK checks), so this checks the envelope (version, type, request
+ * id, epoch, partition), an error's `partitions`, and the form of `opened`'s `key` and a grant's
+ * `proof` and `mac` (each on its own reply type only), and leaves the rest of the body to the
+ * reader, except an `inspected` reply: that goes to user code as it is, so it is read field by
+ * field to exactly the public view (see `readInspected`). It returns null for anything else
+ * rather than throwing inside a transport callback.
  */
 export function decodeReply(body: Uint8Array): Reply | null {
   if (body.byteLength > MAX_MESSAGE_BYTES * 16) return null;
@@ -260,8 +263,16 @@ export function decodeReplyText(text: string): Reply | null {
   const r = raw as Record<string, unknown>;
   if (r.v !== PROTOCOL_VERSION || typeof r.re !== 'string' || !REPLY_TYPES.has(r.type as ReplyType)) return null;
   if (!Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return null;
-  // The one body field checked: a worker may act on it (WRONG_PARTITION's partition count).
+  // The body fields checked: those a worker acts on (WRONG_PARTITION's partition count) and the
+  // keys and MACs it checks forwards with, each only where it belongs.
   if (r.partitions !== undefined && (r.type !== 'error' || isPartitionCount(r.partitions) !== null)) return null;
+  if (r.key !== undefined && (r.type !== 'opened' || !isHmac16(r.key))) return null;
+  if ((r.mac !== undefined || r.proof !== undefined) && !isGrantSeal(r)) return null;
   if (r.type === 'inspected') return readInspected(r, r.epoch as number, r.partition as number);
   return raw as Reply;
+}
+
+/** A grant's `proof` and `mac`, where present, are 22 characters of base64url; no other reply has them. */
+function isGrantSeal(r: Record<string, unknown>): boolean {
+  return r.type === 'granted' && (r.mac === undefined || isHmac16(r.mac)) && (r.proof === undefined || isHandOffProof(r.proof));
 }

@@ -1,5 +1,6 @@
 export * from './codec.js';
 export * from './codes.js';
+export * from './grant-mac.js';
 export * from './limits.js';
 export * from './messages.js';
 export * from './topology.js';

@@ -147,6 +147,13 @@ export interface GrantedReply extends ReplyBase {
    * own grants.
    */
   readonly proof?: string;
+  /**
+   * Only in a successor event's grant (and so in the holder's forward of it): the coordinator's
+   * MAC over this grant under the successor's session key (the `key` of its `opened` reply), so
+   * the successor can tell the holder's forward from a forgery (docs/protocol.md §4.3). 16 bytes,
+   * base64url (22 characters). Never in the coordinator's own grants.
+   */
+  readonly mac?: string;
 }
 export interface QueuedReply extends ReplyBase {
   readonly type: 'queued';
@@ -176,6 +183,13 @@ export interface OpenedReply extends ReplyBase {
   /** True when the session already existed (a reconnect within its ttl keeps its holds). */
   readonly resumed: boolean;
   readonly sessionTtlMs: number;
+  /**
+   * The session key: 16 bytes, base64url (22 characters), derived by the coordinator from its
+   * secret, the partition, the session's principal and its id. Only the session's own reply
+   * address receives it; the worker verifies the `mac` of forwarded grants with it
+   * (docs/security.md §6.2). Absent from a coordinator that does not sign forwards.
+   */
+  readonly key?: string;
 }
 export interface OkReply extends ReplyBase {
   readonly type: 'ok';

@@ -20,7 +20,7 @@ import { detailOf, inspectedCounts, type LockDetail, viewOf } from './lock-view.
 import { MemoTable, recall, samePayload } from './memo-table.js';
 import type { CoreLimits, CoreOptions } from './options.js';
 import { PartitionState } from './partition-state.js';
-import { type Decision, error, granted, lost, positionOf, queued, wrongPartition } from './replies.js';
+import { answer, type Decision, error, granted, lost, positionOf, queued, wrongPartition } from './replies.js';
 import { type CoreSnapshot, checkFits, restoreInto, snapshotOf } from './snapshot.js';
 
 /**
@@ -199,7 +199,7 @@ export class LockCore {
   #answer(request: Exclude<Request, InspectRequest>, outcome: Outcome, now: number, out: Decision[]): void {
     const to = request.replyTo;
     if ('type' in outcome) {
-      out.push({ type: 'reply', to, body: outcome });
+      out.push(answer(request, outcome));
       if (request.op !== 'heartbeat' && !(outcome.type === 'error' && outcome.code === 'NO_SESSION')) this.#remember(request, outcome, now);
       return;
     }
@@ -236,7 +236,7 @@ export class LockCore {
       return;
     }
     touch(memo.session, request, now);
-    out.push({ type: 'reply', to: request.replyTo, body: recall(memo, request, now) });
+    out.push(answer(request, recall(memo, request, now)));
   }
 
   /**
@@ -449,7 +449,7 @@ export class LockCore {
       lock.next = createSuccessor(holder, w, token, false);
       const grant = { type: 'granted', re: w.request.id, lock: lock.name, token, ttlMs: w.request.ttlMs, basis: w.session.lastRequest } as const;
       const body: ReplyBody = { type: 'successor', re: holder.request, lock: lock.name, token: holder.token, next: { to: w.session.replyTo, grant } };
-      out.push({ type: 'reply', to: holder.session.replyTo, body, nextSession: w.session.id });
+      out.push({ type: 'reply', to: holder.session.replyTo, body, nextSession: w.session.id, nextPrincipal: w.request.principal ?? '' });
     } else if (retell) {
       out.push({ type: 'reply', to: holder.session.replyTo, body: { type: 'successor', re: holder.request, lock: lock.name, token: holder.token } });
     }

@@ -1,4 +1,4 @@
-import { ERROR_CODES, type ErrorCode, type LostEvent, type ReplyBody } from '@lockq/protocol';
+import { ERROR_CODES, type ErrorCode, type LostEvent, type ReplyBody, type Request } from '@lockq/protocol';
 import type { Hold, Waiter } from './entities.js';
 
 /**
@@ -19,10 +19,24 @@ export type Decision =
        * the grant's hand-off proof to (docs/security.md §6.1). Never on the wire.
        */
       readonly nextSession?: string;
+      /** With `nextSession`: that waiter's principal (`""` with identity off). Never on the wire. */
+      readonly nextPrincipal?: string;
+      /**
+       * On an `opened` reply: the session's principal (`""` with identity off), from which and the
+       * body's session id the runtime derives the session key it adds to the reply
+       * (docs/security.md §6.2). Never on the wire.
+       */
+      readonly principal?: string;
     }
   | { readonly type: 'reserve-tokens'; readonly ceiling: number };
 
 // The bodies the core answers with, built in one place each.
+
+/** `body` as the answer to `request`: an `opened` one names its session's principal (see `Decision`). */
+export function answer(request: Request, body: ReplyBody): Decision {
+  const to = request.replyTo;
+  return body.type === 'opened' ? { type: 'reply', to, body, principal: request.principal ?? '' } : { type: 'reply', to, body };
+}
 
 export function error(re: string, code: ErrorCode, field?: string): ReplyBody {
   const message = ERROR_CODES[code].text;

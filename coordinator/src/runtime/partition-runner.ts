@@ -395,17 +395,31 @@ export class PartitionRunner {
     let ceiling = 0;
     for (const d of decisions) {
       if (d.type === 'reserve-tokens') ceiling = d.ceiling;
-      else replies.push({ to: d.to, body: encodeReply(this.#withProof(d.body, d.nextSession), core.epoch, core.partition) });
+      else replies.push({ to: d.to, body: encodeReply(this.#withKeys(d, core.epoch), core.epoch, core.partition) });
     }
     return { replies, ceiling };
   }
 
-  /** A successor event's grant with the hand-off proof for the named waiter's session (security §6.1). */
-  #withProof(body: ReplyBody, nextSession: string | undefined): ReplyBody {
-    if (body.type !== 'successor' || body.next === undefined || nextSession === undefined) return body;
+  /**
+   * The reply's body with what only the runtime can add, from keys the core never sees
+   * (docs/security.md §6): an `opened` reply gets its session's key; a successor event's grant
+   * gets the hand-off proof and the MAC under the named waiter's session key, so the holder
+   * passes on what it cannot make itself.
+   */
+  #withKeys(d: Extract<Decision, { type: 'reply' }>, epoch: number): ReplyBody {
+    const body = d.body;
+    const keys = this.#opts.handOffProofs;
+    if (body.type === 'opened') {
+      // Without the session's principal no key is sent: the worker then believes no forward, which fails safe.
+      if (d.principal === undefined) return body;
+      return { ...body, key: keys.sessionKey(this.partition, d.principal, body.session).toString('base64url') };
+    }
+    if (body.type !== 'successor' || body.next === undefined || d.nextSession === undefined) return body;
     const { grant } = body.next;
-    const proof = this.#opts.handOffProofs.proof(this.partition, grant.lock, grant.token, nextSession);
-    return { ...body, next: { to: body.next.to, grant: { ...grant, proof } } };
+    const principal = d.nextPrincipal ?? '';
+    const proof = keys.proof(this.partition, grant.lock, grant.token, principal, d.nextSession);
+    const mac = grantMac(keys.sessionKey(this.partition, principal, d.nextSession), this.partition, epoch, { ...grant, proof });
+    return { ...body, next: { to: body.next.to, grant: { ...grant, proof, mac } } };
   }
 
   /** A failed snapshot costs nothing but a longer replay: the journal still has everything. */

@@ -140,12 +140,12 @@ export class ReferenceModel {
     }
     const memo = this.#sessionOf(request)?.memos.get(request.id);
     if (memo !== undefined) {
-      out.push(reply(request.replyTo, this.#replay(memo, request, now)));
+      out.push(answer(request, this.#replay(memo, request, now)));
       return { decisions: out, replayed: true };
     }
     const body = this.#decide(request, now, out);
     const released = body.type === 'released' ? this.#released.find((h) => h.token === body.token) : undefined;
-    out.push(released === undefined ? reply(request.replyTo, body) : reply(request.replyTo, body, { heldMs: now - released.grantedAt }));
+    out.push(released === undefined ? answer(request, body) : reply(request.replyTo, body, { heldMs: now - released.grantedAt }));
     // Remembered by the session that sent it, if it (still) has one; it ends with the session.
     const owner = this.#sessionOf(request);
     if (owner !== undefined && request.op !== 'heartbeat' && !(body.type === 'error' && body.code === 'NO_SESSION')) {
@@ -483,7 +483,7 @@ export class ReferenceModel {
     this.#named.set(lock, { holder: holder.token, waiter: head, session, token, timedOut: false });
     const grant = { type: 'granted', re: head.request.id, lock, token, ttlMs: head.request.ttlMs, basis: session.lastRequest } as const;
     const body: ReplyBody = { type: 'successor', re: holder.acquire, lock, token: holder.token, next: { to: session.replyTo, grant } };
-    out.push({ type: 'reply', to, body, nextSession: session.id });
+    out.push({ type: 'reply', to, body, nextSession: session.id, nextPrincipal: head.request.principal ?? '' });
   }
 
   #grant(req: AcquireRequest, session: ModelSession, now: number, token = ++this.#lastToken): number {
@@ -551,6 +551,11 @@ function cmp(a: string, b: string): number {
 
 function reply(to: string, body: ReplyBody, metrics: { readonly waitedMs?: number; readonly heldMs?: number } = {}): Decision {
   return { type: 'reply', to, body, ...metrics };
+}
+
+/** The answer to `request`: an `opened` one names its session's principal, for the runtime's session key. */
+function answer(request: Request, body: ReplyBody): Decision {
+  return body.type === 'opened' ? { type: 'reply', to: request.replyTo, body, principal: request.principal ?? '' } : reply(request.replyTo, body);
 }
 
 /** A `lost` event, with how long the hold lasted (for metrics, never on the wire). */
