@@ -2,7 +2,8 @@
  * A lockq worker written from docs/protocol.md alone (the wire protocol and its RabbitMQ
  * binding, §16), with amqplib and Node built-ins and no @lockq package: it opens a session in
  * each partition it uses, acquires mutexes (waiting in their queues), heartbeats, releases, and
- * forwards a contended mutex to the successor the coordinator named (§4.3).
+ * forwards a contended mutex to the successor the coordinator named (§4.3). It publishes as the
+ * user it connects as (`user_id`, §16.3), with its reply queue in that user's namespace (§16.4).
  * test/raw-worker.amqp.test.ts runs it beside SDK workers on one lock against a real
  * coordinator, so the document cannot drift from what the coordinator does.
  *
@@ -79,21 +80,38 @@ function trim(m: Map<string, unknown> | Set<string>): void {
   if (m.size > 8192) m.delete(m.keys().next().value as string);
 }
 
-/** Connects, declares the reply queue and starts consuming it (§16.4). */
+/** The user the URL logs in as: the worker's principal (§16.3); amqplib logs in as guest without one. */
+function userOf(url: string): string {
+  return decodeURIComponent(new URL(url).username) || 'guest';
+}
+
+/**
+ * Connects, makes sure the two exchanges exist (§16.1), declares the reply queue, binds it to the
+ * forwards and starts consuming it (§16.4).
+ */
 export async function connectRawWorker(o: RawWorkerOptions): Promise<RawWorker> {
   const conn = await connect(o.url);
   conn.on('error', () => {}); // 'close' follows; an 'error' without a listener would crash the process
   const ch = await conn.createConfirmChannel();
-  const w = new RawWorker(o, conn, ch);
+  const w = new RawWorker(o, userOf(o.url), conn, ch);
+  // A worker that comes before every coordinator may declare them, alike (guest may; a worker
+  // user of `lockq setup-broker` may not, and waits for a coordinator instead).
+  for (const exchange of [w.requests, w.forwards]) await ch.assertExchange(exchange, 'direct', { durable: true });
   await ch.assertQueue(w.replyTo, { durable: true, exclusive: false, autoDelete: false, arguments: { 'x-expires': 60_000 } });
+  await ch.bindQueue(w.replyTo, w.forwards, w.replyTo);
   await ch.consume(w.replyTo, (msg) => w.onMessage(msg), { noAck: false });
   return w;
 }
 
 export class RawWorker {
   readonly replyTo: string;
+  /** The exchanges requests and forwards are published through (§16.1). */
+  readonly requests: string;
+  readonly forwards: string;
+  /** The principal: `user_id` of every request, and the reply queue's namespace. */
+  readonly user: string;
   /** Counters the test reads: forwards sent, and second copies of grants already taken. */
-  readonly stats = { forwarded: 0, duplicateGrants: 0, givenBack: 0 };
+  readonly stats = { forwarded: 0, duplicateGrants: 0, givenBack: 0, dropped: 0 };
   readonly #o: Required<RawWorkerOptions>;
   readonly #instance = randomBytes(4).toString('hex');
   readonly #session: string;
@@ -110,11 +128,14 @@ export class RawWorker {
   readonly conn: ChannelModel;
   readonly ch: ConfirmChannel;
 
-  constructor(o: RawWorkerOptions, conn: ChannelModel, ch: ConfirmChannel) {
+  constructor(o: RawWorkerOptions, user: string, conn: ChannelModel, ch: ConfirmChannel) {
     this.#o = { prefix: 'lockq', sessionTtlMs: 15_000, forward: true, requestTimeoutMs: 10_000, ...o };
     this.conn = conn;
     this.ch = ch;
-    this.replyTo = `${this.#o.prefix}.replies.${o.workerId}.${this.#instance}`;
+    this.user = user;
+    this.requests = `${this.#o.prefix}.requests`;
+    this.forwards = `${this.#o.prefix}.forwards`;
+    this.replyTo = `${this.#o.prefix}.replies.${user}.${o.workerId}.${this.#instance}`;
     this.#session = `${o.workerId}.${this.#instance}`;
     ch.on('return', (msg: ConsumeMessage) => this.#returned.add(String(msg.properties.messageId)));
     ch.on('error', () => {}); // 'close' follows
@@ -142,7 +163,7 @@ export class RawWorker {
     if (forward) {
       // Same channel as the release, published first: the forward leaves first (§16.5).
       const grant = { v: 1, epoch: next.epoch, partition: hold.partition, ...next.grant };
-      this.ch.publish('', next.to, Buffer.from(JSON.stringify(grant)), {}, () => {});
+      this.ch.publish(this.forwards, next.to, Buffer.from(JSON.stringify(grant)), {}, () => {});
       this.stats.forwarded++;
     }
     const handoff = hold.proof === undefined ? {} : { handoff: hold.proof };
@@ -188,8 +209,10 @@ export class RawWorker {
     this.#firstSent.set(id, performance.now());
     trim(this.#firstSent);
     const queue = `${this.#o.prefix}.requests.${p}`;
-    // §16.3: mandatory, so a request to a queue no coordinator has declared comes back.
-    this.ch.sendToQueue(queue, Buffer.from(JSON.stringify(body)), { persistent: true, mandatory: true, messageId: id }, (err) => {
+    // §16.3: through the request exchange, key p, as this user; mandatory, so a request no
+    // coordinator's queue is bound for comes back.
+    const properties = { persistent: true, mandatory: true, messageId: id, userId: this.user };
+    this.ch.publish(this.requests, String(p), Buffer.from(JSON.stringify(body)), properties, (err) => {
       if (err != null) this.#settle(id)?.reject(new Error(`the broker refused ${op} for ${queue} (nack)`));
       else if (this.#returned.delete(id)) this.#settle(id)?.reject(new Error(`no queue ${queue}: no coordinator has declared it`));
     });
@@ -220,9 +243,16 @@ export class RawWorker {
       r = JSON.parse(msg.content.toString('utf8')) as Reply;
     } catch {}
     this.ch.ack(msg);
+    // §16.4: the exchange says who published it: "" a coordinator, the forwards another worker,
+    // whose word counts only for a grant, and never for an epoch.
+    const fromCoordinator = msg.fields.exchange === '';
+    if (!fromCoordinator && (msg.fields.exchange !== this.forwards || r?.type !== 'granted')) {
+      this.stats.dropped++;
+      return;
+    }
     if (r?.v !== 1 || typeof r.re !== 'string' || !Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return;
     if (r.epoch < (this.#epochs.get(r.partition) ?? 0)) return; // a replaced coordinator (§10)
-    this.#epochs.set(r.partition, r.epoch);
+    if (fromCoordinator) this.#epochs.set(r.partition, r.epoch);
     const key = `${r.partition}:${String(r.token)}`;
     const pending = this.#pending.get(r.re);
     switch (r.type) {

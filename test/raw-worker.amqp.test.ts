@@ -11,7 +11,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { setTimeout as pause } from 'node:timers/promises';
-import { deadLetterDestination, partitionOf, requestDestination } from '@lockq/protocol';
+import { deadLetterDestination, forwardExchange, partitionOf, requestDestination, requestExchange } from '@lockq/protocol';
 import { LockClient } from '@lockq/worker-sdk';
 import { connect } from 'amqplib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -110,7 +110,7 @@ describe.skipIf(!rabbit)('a worker written from docs/protocol.md, beside SDK wor
       await CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix, '--partitions', String(PARTITIONS)]);
     });
 
-    it('every request queue has exactly the arguments §16.2 lists (the broker refuses a re-declaration with any other)', async () => {
+    it('every request queue has exactly the arguments §16.2 lists, and the exchanges the type §16.1 gives (the broker refuses a re-declaration with any other)', async () => {
       const args = documentedRequestQueueArguments(prefix);
       expect(Object.keys(args).sort()).toEqual(['x-dead-letter-exchange', 'x-delivery-limit', 'x-overflow', 'x-queue-type', 'x-single-active-consumer']);
       const conn = await connect(AMQP_URL);
@@ -124,10 +124,23 @@ describe.skipIf(!rabbit)('a worker written from docs/protocol.md, beside SDK wor
         }
         const ch = await conn.createChannel();
         await ch.assertExchange(deadLetterDestination(prefix), 'fanout', { durable: true });
+        await ch.assertExchange(requestExchange(prefix), 'direct', { durable: true });
+        await ch.assertExchange(forwardExchange(prefix), 'direct', { durable: true });
         await ch.close();
       } finally {
         await conn.close();
       }
+    });
+
+    it('the raw worker publishes as its user, with its reply queue in that user’s namespace (§16.3, §16.4)', async () => {
+      const w = await raw(prefix, 'who');
+      expect(w.user).toBe(decodeURIComponent(new URL(AMQP_URL).username) || 'guest');
+      expect(w.replyTo.startsWith(`${prefix}.replies.${w.user}.`)).toBe(true);
+      // The coordinator answers it (with identity checked, only a request with its own user_id and
+      // a reply queue in its namespace is answered).
+      const hold = await w.acquire(LOCK, { ttlMs: 5000, waitMs: 0 });
+      await w.release(hold);
+      expect(w.stats.dropped).toBe(0);
     });
 
     it('FIFO: raw and SDK waiters are granted in the order they queued, the mutex handed on by forwards both ways', async () => {
