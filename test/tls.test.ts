@@ -2,16 +2,18 @@
  * TLS as users run it: `rediss://` to a real TLS Redis of this suite's own, and `amqps://` to
  * RabbitMQ through a TLS terminator (the shared broker has no TLS listener and its configuration
  * is not ours to change, so the test puts one in front of it, as a load balancer would). The
- * private CA is trusted the way the docs say: `NODE_EXTRA_CA_CERTS`, read by Node at start, so
- * whatever must trust it runs as a child process.
+ * private CA is trusted the two ways the docs say: `NODE_EXTRA_CA_CERTS`, read by Node at start
+ * (so whatever must trust it runs as a child process), and `--tls-ca` / the SDK's `tls.ca`. Client
+ * certificates: a Redis with `tls-auth-clients yes` and a terminator that requires one.
  */
 import { type ChildProcess, execFile, spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createServer as createTlsServer, type Server } from 'node:tls';
+import { createServer as createTlsServer, type Server, connect as tlsConnect } from 'node:tls';
 import { promisify } from 'node:util';
+import { RedisStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
 import { Redis } from 'ioredis';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -35,9 +37,12 @@ interface Certs {
   readonly caFile: string;
   readonly certFile: string;
   readonly keyFile: string;
+  /** A client certificate the CA signed (CN lockq-client), and its key. */
+  readonly clientCertFile: string;
+  readonly clientKeyFile: string;
 }
 
-/** A throwaway CA and a server certificate it signed, for localhost and 127.0.0.1. */
+/** A throwaway CA, a server certificate it signed for localhost and 127.0.0.1, and a client certificate. */
 async function makeCerts(): Promise<Certs> {
   const dir = mkdtempSync(join(tmpdir(), 'lockq-tls-'));
   const f = (name: string) => join(dir, name);
@@ -49,7 +54,46 @@ async function makeCerts(): Promise<Certs> {
     'x509', '-req', '-in', f('server.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
     '-out', f('server.pem'), '-days', '1', '-extfile', f('ext.cnf'),
   ]);
-  return { dir, caFile: f('ca.pem'), certFile: f('server.pem'), keyFile: f('server.key') };
+  await execFileP('openssl', ['req', ...ec, '-keyout', f('client.key'), '-out', f('client.csr'), '-subj', '/CN=lockq-client']);
+  writeFileSync(f('client.cnf'), 'extendedKeyUsage=clientAuth\n');
+  await execFileP('openssl', [
+    'x509', '-req', '-in', f('client.csr'), '-CA', f('ca.pem'), '-CAkey', f('ca.key'), '-CAcreateserial',
+    '-out', f('client.pem'), '-days', '1', '-extfile', f('client.cnf'),
+  ]);
+  return {
+    dir,
+    caFile: f('ca.pem'),
+    certFile: f('server.pem'),
+    keyFile: f('server.key'),
+    clientCertFile: f('client.pem'),
+    clientKeyFile: f('client.key'),
+  };
+}
+
+/** The client side's material as the SDK and RedisStore take it (PEM contents); `cert: false` leaves the certificate out. */
+function clientTls(certs: Certs, o: { cert: boolean } = { cert: true }) {
+  const ca = readFileSync(certs.caFile);
+  return o.cert ? { ca, cert: readFileSync(certs.clientCertFile), key: readFileSync(certs.clientKeyFile) } : { ca };
+}
+
+/** The `lockq coordinator` flags that trust the CA and present the client certificate (or only trust, `cert: false`). */
+function tlsFlags(certs: Certs, o: { cert: boolean } = { cert: true }): string[] {
+  const trust = ['--tls-ca', certs.caFile];
+  return o.cert ? [...trust, '--tls-cert', certs.clientCertFile, '--tls-key', certs.clientKeyFile] : trust;
+}
+
+/** True when a Redis at 127.0.0.1:`port` answers PING over TLS presenting the client certificate. */
+function pongsWithClientCert(port: number, certs: Certs): Promise<boolean> {
+  return new Promise((resolve) => {
+    const socket = tlsConnect({ host: '127.0.0.1', port, ...clientTls(certs) }, () => socket.write('PING\r\n'));
+    const done = (ok: boolean) => {
+      socket.destroy();
+      resolve(ok);
+    };
+    socket.once('data', (reply: Buffer) => done(reply.toString().startsWith('+PONG')));
+    socket.once('error', () => done(false));
+    socket.setTimeout(1000, () => done(false));
+  });
 }
 
 /**
@@ -75,7 +119,11 @@ class TlsRedis {
   readonly #exited: Promise<void>;
   #output = '';
 
-  private constructor(readonly port: number, certs: Certs) {
+  private constructor(
+    readonly port: number,
+    certs: Certs,
+    readonly authClients: boolean,
+  ) {
     // biome-ignore format: one option per line
     this.#child = spawn('redis-server', [
       '--port', '0',
@@ -84,7 +132,7 @@ class TlsRedis {
       '--tls-cert-file', certs.certFile,
       '--tls-key-file', certs.keyFile,
       '--tls-ca-cert-file', certs.caFile,
-      '--tls-auth-clients', 'no',
+      '--tls-auth-clients', authClients ? 'yes' : 'no',
       '--save', '',
       '--appendonly', 'no',
       '--dir', certs.dir,
@@ -99,13 +147,14 @@ class TlsRedis {
     this.#exited = new Promise((resolve) => this.#child.once('exit', () => resolve()));
   }
 
-  static async start(certs: Certs): Promise<TlsRedis> {
-    const redis = new TlsRedis(await freePort(), certs);
+  /** `authClients`: Redis's `tls-auth-clients yes`, a client without a certificate the CA signed is refused. */
+  static async start(certs: Certs, o: { authClients: boolean } = { authClients: false }): Promise<TlsRedis> {
+    const redis = new TlsRedis(await freePort(), certs, o.authClients);
     const ca = readFileSync(certs.caFile);
     await waitFor(
       () => {
         if (redis.#child.exitCode !== null) throw new Error(`redis-server exited with ${redis.#child.exitCode}:\n${redis.#output}`);
-        return redisPongs(redis.port, { ca });
+        return o.authClients ? pongsWithClientCert(redis.port, certs) : redisPongs(redis.port, { ca });
       },
       () => `redis-server to answer PING over TLS on ${redis.port}:\n${redis.#output}`,
       { timeoutMs: 15_000, intervalMs: 20 },
@@ -123,10 +172,16 @@ class TlsRedis {
   }
 }
 
-/** A TLS terminator in front of the shared RabbitMQ: each TLS connection piped to its plain port. */
-async function tlsTerminator(certs: Certs): Promise<{ server: Server; port: number }> {
+/**
+ * A TLS terminator in front of the shared RabbitMQ: each TLS connection piped to its plain port.
+ * `requireClientCert`: only clients presenting a certificate the test CA signed get through, as a
+ * RabbitMQ with `ssl_options.verify = verify_peer, fail_if_no_peer_cert = true` would have it.
+ */
+async function tlsTerminator(certs: Certs, o: { requireClientCert: boolean } = { requireClientCert: false }): Promise<{ server: Server; port: number }> {
   const broker = new URL(AMQP_URL);
-  const server = createTlsServer({ cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) }, (client) => {
+  const serverTls = { cert: readFileSync(certs.certFile), key: readFileSync(certs.keyFile) };
+  const clientAuth = { ca: readFileSync(certs.caFile), requestCert: true, rejectUnauthorized: true };
+  const server = createTlsServer(o.requireClientCert ? { ...serverTls, ...clientAuth } : serverTls, (client) => {
     const upstream = netConnect(Number(broker.port || 5672), broker.hostname);
     client.pipe(upstream).pipe(client);
     client.on('error', () => upstream.destroy());
@@ -224,5 +279,149 @@ describe.skipIf(!openssl || !redisServer || !rabbit)('amqps:// through a TLS ter
     const all = JSON.stringify([...c.lines, ...c.errLines]);
     expect(all).toMatch(CERTIFICATE_ERROR);
     expect(c.lines.some((l) => l.msg === 'coordinator ready')).toBe(false);
+  });
+});
+
+/** Any sign that the server turned the connection down for want of an (acceptable) client certificate. */
+const CLIENT_CERTIFICATE_REFUSED = /certificate required|ECONNRESET|client certificate/i;
+
+describe.skipIf(!openssl || !redisServer)('rediss:// to a redis-server that requires client certificates (tls-auth-clients yes)', () => {
+  let certs: Certs;
+  let redis: TlsRedis;
+  beforeAll(async () => {
+    certs = await makeCerts();
+    redis = await TlsRedis.start(certs, { authClients: true });
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  it('lockq coordinator with --tls-ca, --tls-cert and --tls-key reaches Redis (no NODE_EXTRA_CA_CERTS)', async () => {
+    const c = await CoordinatorProcess.start(['--transport', 'memory:', '--store', redis.url, '--prefix', `${run.name}.mtls`, ...tlsFlags(certs)]);
+    await c.line((l) => l.component === 'redis-store' && String(l.msg).includes('appendonly off'), 'the store reading the server settings');
+    expect(c.lines.filter((l) => l.component === 'redis-store' && (l.level ?? 0) >= 40 && !String(l.msg).includes('appendonly'))).toEqual([]);
+    expect(await c.stop()).toBe(0);
+  });
+
+  it('RedisStore with the tls option claims a partition; without the client certificate it cannot', async () => {
+    const store = new RedisStore({ url: redis.url, keyPrefix: `${run.name}.mtls.sdk`, tls: clientTls(certs) });
+    try {
+      expect((await store.claim(0)).epoch).toBeGreaterThan(0);
+    } finally {
+      await store.close();
+    }
+    const bare = new RedisStore({ url: redis.url, keyPrefix: `${run.name}.mtls.sdk`, tls: clientTls(certs, { cert: false }), connectTimeoutMs: 500 });
+    try {
+      await expect(bare.claim(0)).rejects.toThrow(/Redis is unavailable/);
+    } finally {
+      await bare.close();
+    }
+  });
+
+  it('with --tls-ca but no client certificate, the coordinator warns that Redis may require one', async () => {
+    const c = await CoordinatorProcess.start(['--transport', 'memory:', '--store', redis.url, '--prefix', `${run.name}.mtls`, ...tlsFlags(certs, { cert: false })]);
+    const warned = await c.line((l) => l.component === 'redis-store' && l.level === 40 && /cannot reach Redis/.test(String(l.msg)), 'a warning');
+    // The server's alert, or (usually: ioredis writes before the alert arrives) the reset, and the hint that says why.
+    expect(JSON.stringify(warned.err)).toMatch(CLIENT_CERTIFICATE_REFUSED);
+    expect(String(warned.hint)).toMatch(/require a client certificate.*--tls-cert/);
+    expect(c.lines.some((l) => String(l.msg).includes('appendonly'))).toBe(false);
+    expect(await c.stop()).toBe(0);
+  });
+});
+
+describe.skipIf(!openssl || !redisServer || !rabbit)('amqps:// through a terminator that requires client certificates', () => {
+  let certs: Certs;
+  let redis: TlsRedis;
+  let terminator: { server: Server; port: number };
+  beforeAll(async () => {
+    certs = await makeCerts();
+    redis = await TlsRedis.start(certs, { authClients: true });
+    terminator = await tlsTerminator(certs, { requireClientCert: true });
+  });
+  afterAll(async () => {
+    await redis?.stop();
+    await new Promise((resolve) => (terminator === undefined ? resolve(undefined) : terminator.server.close(resolve)));
+    if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  const amqps = () => `amqps://guest:guest@localhost:${terminator.port}`;
+
+  it('lockq coordinator with --tls-* and an SDK worker with the tls option acquire and release', async () => {
+    const prefix = run.prefix();
+    await CoordinatorProcess.start(['--transport', amqps(), '--store', redis.url, '--prefix', prefix, ...tlsFlags(certs)]);
+    const client = await LockClient.connect(amqps(), { prefix, workerId: 'mtls-worker', tls: clientTls(certs) });
+    run.clients.push(client);
+    const lease = await client.acquire('mtls-job', { ttlMs: 10_000, waitMs: 5000 });
+    expect(lease.token).toBeGreaterThan(0);
+    await lease.release();
+    // The partition was claimed in the Redis that requires client certificates.
+    const check = new Redis(redis.url, { tls: clientTls(certs), lazyConnect: true, maxRetriesPerRequest: 0 });
+    try {
+      await check.connect();
+      expect(await check.get(`{${prefix}:p0}:epoch`)).toMatch(/^[1-9]\d*$/);
+    } finally {
+      check.disconnect();
+    }
+  });
+
+  it('without a client certificate, LockClient.connect and lockq coordinator are refused', async () => {
+    const prefix = run.prefix();
+    const err: unknown = await LockClient.connect(amqps(), { prefix, tls: clientTls(certs, { cert: false }) }).then(
+      (c) => c.close().then(() => 'connected'),
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(Error);
+    expect(String((err as Error).cause)).toMatch(CLIENT_CERTIFICATE_REFUSED);
+    const c = new CoordinatorProcess('coordinator', [CLI, 'coordinator', '--admin-port', '0', '--transport', amqps(), '--prefix', prefix, ...tlsFlags(certs, { cert: false })]);
+    expect(await c.exited).not.toBe(0);
+    expect(JSON.stringify([...c.lines, ...c.errLines])).toMatch(CLIENT_CERTIFICATE_REFUSED);
+    expect(c.lines.some((l) => l.msg === 'coordinator ready')).toBe(false);
+  });
+});
+
+describe.skipIf(!openssl)('TLS settings are checked at start-up, naming the bad one', () => {
+  let certs: Certs;
+  beforeAll(async () => {
+    certs = await makeCerts();
+  });
+  afterAll(() => {
+    if (certs !== undefined) rmSync(certs.dir, { recursive: true, force: true });
+  });
+
+  /** Runs `lockq coordinator` with `args` to its exit; its code and everything it printed. */
+  async function coordinatorExit(args: readonly string[]): Promise<{ code: unknown; output: string }> {
+    const c = new CoordinatorProcess('coordinator', [CLI, 'coordinator', '--admin-port', '0', ...args]);
+    const code = await c.exited;
+    return { code, output: JSON.stringify([...c.lines, ...c.errLines]) };
+  }
+
+  it('lockq coordinator: a certificate without its key, TLS flags with no TLS connection, a key of another certificate, a missing file', async () => {
+    const store = ['--transport', 'memory:', '--store', 'rediss://127.0.0.1:1'];
+    const noKey = await coordinatorExit([...store, '--tls-cert', certs.clientCertFile]);
+    expect(noKey.code).toBe(2);
+    expect(noKey.output).toContain('--tls-cert: given without --tls-key');
+    const noTls = await coordinatorExit(['--transport', 'memory:', '--tls-ca', certs.caFile]);
+    expect(noTls.code).toBe(2);
+    expect(noTls.output).toContain('--tls-ca: no connection uses TLS');
+    const mismatch = await coordinatorExit([...store, '--tls-cert', certs.clientCertFile, '--tls-key', certs.keyFile]);
+    expect(mismatch.code).toBe(1);
+    expect(mismatch.output).toMatch(/--tls-cert \S+client\.pem \/ --tls-key \S+server\.key: .*key values mismatch/);
+    const missing = await coordinatorExit([...store, '--tls-ca', join(certs.dir, 'nope.pem')]);
+    expect(missing.code).toBe(1);
+    expect(missing.output).toMatch(/--tls-ca \S+nope\.pem: cannot read it/);
+  });
+
+  it('the SDK and RedisStore: a certificate without its key, a path for contents, tls on a URL without TLS', async () => {
+    const tls = clientTls(certs);
+    const refused = (p: Promise<unknown>) => p.then(() => 'accepted', (e: unknown) => (e instanceof RangeError ? e.message : String(e)));
+    expect(await refused(LockClient.connect('amqps://127.0.0.1:1', { tls: { ca: tls.ca, cert: readFileSync(certs.clientCertFile) } }))).toMatch(/^tls\.cert: given without tls\.key/);
+    expect(await refused(LockClient.connect('amqps://127.0.0.1:1', { tls: { ca: certs.caFile } }))).toMatch(/^tls\.ca: expected PEM contents .*not a file path/);
+    expect(await refused(LockClient.connect('amqp://127.0.0.1:1', { tls }))).toMatch(/^tls: given for an amqp:\/\/ URL/);
+    expect(await refused(LockClient.connect('memory:', { tls }))).toMatch(/^tls: memory: has no connection/);
+    expect(() => new RedisStore({ url: 'redis://127.0.0.1:1', tls })).toThrow(/^tls: given for a redis:\/\/ URL/);
+    expect(() => new RedisStore({ url: 'rediss://127.0.0.1:1', tls: { ...tls, rejectUnauthorized: false } as never })).toThrow(
+      /^tls\.rejectUnauthorized: not an option/,
+    );
   });
 });

@@ -55,6 +55,12 @@ Usage:
                            give every coordinator of a deployment the same one)
                                                      env ${COORDINATOR_ENV['secret-file']} (default: a random
                                                      key per process; see docs/security.md §6.1)
+        --tls-ca PATH      PEM CA file that verifies an amqps:// broker and a rediss://
+                           store (instead of Node's CAs; no NODE_EXTRA_CA_CERTS needed)
+                                                     env ${COORDINATOR_ENV['tls-ca']} (default: Node's CAs)
+        --tls-cert PATH    PEM client certificate for servers that require one;
+        --tls-key PATH     and its unencrypted key (both or neither)
+                                                     env ${COORDINATOR_ENV['tls-cert']}, ${COORDINATOR_ENV['tls-key']}
       Flags win over environment variables.
 
   lockq inspect [NAME] [--admin URL] [--json]
@@ -119,6 +125,9 @@ async function main(argv: readonly string[]): Promise<number> {
           'dead-letter-max-length': { type: 'string' },
           'log-level': { type: 'string' },
           'secret-file': { type: 'string' },
+          'tls-ca': { type: 'string' },
+          'tls-cert': { type: 'string' },
+          'tls-key': { type: 'string' },
         },
         strict: true,
       });

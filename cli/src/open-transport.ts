@@ -4,6 +4,7 @@ import type { Logger } from 'pino';
 import { MemoryServerTransport } from '@lockq/coordinator';
 import type { ServerTransport } from '@lockq/coordinator';
 import type { CoordinatorSettings } from './settings.js';
+import { readTlsFiles } from './tls-files.js';
 
 /** Transport events the service acts on. */
 export interface TransportHooks {
@@ -30,6 +31,7 @@ export async function openServerTransport(
     const bounds = s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength };
     return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), { ...bounds, prefix: s.prefix });
   }
+  const tls = scheme === 'amqps:' ? readTlsFiles(s.tls) : undefined;
   const { AmqpServerTransport } = await import('@lockq/coordinator');
   return new AmqpServerTransport({
     url: s.transport,
@@ -39,6 +41,7 @@ export async function openServerTransport(
     ...(s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength }),
     // Names this process in the broker's management UI, next to the partitions it consumes.
     connectionName: `lockq coordinator ${hostname()} pid ${process.pid}`,
+    ...(tls === undefined ? {} : { tls }),
     logger,
     onReconnect: () => hooks.reconnected(),
     onError: (err) => hooks.failed(err),

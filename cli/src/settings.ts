@@ -20,6 +20,9 @@ export interface CoordinatorFlags {
   readonly 'dead-letter-max-length'?: string | undefined;
   readonly 'log-level'?: string | undefined;
   readonly 'secret-file'?: string | undefined;
+  readonly 'tls-ca'?: string | undefined;
+  readonly 'tls-cert'?: string | undefined;
+  readonly 'tls-key'?: string | undefined;
 }
 
 /** Where each flag falls back to when it is not given. Flags win over the environment. */
@@ -36,6 +39,9 @@ export const COORDINATOR_ENV = {
   'dead-letter-max-length': 'LOCKQ_DEAD_LETTER_MAX_LENGTH',
   'log-level': 'LOCKQ_LOG_LEVEL',
   'secret-file': 'LOCKQ_SECRET_FILE',
+  'tls-ca': 'LOCKQ_TLS_CA',
+  'tls-cert': 'LOCKQ_TLS_CERT',
+  'tls-key': 'LOCKQ_TLS_KEY',
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
 export interface CoordinatorSettings {
@@ -57,6 +63,18 @@ export interface CoordinatorSettings {
   readonly logLevel: string;
   /** File holding the key of the hand-off proofs; undefined = a random key per process. */
   readonly secretFile: string | undefined;
+  /**
+   * PEM files for every TLS connection (`amqps://` transport, `rediss://` store): the CA that
+   * verifies the servers, this process's certificate and key; each undefined when not given.
+   */
+  readonly tls: TlsFiles;
+}
+
+/** Paths of the `--tls-*` files; `cert` and `key` are both given or neither. */
+export interface TlsFiles {
+  readonly ca: string | undefined;
+  readonly cert: string | undefined;
+  readonly key: string | undefined;
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
@@ -106,6 +124,16 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   };
   const maxQueueLength = optionalCount('max-queue-length');
   const deadLetterMaxLength = optionalCount('dead-letter-max-length');
+  const tls = { ca: pick('tls-ca'), cert: pick('tls-cert'), key: pick('tls-key') };
+  if ((tls.cert === undefined) !== (tls.key === undefined)) {
+    const [given, missing] = tls.cert === undefined ? (['tls-key', 'tls-cert'] as const) : (['tls-cert', 'tls-key'] as const);
+    throw new UsageError(`${where(given)}: given without --${missing} (a client certificate needs its private key, and the reverse)`);
+  }
+  const tlsUsed = scheme === 'amqps:' || /^rediss:\/\//.test(pick('store') ?? '');
+  if (!tlsUsed && (tls.ca !== undefined || tls.cert !== undefined)) {
+    const flag = tls.ca !== undefined ? 'tls-ca' : 'tls-cert';
+    throw new UsageError(`${where(flag)}: no connection uses TLS (use an amqps:// --transport or a rediss:// --store)`);
+  }
   const logLevel = pick('log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {
     throw new UsageError(`${where('log-level')}: expected one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(logLevel)}`);
@@ -123,6 +151,7 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     deadLetterMaxLength,
     logLevel,
     secretFile: pick('secret-file'),
+    tls: Object.freeze(tls),
   });
 }
 

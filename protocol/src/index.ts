@@ -7,4 +7,5 @@ export * from './topology.js';
 export * from './errors.js';
 export * from './memory-broker.js';
 export * from './retry.js';
+export * from './tls.js';
 export * from './validate.js';

@@ -65,7 +65,13 @@ export class LockClient implements LeaseOwner, Locking {
     const instance = randomUUID().slice(0, 8);
     const transport =
       options.transport ??
-      (await openTransport(url, { workerId: resolved.workerId, instance, prefix: resolved.prefix, logger: resolved.logger }));
+      (await openTransport(url, {
+        workerId: resolved.workerId,
+        instance,
+        prefix: resolved.prefix,
+        logger: resolved.logger,
+        ...(resolved.tls === undefined ? {} : { tls: resolved.tls }),
+      }));
     const client = new LockClient(transport, resolved, instance);
     const router = client.#router;
     try {

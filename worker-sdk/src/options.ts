@@ -1,6 +1,6 @@
 import { hostname } from 'node:os';
 import { pino, type Logger } from 'pino';
-import { checkFraction, checkInteger, isPrintableName, RANGES } from '@lockq/protocol';
+import { checkFraction, checkInteger, isPrintableName, RANGES, resolveTlsOptions, type TlsOptions } from '@lockq/protocol';
 import type { ClientTransport } from './transport/types.js';
 
 /** Options of {@link LockClient.connect}. Every one is optional. */
@@ -32,13 +32,25 @@ export interface LockClientOptions {
    * through the broker (see the successor event in docs/protocol.md). @defaultValue true
    */
   readonly localHandOff?: boolean;
+  /**
+   * TLS for an `amqps://` URL, as PEM contents (not paths): `ca` to verify the broker against
+   * (it replaces Node's CAs), `cert` and `key` when the broker asks for a client certificate.
+   * The broker's certificate is always verified; refused with any other URL.
+   * @defaultValue Node's CAs, no client certificate
+   * @example
+   * { tls: { ca: readFileSync('ca.pem'), cert: readFileSync('worker.pem'), key: readFileSync('worker.key') } }
+   */
+  readonly tls?: TlsOptions;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
   /** A transport to use instead of the one the URL names (tests, custom brokers). */
   readonly transport?: ClientTransport;
 }
 
-export type ResolvedClientOptions = Required<Omit<LockClientOptions, 'transport'>>;
+export type ResolvedClientOptions = Required<Omit<LockClientOptions, 'transport' | 'tls'>> & {
+  /** Checked at connect (a certificate without its key fails there); undefined when not given. */
+  readonly tls: TlsOptions | undefined;
+};
 
 export const DEFAULT_CLIENT_OPTIONS = Object.freeze({
   partitions: 1,
@@ -76,6 +88,7 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
     ...o,
     workerId,
     heartbeatMs,
+    tls: options.tls === undefined ? undefined : resolveTlsOptions(options.tls),
     logger: options.logger ?? pino({ level: 'silent' }),
   });
 }

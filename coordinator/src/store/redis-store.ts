@@ -1,7 +1,7 @@
 import { createHash } from 'node:crypto';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { checkInteger } from '@lockq/protocol';
+import { checkInteger, type ResolvedTlsOptions, resolveTlsOptions, type TlsOptions } from '@lockq/protocol';
 import { Redis } from 'ioredis';
 import { pino, type Logger } from 'pino';
 import type { CoreSnapshot } from '../core/snapshot.js';
@@ -24,6 +24,12 @@ export interface RedisStoreOptions {
   readonly connectTimeoutMs?: number;
   /** How long an operation waits for Redis's answer on a live connection. @defaultValue 5000 */
   readonly commandTimeoutMs?: number;
+  /**
+   * TLS for a `rediss://` URL: the CA to verify Redis against and this client's certificate and
+   * key (for `tls-auth-clients yes`), as PEM contents. Refused with a `redis://` URL. The server's
+   * certificate is always verified. @defaultValue Node's CAs, no client certificate
+   */
+  readonly tls?: TlsOptions;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
   /**
@@ -40,6 +46,8 @@ export interface ResolvedRedisStoreOptions {
   readonly keyPrefix: string;
   readonly connectTimeoutMs: number;
   readonly commandTimeoutMs: number;
+  /** The TLS socket options for `rediss://`; undefined for `redis://`. */
+  readonly tls: ResolvedTlsOptions | undefined;
   readonly logger: Logger;
 }
 
@@ -61,11 +69,17 @@ export function resolveRedisStoreOptions(options: RedisStoreOptions = {}): Resol
   checkInteger('connectTimeoutMs', connectTimeoutMs, 1, 600_000);
   const commandTimeoutMs = options.commandTimeoutMs ?? DEFAULT_REDIS_STORE_OPTIONS.commandTimeoutMs;
   checkInteger('commandTimeoutMs', commandTimeoutMs, 1, 600_000);
+  // On redis:// the material would be silently unused (or, in ioredis, switch TLS on unasked).
+  const secure = url.startsWith('rediss://');
+  if (!secure && options.tls !== undefined) {
+    throw new RangeError('tls: given for a redis:// URL, which does not use TLS; use rediss://');
+  }
   return Object.freeze({
     url,
     keyPrefix,
     connectTimeoutMs,
     commandTimeoutMs,
+    tls: secure ? resolveTlsOptions(options.tls) : undefined,
     logger: options.logger ?? pino({ level: 'silent' }),
   });
 }
@@ -181,6 +195,7 @@ export class RedisStore implements StateStore {
       maxRetriesPerRequest: 0,
       retryStrategy: (attempt) => Math.min(attempt * 100, 1000),
       connectionName: 'lockq-coordinator',
+      ...(this.options.tls === undefined ? {} : { tls: this.options.tls }),
     });
     this.#redis.on('ready', () => {
       if (this.#wasReady) this.#log.info('reconnected to Redis');
@@ -190,10 +205,16 @@ export class RedisStore implements StateStore {
     });
     this.#redis.on('error', (err: Error) => {
       // ioredis reports every failed reconnect; one line per outage is enough at warn.
-      if (this.#redis.status === 'reconnecting' || this.#redis.status === 'connecting') {
+      // 'connect': the socket (and TLS handshake) is up but Redis has not answered yet; a server
+      // refusing the client certificate drops the connection then, on every attempt.
+      const status = this.#redis.status;
+      if (status === 'reconnecting' || status === 'connecting' || status === 'connect') {
         // Partitions are claimed on their first request, so the process says ready without Redis:
         // the first failure to ever reach it (wrong address, untrusted certificate) must be seen.
-        if (!this.#wasReady && !this.#warnedUnreachable) this.#log.warn({ err }, 'cannot reach Redis yet; retrying');
+        if (!this.#wasReady && !this.#warnedUnreachable) {
+          const hint = tlsHint(this.options.tls, err);
+          this.#log.warn({ err, ...(hint === undefined ? {} : { hint }) }, 'cannot reach Redis yet; retrying');
+        }
         else this.#log.debug({ err }, 'Redis connection failed');
         this.#warnedUnreachable = true;
       } else {
@@ -300,4 +321,19 @@ export class RedisStore implements StateStore {
       this.#log.debug({ err }, 'could not read Redis settings');
     }
   }
+}
+
+/**
+ * What a failed TLS connection most likely means when the error alone does not say. A Redis with
+ * `tls-auth-clients yes` closes a connection whose client certificate is missing or not signed by
+ * its CA; ioredis writes as soon as the handshake ends, so it usually sees only the reset, not the
+ * alert that says why.
+ */
+function tlsHint(tls: ResolvedTlsOptions | undefined, err: Error): string | undefined {
+  if (tls === undefined) return undefined;
+  const code = (err as NodeJS.ErrnoException).code ?? '';
+  if (code !== 'ECONNRESET' && !code.startsWith('ERR_SSL_')) return undefined;
+  return tls.cert === undefined
+    ? 'Redis may require a client certificate (tls-auth-clients yes): give the store tls.cert and tls.key (lockq coordinator --tls-cert, --tls-key)'
+    : 'Redis may not accept this client certificate: it must be signed by a CA in its tls-ca-cert-file';
 }

@@ -48,7 +48,8 @@ export class AmqpConnection {
 
   /**
    * Connects with the settings both sides use (TCP no-delay, a bounded connect, a name shown in
-   * the broker's tools) and opens the confirm channel. `onLost` runs once when either is gone.
+   * the broker's tools, TLS material for `amqps://`) and opens the confirm channel. `onLost`
+   * runs once when either is gone.
    */
   static async open(
     o: ResolvedAmqpLinkOptions,
@@ -57,6 +58,8 @@ export class AmqpConnection {
   ): Promise<AmqpConnection> {
     const amqp = await import('amqplib');
     const model = await amqp.connect(o.connectUrl, {
+      // amqplib hands its socket options to tls.connect for amqps:// (CA, client certificate).
+      ...o.tls,
       noDelay: true,
       timeout: o.connectTimeoutMs,
       clientProperties: { connection_name: o.connectionName },

@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { type RetryPolicy, resolveRetryPolicy } from '../retry.js';
+import { type ResolvedTlsOptions, resolveTlsOptions, type TlsOptions } from '../tls.js';
 import { checkInteger } from '../validate.js';
 
 /** The defaults of the connection settings both AMQP transports share. */
@@ -34,6 +35,12 @@ export interface AmqpLinkOptions {
    * @defaultValue `'lockq coordinator'`, or `'lockq worker <workerId>/<instance>'` for a worker
    */
   readonly connectionName?: string;
+  /**
+   * TLS for an `amqps://` URL: the CA to verify the broker against and this client's certificate
+   * and key, as PEM contents. Refused with an `amqp://` URL. The broker's certificate is always
+   * verified. @defaultValue Node's CAs, no client certificate
+   */
+  readonly tls?: TlsOptions;
   /** @defaultValue no logging */
   readonly logger?: Logger;
 }
@@ -48,6 +55,8 @@ export interface ResolvedAmqpLinkOptions {
   readonly prefetch: number;
   readonly reconnect: RetryPolicy;
   readonly connectionName: string;
+  /** The TLS socket options for `amqps://`; undefined for `amqp://`. */
+  readonly tls: ResolvedTlsOptions | undefined;
 }
 
 /**
@@ -63,7 +72,15 @@ export function resolveAmqpLinkOptions(o: AmqpLinkOptions, connectionName: strin
     prefetch: checkInteger('prefetch', o.prefetch ?? d.prefetch, 1, 65_535),
     reconnect: resolveRetryPolicy(o.reconnect, 'reconnect'),
     connectionName: o.connectionName ?? connectionName,
+    tls: linkTls(o),
   });
+}
+
+/** TLS settings only where the URL asks for TLS: on `amqp://` they would be silently unused. */
+function linkTls(o: AmqpLinkOptions): ResolvedTlsOptions | undefined {
+  if (new URL(o.url).protocol === 'amqps:') return resolveTlsOptions(o.tls);
+  if (o.tls !== undefined) throw new RangeError('tls: given for an amqp:// URL, which does not use TLS; use amqps://');
+  return undefined;
 }
 
 /** Adds the heartbeat to an `amqp://` / `amqps://` URL unless the URL already sets one. */

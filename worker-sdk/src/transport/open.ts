@@ -1,5 +1,5 @@
 import type { Logger } from 'pino';
-import { memoryBroker, memoryBrokerName } from '@lockq/protocol';
+import { memoryBroker, memoryBrokerName, type TlsOptions } from '@lockq/protocol';
 import { MemoryClientTransport } from './memory.js';
 import type { ClientTransport, ClientTransportOptions } from './types.js';
 
@@ -9,11 +9,12 @@ import type { ClientTransport, ClientTransportOptions } from './types.js';
  */
 export async function openTransport(
   url: string,
-  options: ClientTransportOptions & { readonly logger: Logger },
+  options: ClientTransportOptions & { readonly logger: Logger; readonly tls?: TlsOptions },
 ): Promise<ClientTransport> {
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   switch (scheme) {
     case 'memory:':
+      if (options.tls !== undefined) throw new RangeError('tls: memory: has no connection to secure; use amqps://');
       return new MemoryClientTransport(memoryBroker(memoryBrokerName(url)), options);
     case 'amqp:':
     case 'amqps:': {
