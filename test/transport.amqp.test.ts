@@ -578,6 +578,15 @@ describe.skipIf(!rabbitmqctl)('amqp transport as a worker user without configure
       ['reply', 'coordinator'],
     ]);
   });
+
+  it('is told it may not send as another principal before it declares a reply queue in that one’s namespace', async () => {
+    // Runs after the test above: the exchanges exist. A reply queue under guest's namespace is
+    // outside this user's rights (403), so the principal must be checked first to say what is wrong.
+    const w = track(t.client('w3', { url, principal: 'guest' }));
+    const err = await w.open({ onReply: () => {} }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(AmqpTransportError);
+    expect(String((err as Error).message)).toMatch(new RegExp(`principal "guest" .* logged in as "${user}"`));
+  });
 });
 
 describe('amqp transport options', () => {

@@ -7,7 +7,7 @@ import {
   type PublishOutcome,
   resolveAmqpLinkOptions,
 } from '@lockq/protocol/amqp';
-import type { ConsumeMessage } from 'amqplib';
+import type { Channel, ConsumeMessage } from 'amqplib';
 import type { Logger } from 'pino';
 import { AmqpRoutes } from './amqp-routes.js';
 import { resolveClientIdentity } from './identity.js';
@@ -96,6 +96,7 @@ export class AmqpClientTransport implements ClientTransport {
       requestExchange: this.#requestExchange,
       forwardExchange: this.#forwardExchange,
       replyQueue: this.replyAddress,
+      declareReplyQueue: (ch) => this.#declareReplyQueue(ch),
       principal: this.principal,
       urlUser,
       log: this.#log,
@@ -174,19 +175,11 @@ export class AmqpClientTransport implements ClientTransport {
   }
 
   /**
-   * Declares the reply queue, checks the exchanges (binding the queue to forwards) and the
-   * principal, and consumes the queue: the set-up of every connection.
+   * Checks the exchanges and the principal, declares the reply queue and binds it to the
+   * forwards (all in {@link AmqpRoutes}), then consumes it: the set-up of every connection.
    */
   async #consumeReplies(c: AmqpConnection): Promise<void> {
     const acks: ReplyAcks = { c, last: null, scheduled: false };
-    // Durable (the queue, not the replies: they are published transient) because RabbitMQ 4.3
-    // refuses non-durable queues that are not exclusive; x-expires removes it once unused.
-    await c.channel.assertQueue(this.replyAddress, {
-      durable: true,
-      exclusive: false,
-      autoDelete: false,
-      arguments: { 'x-expires': this.#replyExpiresMs },
-    });
     await this.#routes.setUp(c);
     await c.channel.prefetch(this.#link.options.prefetch);
     this.#acks = acks;
@@ -194,6 +187,19 @@ export class AmqpClientTransport implements ClientTransport {
     // to the socket, so the replies in flight when the connection drops would be lost; with
     // acks they go back to the (surviving) reply queue and are delivered after the reconnect.
     await c.channel.consume(this.replyAddress, (msg) => this.#onReply(acks, msg), { noAck: false });
+  }
+
+  /**
+   * Durable (the queue, not the replies: they are published transient) because RabbitMQ 4.3
+   * refuses non-durable queues that are not exclusive; x-expires removes it once unused.
+   */
+  #declareReplyQueue(ch: Channel): Promise<unknown> {
+    return ch.assertQueue(this.replyAddress, {
+      durable: true,
+      exclusive: false,
+      autoDelete: false,
+      arguments: { 'x-expires': this.#replyExpiresMs },
+    });
   }
 
   #onReply(acks: ReplyAcks, msg: ConsumeMessage | null): void {
