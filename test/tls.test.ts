@@ -283,7 +283,7 @@ describe.skipIf(!openssl || !redisServer || !rabbit)('amqps:// through a TLS ter
 });
 
 /** Any sign that the server turned the connection down for want of an (acceptable) client certificate. */
-const CLIENT_CERTIFICATE_REFUSED = /certificate required|ECONNRESET|client certificate/i;
+const CLIENT_CERTIFICATE_REFUSED = /certificate required|ECONNRESET|EPIPE|client certificate/i;
 
 describe.skipIf(!openssl || !redisServer)('rediss:// to a redis-server that requires client certificates (tls-auth-clients yes)', () => {
   let certs: Certs;

@@ -332,7 +332,7 @@ export class RedisStore implements StateStore {
 function tlsHint(tls: ResolvedTlsOptions | undefined, err: Error): string | undefined {
   if (tls === undefined) return undefined;
   const code = (err as NodeJS.ErrnoException).code ?? '';
-  if (code !== 'ECONNRESET' && !code.startsWith('ERR_SSL_')) return undefined;
+  if (code !== 'ECONNRESET' && code !== 'EPIPE' && !code.startsWith('ERR_SSL_')) return undefined;
   return tls.cert === undefined
     ? 'Redis may require a client certificate (tls-auth-clients yes): give the store tls.cert and tls.key (lockq coordinator --tls-cert, --tls-key)'
     : 'Redis may not accept this client certificate: it must be signed by a CA in its tls-ca-cert-file';
