@@ -61,6 +61,15 @@ Usage:
         --tls-cert PATH    PEM client certificate for servers that require one;
         --tls-key PATH     and its unencrypted key (both or neither)
                                                      env ${COORDINATOR_ENV['tls-cert']}, ${COORDINATOR_ENV['tls-key']}
+        --identity MODE    required: every request must carry the broker-validated
+                           user_id of its sender, and want answers only in that user's
+                           reply namespace (else dead-lettered FORBIDDEN); off: everyone
+                           who can publish is one principal (docs/security.md §5)
+                                                     env ${COORDINATOR_ENV.identity} (default required)
+        --principal-rate N requests a second one principal may send to one partition
+                           (burst 2N); beyond it they are dropped unread, answered
+                           RATE_LIMITED at most every 100 ms
+                                                     env ${COORDINATOR_ENV['principal-rate']} (default: no limit)
       Flags win over environment variables.
 
   lockq inspect [NAME] [--admin URL] [--json]
@@ -128,6 +137,8 @@ async function main(argv: readonly string[]): Promise<number> {
           'tls-ca': { type: 'string' },
           'tls-cert': { type: 'string' },
           'tls-key': { type: 'string' },
+          identity: { type: 'string' },
+          'principal-rate': { type: 'string' },
         },
         strict: true,
       });

@@ -23,6 +23,8 @@ export interface CoordinatorFlags {
   readonly 'tls-ca'?: string | undefined;
   readonly 'tls-cert'?: string | undefined;
   readonly 'tls-key'?: string | undefined;
+  readonly identity?: string | undefined;
+  readonly 'principal-rate'?: string | undefined;
 }
 
 /** Where each flag falls back to when it is not given. Flags win over the environment. */
@@ -42,6 +44,8 @@ export const COORDINATOR_ENV = {
   'tls-ca': 'LOCKQ_TLS_CA',
   'tls-cert': 'LOCKQ_TLS_CERT',
   'tls-key': 'LOCKQ_TLS_KEY',
+  identity: 'LOCKQ_IDENTITY',
+  'principal-rate': 'LOCKQ_PRINCIPAL_RATE',
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
 export interface CoordinatorSettings {
@@ -68,6 +72,10 @@ export interface CoordinatorSettings {
    * verifies the servers, this process's certificate and key; each undefined when not given.
    */
   readonly tls: TlsFiles;
+  /** Whether requests must come from a broker-vouched principal (docs/security.md §5). */
+  readonly identity: 'required' | 'off';
+  /** Requests a second per principal per partition (burst twice that); undefined = no limit. */
+  readonly principalRate: number | undefined;
 }
 
 /** Paths of the `--tls-*` files; `cert` and `key` are both given or neither. */
@@ -124,6 +132,12 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   };
   const maxQueueLength = optionalCount('max-queue-length');
   const deadLetterMaxLength = optionalCount('dead-letter-max-length');
+  const identity = pick('identity') ?? 'required';
+  if (identity !== 'required' && identity !== 'off') {
+    throw new UsageError(`${where('identity')}: expected required or off, got ${JSON.stringify(identity)}`);
+  }
+  const rateText = pick('principal-rate');
+  const principalRate = rateText === undefined ? undefined : parseInteger(where('principal-rate'), rateText, 0, 1, 500_000_000);
   const tls = { ca: pick('tls-ca'), cert: pick('tls-cert'), key: pick('tls-key') };
   if ((tls.cert === undefined) !== (tls.key === undefined)) {
     const [given, missing] = tls.cert === undefined ? (['tls-key', 'tls-cert'] as const) : (['tls-cert', 'tls-key'] as const);
@@ -152,6 +166,8 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     logLevel,
     secretFile: pick('secret-file'),
     tls: Object.freeze(tls),
+    identity,
+    principalRate,
   });
 }
 
