@@ -13,7 +13,7 @@ import {
   type Request,
   type RequestBase,
 } from '@lockq/protocol';
-import { type CoreLimits, type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
+import { type CoreLimits, type CoreOptions, coreLimits, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 
 // ---- harness --------------------------------------------------------------------------------------
 
@@ -886,5 +886,277 @@ describe('inspect', () => {
     // The coordinator's own view (the admin listener's) is the same lock view; its counts keep the counter.
     expect(h.core.inspect('x', h.now)).toEqual(lock);
     expect(h.core.counts()).toEqual({ locks: 1, holds: 1, waiters: 1, sessions: 3, lastToken: token + 1 });
+  });
+});
+
+// ---- principals -----------------------------------------------------------------------------------------
+
+/** `request` as sent by `principal` (the runtime puts the broker-vouched sender there). */
+function as<T extends Request>(principal: string, request: T): T {
+  return { ...request, principal };
+}
+
+describe('principals: sessions are keyed by (principal, session id)', () => {
+  it("opens a session of the sender's own for an id another principal has, and each acts on its own", () => {
+    const h = new Harness();
+    expect(h.ask(as('P', h.openReq('a')))).toMatchObject({ type: 'opened', resumed: false });
+    expect(h.ask(as('Q', h.openReq('a')))).toMatchObject({ type: 'opened', resumed: false }); // no squatting either way
+    expect(h.ask(h.openReq('a'))).toMatchObject({ type: 'opened', resumed: false }); // no principal: the principal ""
+    expect(h.core.counts().sessions).toBe(3);
+    const tp = h.hold('a', 'x');
+    const tq = (h.ask(as('Q', h.acquireReq('a', 'y'))) as ReplyBody & { type: 'granted' }).token;
+    expect(h.core.detail('x', h.now)?.holders.map((x) => [x.principal, x.session])).toEqual([['', 'a']]);
+    expect(h.core.detail('y', h.now)?.holders.map((x) => [x.principal, x.session])).toEqual([['Q', 'a']]);
+    // Q's session "a" cannot release the hold of the "" principal's session "a": not its token.
+    expect(errorOf(h.ask(as('Q', h.releaseReq('a', 'x', tp))))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(h.releaseReq('a', 'y', tq)))).toBe('NOT_HOLDER');
+    // Closing Q's leaves the others' sessions and holds alone.
+    expect(h.ask(as('Q', h.closeReq('a')))).toMatchObject({ type: 'ok' });
+    expect(h.core.counts()).toMatchObject({ sessions: 2, holds: 1 });
+    expect(h.ask(h.releaseReq('a', 'x', tp))).toMatchObject({ type: 'released' });
+  });
+
+  it("answers FORBIDDEN (field session) to every op naming another principal's session, changes nothing, remembers nothing", () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a')));
+    h.ask(as('P', h.openReq('b')));
+    const ta = (h.ask(as('P', h.acquireReq('a', 'x'))) as ReplyBody & { type: 'granted' }).token;
+    const waiting = as('P', h.acquireReq('a', 'y'));
+    h.ask(as('P', h.acquireReq('b', 'y')));
+    expect(h.ask(waiting)).toMatchObject({ type: 'queued' });
+    const attacks: Request[] = [
+      h.releaseReq('a', 'x', ta),
+      h.extendReq('a', 'x', ta, 10),
+      h.cancelReq('a', 'y', waiting.id),
+      h.heartbeatReq('a'),
+      h.closeReq('a'),
+      h.acquireReq('a', 'z'),
+      { ...h.heartbeatReq('a'), settled: Number.MAX_SAFE_INTEGER, seq: 1 }, // a watermark far ahead
+    ];
+    // Everything but the clock, which the request moves like any other.
+    const state = () => JSON.stringify({ ...h.core.snapshot(), now: 0 });
+    for (const principal of ['Q', '']) {
+      for (const attack of attacks) {
+        const before = state();
+        h.at(h.now + 10);
+        expect(h.ask(as(principal, attack)), `${principal} ${attack.op}`).toMatchObject({ type: 'error', code: 'FORBIDDEN', field: 'session' });
+        expect(h.decisions).toHaveLength(1);
+        // Not even the session's deadline, reply address or watermark moved.
+        expect(state(), `${principal} ${attack.op}`).toBe(before);
+      }
+    }
+    // Nothing was remembered under those ids: P's own requests with the same ids are decided as new.
+    expect(h.ask(as('P', { ...h.extendReq('a', 'x', ta, 10), id: attacks[1]?.id as string }))).toMatchObject({ type: 'extended' });
+    expect(h.ask(as('P', { ...h.releaseReq('a', 'x', ta), id: attacks[0]?.id as string }))).toMatchObject({ type: 'released' });
+  });
+
+  it('answers NO_SESSION, not FORBIDDEN, for an id nobody has, or one its own principal has for another worker', () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a')));
+    expect(errorOf(h.ask(as('Q', h.heartbeatReq('nobody'))))).toBe('NO_SESSION');
+    // P's own session "a" belongs to worker w-a: another worker of P is not let in, and is not told whose it is.
+    expect(errorOf(h.ask(as('P', { ...h.heartbeatReq('a'), worker: 'w-other' })))).toBe('NO_SESSION');
+    // Q with a session "a" of its own and another worker id: its own session's rules apply.
+    h.ask(as('Q', { ...h.openReq('a'), worker: 'w-q' }));
+    expect(errorOf(h.ask(as('Q', h.heartbeatReq('a'))))).toBe('NO_SESSION');
+    expect(h.ask(as('Q', { ...h.heartbeatReq('a'), worker: 'w-q' }))).toMatchObject({ type: 'ok' });
+    // An open of P's id by P with another worker is still INVALID_FIELD, whatever Q has.
+    expect(h.ask(as('P', { ...h.openReq('a'), worker: 'w-other' }))).toMatchObject({ code: 'INVALID_FIELD', field: 'session' });
+  });
+
+  it("keeps an expired token's LEASE_EXPIRED to the principal whose session held it", () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a')));
+    h.ask(as('Q', h.openReq('a')));
+    const t = (h.ask(as('P', h.acquireReq('a', 'x', { ttlMs: 100 }))) as ReplyBody & { type: 'granted' }).token;
+    h.tick(100);
+    expect(errorOf(h.ask(as('Q', h.releaseReq('a', 'x', t))))).toBe('NOT_HOLDER');
+    expect(errorOf(h.ask(as('P', h.releaseReq('a', 'x', t))))).toBe('LEASE_EXPIRED');
+  });
+
+  it("never completes a hand-off early for another principal's session of the named waiter's id", () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a')));
+    h.ask(as('P', h.openReq('b')));
+    h.ask(as('Q', h.openReq('b')));
+    const ta = (h.ask(as('P', h.acquireReq('a', 'x'))) as ReplyBody & { type: 'granted' }).token;
+    const named = h.send(as('P', h.acquireReq('b', 'x')));
+    const next = named.find((b): b is ReplyBody & { type: 'successor' } => b.type === 'successor')?.next?.grant.token as number;
+    const forged = { ...as('Q', h.extendReq('b', 'x', next, 9000)), handoff: true } as Request;
+    expect(errorOf(h.ask(forged))).toBe('NOT_HOLDER');
+    expect(h.core.detail('x', h.now)?.holders.map((x) => [x.principal, x.session, x.token])).toEqual([['P', 'a', ta]]);
+    const real = { ...as('P', h.extendReq('b', 'x', next, 9000)), handoff: true } as Request;
+    expect(h.ask(real)).toMatchObject({ type: 'extended' });
+    expect(h.decisions.find((d) => d.type === 'reply' && d.body.type === 'granted')).toBeDefined();
+  });
+
+  it('keeps principals across a snapshot and restore; a snapshot without them is all the principal ""', () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a')));
+    h.ask(as('Q', h.openReq('a')));
+    const tp = (h.ask(as('P', h.acquireReq('a', 'x'))) as ReplyBody & { type: 'granted' }).token;
+    const wq = as('Q', h.acquireReq('a', 'x'));
+    expect(h.ask(wq)).toMatchObject({ type: 'queued' });
+    const options = { partition: 0, partitions: 1, epoch: 2, tokenFloor: 0, tokenBlockSize: 1000, limits: DEFAULT_CORE_LIMITS };
+    const snap = JSON.parse(JSON.stringify(h.core.snapshot())) as ReturnType<LockCore['snapshot']>;
+    expect(snap.sessions.map((x) => [x.principal, x.id])).toEqual([['P', 'a'], ['Q', 'a']]);
+    const restored = LockCore.restore(snap, options);
+    expect(restored.snapshot()).toEqual(h.core.snapshot());
+    const out: Decision[] = [];
+    restored.handle(as('Q', h.releaseReq('a', 'x', tp)), h.now, out);
+    expect(brief(bodies(out))).toEqual([expect.stringMatching(/NOT_HOLDER$/)]);
+    out.length = 0;
+    restored.handle(as('P', h.releaseReq('a', 'x', tp)), h.now, out);
+    expect(brief(bodies(out))[0]).toBe(`granted ${wq.id} #${tp + 1}`);
+    // An older snapshot: no principal anywhere. Its sessions are the principal ""'s.
+    const old = new Harness();
+    old.open('a');
+    const t = old.hold('a', 'x');
+    const strip = (v: unknown): unknown =>
+      Array.isArray(v) ? v.map(strip) : v !== null && typeof v === 'object' ? Object.fromEntries(Object.entries(v).filter(([k]) => k !== 'principal').map(([k, x]) => [k, strip(x)])) : v;
+    const legacy = strip(JSON.parse(JSON.stringify(old.core.snapshot()))) as ReturnType<LockCore['snapshot']>;
+    expect(JSON.stringify(legacy)).not.toContain('principal');
+    const back = LockCore.restore(legacy, options);
+    expect(back.snapshot()).toEqual(old.core.snapshot());
+    const o2: Decision[] = [];
+    back.handle(old.releaseReq('a', 'x', t), old.now, o2);
+    expect(brief(bodies(o2))).toEqual([`released ${(o2[0] as Decision & { type: 'reply' }).body.re} #${t}`]);
+  });
+});
+
+describe('per-principal quotas', () => {
+  const quota = (body: ReplyBody) => (body.type === 'error' ? `${body.code} ${body.field ?? ''}`.trim() : body.type);
+
+  it('sessions: an open of a new session beyond maxSessionsPerPrincipal, before the partition-wide maxSessions', () => {
+    const h = new Harness({ limits: { maxSessionsPerPrincipal: 2, maxSessions: 3 } });
+    h.ask(as('P', h.openReq('a')));
+    h.ask(as('P', h.openReq('b')));
+    expect(quota(h.ask(as('P', h.openReq('c'))))).toBe('QUOTA_EXCEEDED sessions');
+    expect(h.ask(as('P', h.openReq('a')))).toMatchObject({ type: 'opened', resumed: true }); // resuming is not a new session
+    expect(quota(h.ask(as('Q', h.openReq('c'))))).toBe('opened');
+    expect(quota(h.ask(as('Q', h.openReq('d'))))).toBe('TOO_MANY_SESSIONS');
+    expect(quota(h.ask(as('P', h.openReq('d'))))).toBe('QUOTA_EXCEEDED sessions'); // its own quota first
+    expect(h.ask(as('P', h.closeReq('b')))).toMatchObject({ type: 'ok' });
+    expect(quota(h.ask(as('P', h.openReq('c'))))).toBe('opened');
+    expect(h.core.usage('P')).toEqual({ sessions: 2, holds: 0, waits: 0, names: 0 });
+  });
+
+  it('holds: holds plus waits of all its sessions beyond maxHoldsPerPrincipal, after the per-session check', () => {
+    const h = new Harness({ limits: { maxHoldsPerPrincipal: 3, maxHoldsPerSession: 2 } });
+    for (const s of ['a', 'b']) h.ask(as('P', h.openReq(s)));
+    h.ask(as('Q', h.openReq('q')));
+    h.ask(as('Q', h.acquireReq('q', 'busy')));
+    h.ask(as('P', h.acquireReq('a', 'x')));
+    h.ask(as('P', h.acquireReq('a', 'y')));
+    expect(quota(h.ask(as('P', h.acquireReq('a', 'z'))))).toBe('TOO_MANY_HOLDS'); // the session's own limit first
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'busy'))))).toBe('queued'); // a wait counts as a hold
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'z'))))).toBe('QUOTA_EXCEEDED holds'); // would be granted
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'busy'))))).toBe('QUOTA_EXCEEDED holds'); // would queue
+    expect(quota(h.ask(as('Q', h.acquireReq('q', 'z'))))).toBe('granted'); // another principal's count
+    expect(h.core.usage('P')).toEqual({ sessions: 2, holds: 2, waits: 1, names: 3 });
+  });
+
+  it('waits: waiting acquires of all its sessions beyond maxWaitsPerPrincipal; holds are not waits', () => {
+    const h = new Harness({ limits: { maxWaitsPerPrincipal: 2 } });
+    for (const s of ['a', 'b', 'c']) h.ask(as('P', h.openReq(s)));
+    h.ask(as('Q', h.openReq('q')));
+    for (const l of ['x', 'y', 'z']) h.ask(as('Q', h.acquireReq('q', l)));
+    h.ask(as('P', h.acquireReq('a', 'x')));
+    h.ask(as('P', h.acquireReq('b', 'y')));
+    expect(quota(h.ask(as('P', h.acquireReq('c', 'z'))))).toBe('QUOTA_EXCEEDED waits');
+    expect(quota(h.ask(as('P', h.acquireReq('c', 'free'))))).toBe('granted');
+    expect(quota(h.ask(as('Q', h.acquireReq('q', 'z'))))).toBe('queued');
+  });
+
+  it('lockWaits: one principal may not fill a lock\'s queue; others still queue, and it may queue elsewhere', () => {
+    const h = new Harness({ limits: { maxLockWaitsPerPrincipal: 2, maxWaitersPerLock: 4 } });
+    for (const s of ['a', 'b', 'c']) h.ask(as('P', h.openReq(s)));
+    for (const s of ['q1', 'q2', 'q3']) h.ask(as('Q', h.openReq(s)));
+    h.ask(as('Q', h.acquireReq('q1', 'x')));
+    h.ask(as('Q', h.acquireReq('q1', 'y')));
+    expect(quota(h.ask(as('P', h.acquireReq('a', 'x'))))).toBe('queued');
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'x'))))).toBe('queued');
+    expect(quota(h.ask(as('P', h.acquireReq('c', 'x'))))).toBe('QUOTA_EXCEEDED lockWaits');
+    expect(quota(h.ask(as('P', h.acquireReq('c', 'y'))))).toBe('queued');
+    expect(quota(h.ask(as('Q', h.acquireReq('q2', 'x'))))).toBe('queued');
+    expect(quota(h.ask(as('Q', h.acquireReq('q3', 'x'))))).toBe('queued');
+    expect(quota(h.ask(as('Q', h.acquireReq('q3', 'x'))))).toBe('QUEUE_FULL'); // the lock's own limit first
+    // Granted from the queue, a waiter no longer counts against the lock's share.
+    h.ask(as('Q', h.releaseReq('q1', 'x', 1)));
+    expect(quota(h.ask(as('P', h.acquireReq('c', 'x'))))).toBe('queued');
+  });
+
+  it('names: a lock new to the principal beyond maxNamesPerPrincipal; locks it already holds or awaits are not new', () => {
+    const h = new Harness({ limits: { maxNamesPerPrincipal: 2 } });
+    for (const s of ['a', 'b']) h.ask(as('P', h.openReq(s)));
+    h.ask(as('Q', h.openReq('q')));
+    const sem = { kind: 'semaphore', mode: 'shared', limit: 3 } as const;
+    const tx = (h.ask(as('P', h.acquireReq('a', 'x'))) as ReplyBody & { type: 'granted' }).token;
+    h.ask(as('P', h.acquireReq('a', 's', sem)));
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'z'))))).toBe('QUOTA_EXCEEDED names');
+    expect(quota(h.ask(as('P', h.acquireReq('b', 's', sem))))).toBe('granted'); // held already: not a new name
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'x'))))).toBe('queued'); // likewise
+    h.ask(as('Q', h.acquireReq('q', 'z')));
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'z', { waitMs: 0 }))))).toBe('LOCK_BUSY'); // the lock's answer first
+    expect(quota(h.ask(as('P', h.acquireReq('b', 'z'))))).toBe('QUOTA_EXCEEDED names'); // would queue on a new name
+    expect(h.core.usage('P')).toMatchObject({ names: 2 });
+    // Released and granted on: x stays one of P's names (b holds it now) until b lets go too.
+    h.ask(as('P', h.releaseReq('a', 'x', tx)));
+    expect(h.core.usage('P')).toMatchObject({ holds: 3, waits: 0, names: 2 });
+  });
+
+  it('leave the state as it was (the sender refreshed and the answer remembered, like any refusal)', () => {
+    const h = new Harness({ limits: { maxSessionsPerPrincipal: 2, maxHoldsPerPrincipal: 3, maxWaitsPerPrincipal: 1, maxLockWaitsPerPrincipal: 1, maxNamesPerPrincipal: 2 } });
+    const sem = { kind: 'semaphore', mode: 'shared', limit: 3 } as const;
+    for (const s of ['a', 'b']) h.ask(as('P', h.openReq(s)));
+    h.ask(as('Q', h.openReq('q')));
+    h.ask(as('Q', h.acquireReq('q', 'x')));
+    h.ask(as('Q', h.acquireReq('q', 'y')));
+    h.ask(as('P', h.acquireReq('a', 'x'))); // queued
+    h.ask(as('P', h.acquireReq('a', 'v', sem)));
+    const expectRefused = (code: string, request: Request) => {
+      const before = h.snapshot('x', 'y', 'v', 'w');
+      const usage = h.core.usage('P');
+      expect(quota(h.ask(request)), code).toBe(code);
+      expect(h.decisions, code).toHaveLength(1);
+      expect(h.snapshot('x', 'y', 'v', 'w'), code).toBe(before);
+      expect(h.core.usage('P'), code).toEqual(usage);
+      // A duplicate gets the same answer (an open's refusal is not remembered: no session to keep it).
+      if (request.op !== 'open') expect(quota(h.ask(request)), code).toBe(code);
+    };
+    expectRefused('QUOTA_EXCEEDED sessions', as('P', h.openReq('c')));
+    expectRefused('QUOTA_EXCEEDED lockWaits', as('P', h.acquireReq('b', 'x')));
+    expectRefused('QUOTA_EXCEEDED waits', as('P', h.acquireReq('b', 'y')));
+    expectRefused('QUOTA_EXCEEDED names', as('P', h.acquireReq('b', 'w')));
+    h.ask(as('P', h.acquireReq('b', 'v', sem))); // granted: 2 holds and a wait
+    expectRefused('QUOTA_EXCEEDED holds', as('P', h.acquireReq('b', 'v', sem)));
+  });
+
+  it('derive maxLockWaitsPerPrincipal from maxWaitersPerLock when only that is given', () => {
+    expect(DEFAULT_CORE_LIMITS.maxLockWaitsPerPrincipal).toBe(DEFAULT_CORE_LIMITS.maxWaitersPerLock / 4);
+    expect(coreLimits({ maxWaitersPerLock: 400 }).maxLockWaitsPerPrincipal).toBe(100);
+    expect(coreLimits({ maxWaitersPerLock: 2 }).maxLockWaitsPerPrincipal).toBe(1);
+    expect(coreLimits({ maxWaitersPerLock: 400, maxLockWaitsPerPrincipal: 400 }).maxLockWaitsPerPrincipal).toBe(400);
+    expect(coreLimits()).toEqual(DEFAULT_CORE_LIMITS);
+  });
+
+  it('fit the default deployment: 1,000 workers sharing one principal, a session each, holding 20 locks each', () => {
+    const h = new Harness();
+    for (let i = 0; i < 1000; i++) expect(h.ask(as('guest', h.openReq(`s${i}`))).type).toBe('opened');
+    for (let i = 0; i < 1000; i++) {
+      for (let l = 0; l < 20; l++) expect(h.ask(as('guest', h.acquireReq(`s${i}`, `lock-${i}-${l}`))).type).toBe('granted');
+    }
+    expect(h.core.usage('guest')).toEqual({ sessions: 1000, holds: 20_000, waits: 0, names: 20_000 });
+    expect(quota(h.ask(as('guest', h.openReq('one-more'))))).toBe('QUOTA_EXCEEDED sessions');
+    expect(quota(h.ask(as('guest', h.acquireReq('s0', 'one-more'))))).toBe('QUOTA_EXCEEDED holds');
+  });
+
+  it('forget a principal with its last session', () => {
+    const h = new Harness();
+    h.ask(as('P', h.openReq('a', { sessionTtlMs: 100 })));
+    h.ask(as('P', h.acquireReq('a', 'x')));
+    expect(h.core.usage('P')).toEqual({ sessions: 1, holds: 1, waits: 0, names: 1 });
+    h.tick(100);
+    expect(h.core.usage('P')).toBeUndefined();
   });
 });

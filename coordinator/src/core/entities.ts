@@ -8,8 +8,26 @@ import { FifoQueue } from './fifo-index.js';
  * as one made live. A piece is built detached (`live` false); `PartitionState` attaches it.
  */
 
+/**
+ * One principal's share of a partition (docs/security.md §5.3, §7): its sessions, by id, and
+ * the counts its quotas are checked against. Sessions are keyed by (principal, session id), so
+ * another principal cannot name them. Kept while the principal has a session.
+ */
+export interface Principal {
+  /** The broker-vouched sender; `""` when the coordinator runs with identity off. */
+  readonly name: string;
+  readonly sessions: Map<string, Session>;
+  /** Holds of its sessions. */
+  holds: number;
+  /** Waiting acquires of its sessions. */
+  waits: number;
+  /** Locks it holds or awaits (each name once). */
+  names: number;
+}
+
 export interface Session {
   readonly kind: 'session';
+  readonly principal: Principal;
   readonly id: string;
   readonly worker: string;
   replyTo: string;
@@ -45,6 +63,10 @@ export interface LockState {
   waiting: number;
   /** Mutex only: the waiter named to the holder as next (see {@link Successor}). */
   next: Successor | null;
+  /** Holds plus waiters of each principal here: what its `names` count is made of. */
+  readonly usedBy: Map<Principal, number>;
+  /** Waiters of each principal here (its `lockWaits` quota). */
+  readonly waitingBy: Map<Principal, number>;
   /** The named waiter left the queue: the holder is to be told who is next now, if anyone. */
   retell: boolean;
 }
@@ -109,6 +131,8 @@ export type Expiring = Session | Hold | Waiter;
 
 /** A session's own fields: what an `open` gives it, and what a snapshot keeps of it. */
 export interface SessionInit {
+  /** Its principal's name (see {@link Principal}). */
+  readonly principal: string;
   readonly id: string;
   readonly worker: string;
   readonly replyTo: string;
@@ -118,9 +142,15 @@ export interface SessionInit {
   readonly settled: number;
 }
 
-export function createSession(init: SessionInit): Session {
+export function createPrincipal(name: string): Principal {
+  return { name, sessions: new Map(), holds: 0, waits: 0, names: 0 };
+}
+
+/** `principal` is the record of `init.principal`. */
+export function createSession(init: SessionInit, principal: Principal): Session {
   return {
     kind: 'session',
+    principal,
     id: init.id,
     worker: init.worker,
     replyTo: init.replyTo,
@@ -150,6 +180,8 @@ export function createLock(name: string, kind: LockKind, limit: number): LockSta
     waiting: 0,
     next: null,
     retell: false,
+    usedBy: new Map(),
+    waitingBy: new Map(),
   };
 }
 

@@ -14,7 +14,7 @@ import {
   type ReplyBody,
   type Request,
 } from '@lockq/protocol';
-import { createSuccessor, type Hold, type LockState, type Memo, type Session, type Waiter } from './entities.js';
+import { createSuccessor, type Hold, type LockState, type Memo, type Principal, type Session, type Waiter } from './entities.js';
 import { ExpiredTokens } from './expired-tokens.js';
 import { detailOf, inspectedCounts, type LockDetail, viewOf } from './lock-view.js';
 import { MemoTable, recall, samePayload } from './memo-table.js';
@@ -29,6 +29,17 @@ import { type CoreSnapshot, checkFits, restoreInto, snapshotOf } from './snapsho
  * returns the hold it ended rather than a record of its own: one object less on the hottest path.
  */
 type Outcome = ReplyBody | Hold | Waiter;
+
+/** Which per-principal quota an acquire or open hit (the `field` of `QUOTA_EXCEEDED`). */
+type Quota = 'sessions' | 'holds' | 'waits' | 'lockWaits' | 'names';
+
+/** What one principal has in a partition: what its quotas are checked against. */
+export interface PrincipalUsage {
+  readonly sessions: number;
+  readonly holds: number;
+  readonly waits: number;
+  readonly names: number;
+}
 
 /**
  * The pure lock state machine of one partition: `(state, request, now) -> decisions`.
@@ -79,7 +90,9 @@ export class LockCore {
     // journal forgets exactly as the original did.
     this.#memos.prune(now);
     this.#expired.prune(now);
-    const session = this.#state.sessions.get(request.session);
+    // Sessions are keyed by (principal, id): another principal's session of the same id is
+    // out of reach (docs/security.md §5.3).
+    const session = this.#state.session(request.principal ?? '', request.session);
     const known = session !== undefined && session.worker === request.worker ? session : undefined;
     if (known !== undefined) {
       if (request.settled !== undefined && request.settled > known.settled) this.#memos.settle(known, request.settled);
@@ -113,7 +126,7 @@ export class LockCore {
       locks: state.locks.size,
       holds: state.holdCount,
       waiters: state.waiterCount,
-      sessions: state.sessions.size,
+      sessions: state.sessionCount,
       lastToken: this.#lastToken,
     };
   }
@@ -133,6 +146,12 @@ export class LockCore {
     return lock === undefined ? null : detailOf(lock, now);
   }
 
+  /** What principal `name` has here (its quotas' counts), or undefined when it has no session. */
+  usage(name: string): PrincipalUsage | undefined {
+    const p = this.#state.principal(name);
+    return p === undefined ? undefined : { sessions: p.sessions.size, holds: p.holds, waits: p.waits, names: p.names };
+  }
+
   /** Names of every lock with a holder or a waiter. */
   lockNames(): IterableIterator<string> {
     return this.#state.locks.keys();
@@ -145,7 +164,7 @@ export class LockCore {
    */
   shutdown(now: number, out: Decision[]): void {
     now = this.#advance(now, out);
-    const sessions = [...this.#state.sessions.values()].sort((a, b) => compare(a.id, b.id));
+    const sessions = [...this.#state.sessions()].sort(compareSessions);
     for (const session of sessions) {
       this.#state.removeSession(session);
       this.#memos.endSession(session);
@@ -226,7 +245,7 @@ export class LockCore {
 
   /** Remembers a final answer, in the session that sent the request if it lives after it. */
   #remember(request: Request, body: ReplyBody, now: number): void {
-    const owner = this.#state.sessions.get(request.session);
+    const owner = this.#state.session(request.principal ?? '', request.session);
     if (owner !== undefined && owner.worker === request.worker) this.#memos.remember(owner, request, body, now);
   }
 
@@ -263,7 +282,7 @@ export class LockCore {
     now: number,
     out: Decision[],
   ): Outcome {
-    if (session === undefined) return error(request.id, 'NO_SESSION');
+    if (session === undefined) return this.#noSession(request);
     touch(session, request, now);
     switch (request.op) {
       case 'heartbeat':
@@ -285,6 +304,17 @@ export class LockCore {
     }
   }
 
+  /**
+   * A request with no session of its sender's: `FORBIDDEN` (field `session`) when the id is
+   * another principal's session, which it may not act on; else `NO_SESSION`. Neither is
+   * remembered, so neither can take the id's answers from its owner.
+   */
+  #noSession(request: Request): ReplyBody {
+    const id = request.session;
+    const own = this.#state.principal(request.principal ?? '')?.sessions.has(id) === true;
+    return !own && this.#state.hasSessionId(id) ? error(request.id, 'FORBIDDEN', 'session') : error(request.id, 'NO_SESSION');
+  }
+
   #owns(lock: string): boolean {
     return this.partitions <= 1 || partitionOf(lock, this.partitions) === this.partition;
   }
@@ -293,11 +323,15 @@ export class LockCore {
     if (request.partitions !== this.partitions) return wrongPartition(request.id, 'partitions', this.partitions);
     const ttlMs = request.sessionTtlMs;
     const deadline = now + ttlMs;
-    const session = this.#state.sessions.get(request.session);
+    const principal = request.principal ?? '';
+    const owner = this.#state.principal(principal);
+    const session = owner?.sessions.get(request.session);
     if (session === undefined) {
-      if (this.#state.sessions.size >= this.#limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
+      // The principal's own quota first: the partition-wide cap is the last line.
+      if ((owner?.sessions.size ?? 0) >= this.#limits.maxSessionsPerPrincipal) return quotaExceeded(request.id, 'sessions');
+      if (this.#state.sessionCount >= this.#limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
       const { session: id, worker, replyTo } = request;
-      this.#state.addSession({ id, worker, replyTo, ttlMs, deadline, lastRequest: request.id, settled: 0 });
+      this.#state.addSession({ principal, id, worker, replyTo, ttlMs, deadline, lastRequest: request.id, settled: 0 });
       return { type: 'opened', re: request.id, session: id, resumed: false, sessionTtlMs: ttlMs };
     }
     if (session.worker !== request.worker) return error(request.id, 'INVALID_FIELD', 'session');
@@ -320,6 +354,8 @@ export class LockCore {
     // A lock nobody holds or awaits always fits (the codec keeps permits within the limit).
     if (existing === undefined || (existing.head === null && fits(existing, req.mode, req.permits))) {
       if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+      const quota = this.#quotaHit(session.principal, existing, false);
+      if (quota !== undefined) return quotaExceeded(req.id, quota);
       const lock = existing ?? this.#state.addLock(req.lock, req.kind, req.limit);
       return this.#grant(lock, session, req, now, this.#nextToken(out));
     }
@@ -328,9 +364,28 @@ export class LockCore {
     if (lock.waiting >= this.#limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
     if (session.waits.size >= this.#limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+    const quota = this.#quotaHit(session.principal, lock, true);
+    if (quota !== undefined) return quotaExceeded(req.id, quota);
     const waiter = this.#state.addWaiter(lock, session, req, now, now + req.waitMs);
     this.#nameSuccessor(lock, out);
     return waiter;
+  }
+
+  /**
+   * The per-principal quota (docs/security.md §7) one more hold, or with `waiting` one more
+   * wait, of `principal` on `lock` (undefined: not in use yet) would break, if any. Per-session
+   * limits are checked before; a queued waiter was counted when it queued, so its grant is not
+   * checked again.
+   */
+  #quotaHit(principal: Principal, lock: LockState | undefined, waiting: boolean): Quota | undefined {
+    const limits = this.#limits;
+    if (waiting) {
+      if (lock !== undefined && (lock.waitingBy.get(principal) ?? 0) >= limits.maxLockWaitsPerPrincipal) return 'lockWaits';
+      if (principal.waits >= limits.maxWaitsPerPrincipal) return 'waits';
+    }
+    if (principal.holds + principal.waits >= limits.maxHoldsPerPrincipal) return 'holds';
+    if (principal.names >= limits.maxNamesPerPrincipal && (lock === undefined || !lock.usedBy.has(principal))) return 'names';
+    return undefined;
   }
 
   /** The hold it ended (see {@link Outcome}), or why it could not. */
@@ -372,7 +427,7 @@ export class LockCore {
   }
 
   #notHeld(session: Session, req: ReleaseRequest | ExtendRequest): ReplyBody {
-    return error(req.id, this.#expired.ownerOf(req.token) === session.id ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
+    return error(req.id, this.#expired.heldBy(req.token, session) ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
   }
 
   #cancel(session: Session, req: CancelRequest, now: number, out: Decision[]): ReplyBody {
@@ -426,8 +481,9 @@ export class LockCore {
   /** Grants a waiter, taking it off its queue; or a named successor whose wait ran out (off it already). */
   #grantWaiter(w: Waiter, now: number, token: number, out: Decision[]): void {
     const waiting = w.live;
-    if (waiting) this.#state.removeWaiter(w);
+    // The hold first: the principal's use of the lock then never drops to none in between.
     const hold = this.#grant(w.lock, w.session, w.request, now, token);
+    if (waiting) this.#state.removeWaiter(w);
     w.memo.outcome = hold;
     const body = granted(w.request.id, hold, now, w.session.lastRequest);
     out.push(waiting ? { type: 'reply', to: w.session.replyTo, body, waitedMs: now - w.queuedAt } : { type: 'reply', to: w.session.replyTo, body });
@@ -506,18 +562,16 @@ export class LockCore {
     const { sessions, holds, waiters } = due;
     // A canonical order, not the heap's (which depends on insertion history): a restored core
     // replaying the journal must expire, and so drain and issue tokens, exactly as the original.
-    sessions.sort((a, b) => a.deadline - b.deadline || compare(a.id, b.id));
+    sessions.sort((a, b) => a.deadline - b.deadline || compareSessions(a, b));
     holds.sort((a, b) => a.deadline - b.deadline || a.token - b.token);
-    waiters.sort(
-      (a, b) => a.deadline - b.deadline || compare(a.session.id, b.session.id) || compare(a.request.id, b.request.id),
-    );
+    waiters.sort((a, b) => a.deadline - b.deadline || compareSessions(a.session, b.session) || compare(a.request.id, b.request.id));
     const touched = new Set<LockState>();
     for (const s of sessions) if (s.live) this.#endSession(s, 'NO_SESSION', now, out, touched);
     for (const h of holds) {
       if (!h.live) continue;
       this.#state.removeHold(h);
       touched.add(h.lock);
-      this.#expired.add(h.token, h.session.id, now);
+      this.#expired.add(h.token, { principal: h.session.principal.name, session: h.session.id }, now);
       out.push(lost(h, 'LEASE_EXPIRED', now));
     }
     for (const w of waiters) {
@@ -545,6 +599,15 @@ function touch(session: Session, request: Request, now: number): void {
 
 function compare(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
+}
+
+/** By session id, then principal: a canonical order for sessions whose ids may repeat across principals. */
+function compareSessions(a: Session, b: Session): number {
+  return compare(a.id, b.id) || compare(a.principal.name, b.principal.name);
+}
+
+function quotaExceeded(re: string, quota: Quota): ReplyBody {
+  return error(re, 'QUOTA_EXCEEDED', quota);
 }
 
 function fits(lock: LockState, mode: LockMode, permits: number): boolean {

@@ -6,8 +6,8 @@ import type { Hold, LockState, Waiter } from './entities.js';
  * for the coordinator's own tests and debugging, never published (see {@link viewOf}).
  */
 export interface LockDetail extends Omit<LockView, 'holders' | 'waiters'> {
-  readonly holders: readonly (HolderView & { readonly session: string })[];
-  readonly waiters: readonly (WaiterView & { readonly session: string; readonly request: string })[];
+  readonly holders: readonly (HolderView & { readonly principal: string; readonly session: string })[];
+  readonly waiters: readonly (WaiterView & { readonly principal: string; readonly session: string; readonly request: string })[];
 }
 
 /**
@@ -28,12 +28,13 @@ export function viewOf(lock: LockState, now: number, maxListed: number): LockVie
   return { ...totals(lock), holders, waiters };
 }
 
-/** {@link viewOf} with every holder's session and every waiter's session and request. */
+/** {@link viewOf} with every holder's principal and session and every waiter's principal, session and request. */
 export function detailOf(lock: LockState, now: number): LockDetail {
-  const holders = [...lock.holders.values()].map((h) => ({ ...holderView(h, now), session: h.session.id }));
+  const holders = [...lock.holders.values()].map((h) => ({ ...holderView(h, now), principal: h.session.principal.name, session: h.session.id }));
   const waiters: LockDetail['waiters'][number][] = [];
   for (let w = lock.head; w !== null; w = w.next) {
-    waiters.push({ ...waiterView(w, waiters.length + 1, now), session: w.session.id, request: w.request.id });
+    const { principal, id: session } = w.session;
+    waiters.push({ ...waiterView(w, waiters.length + 1, now), principal: principal.name, session, request: w.request.id });
   }
   return { ...totals(lock), holders, waiters };
 }

@@ -3,12 +3,14 @@ import { DeadlineHeap } from './deadline-heap.js';
 import {
   createHold,
   createLock,
+  createPrincipal,
   createSession,
   createWaiter,
   type Expiring,
   type Hold,
   type LockState,
   type Memo,
+  type Principal,
   type Session,
   type SessionInit,
   type Waiter,
@@ -27,13 +29,26 @@ export interface Due {
  * them, the counts and the schedule always agree. It decides nothing: `LockCore` does.
  */
 export class PartitionState {
-  readonly sessions = new Map<string, Session>();
+  /** Principals with a session here, each holding its sessions; in the order they came. */
+  readonly principals = new Map<string, Principal>();
   readonly locks = new Map<string, LockState>();
   /** Idle lock entries kept for reuse. */
   readonly #idleLocks: LockState[] = [];
   readonly #heap = new DeadlineHeap<Expiring>();
+  /**
+   * Live sessions per session id, over all principals: tells a session of another principal's
+   * (`FORBIDDEN`) from none at all (`NO_SESSION`) without visiting every principal.
+   */
+  readonly #ids = new Map<string, number>();
+  /** The principal last looked up: most requests of a batch come from the one before. */
+  #last: Principal | undefined;
+  #sessionCount = 0;
   #holdCount = 0;
   #waiterCount = 0;
+
+  get sessionCount(): number {
+    return this.#sessionCount;
+  }
 
   get holdCount(): number {
     return this.#holdCount;
@@ -43,18 +58,63 @@ export class PartitionState {
     return this.#waiterCount;
   }
 
-  /** A new session, registered and scheduled to expire at its deadline. */
+  /** The record of principal `name`, if it has a session here. */
+  principal(name: string): Principal | undefined {
+    const last = this.#last;
+    if (last !== undefined && last.name === name) return last;
+    const found = this.principals.get(name);
+    if (found !== undefined) this.#last = found;
+    return found;
+  }
+
+  /** The session `id` of principal `name`. */
+  session(name: string, id: string): Session | undefined {
+    return this.principal(name)?.sessions.get(id);
+  }
+
+  /** Whether any principal has a session `id`. */
+  hasSessionId(id: string): boolean {
+    return this.#ids.has(id);
+  }
+
+  /** Every live session: principal by principal, each's in the order they were opened. */
+  *sessions(): IterableIterator<Session> {
+    for (const p of this.principals.values()) yield* p.sessions.values();
+  }
+
+  /** A new session, registered under its principal and scheduled to expire at its deadline. */
   addSession(init: SessionInit): Session {
-    const session = createSession(init);
+    let principal = this.principal(init.principal);
+    if (principal === undefined) {
+      principal = createPrincipal(init.principal);
+      this.principals.set(principal.name, principal);
+    }
+    const session = createSession(init, principal);
     session.live = true;
-    this.sessions.set(session.id, session);
+    principal.sessions.set(session.id, session);
+    this.#ids.set(session.id, (this.#ids.get(session.id) ?? 0) + 1);
+    this.#sessionCount++;
     this.schedule(session.deadline, session);
     return session;
   }
 
+  /**
+   * Unregisters a session; its holds and waits are the caller's to remove next. Its principal's
+   * record goes with its last session (its counts then drop to zero as those are removed), so
+   * the principals are listed in the same order however the state was built (see snapshot.ts).
+   */
   removeSession(session: Session): void {
     session.live = false;
-    this.sessions.delete(session.id);
+    const principal = session.principal;
+    principal.sessions.delete(session.id);
+    const n = this.#ids.get(session.id) as number;
+    if (n === 1) this.#ids.delete(session.id);
+    else this.#ids.set(session.id, n - 1);
+    this.#sessionCount--;
+    if (principal.sessions.size === 0) {
+      this.principals.delete(principal.name);
+      if (this.#last === principal) this.#last = undefined;
+    }
   }
 
   /**
@@ -99,6 +159,8 @@ export class PartitionState {
     lock.used += permits;
     if (mode === 'exclusive') lock.exclusiveHeld = true;
     session.holds.set(token, hold);
+    session.principal.holds++;
+    use(lock, session.principal);
     this.#holdCount++;
     this.schedule(deadline, hold);
     return hold;
@@ -111,6 +173,8 @@ export class PartitionState {
     lock.used -= hold.permits;
     if (hold.mode === 'exclusive') lock.exclusiveHeld = false;
     hold.session.holds.delete(hold.token);
+    hold.session.principal.holds--;
+    unuse(lock, hold.session.principal);
     this.#holdCount--;
   }
 
@@ -124,6 +188,10 @@ export class PartitionState {
     lock.tail = waiter;
     lock.waiting++;
     session.waits.set(request.id, waiter);
+    const principal = session.principal;
+    principal.waits++;
+    use(lock, principal);
+    lock.waitingBy.set(principal, (lock.waitingBy.get(principal) ?? 0) + 1);
     this.#waiterCount++;
     this.schedule(deadline, waiter);
     return waiter;
@@ -140,6 +208,12 @@ export class PartitionState {
     w.next = null;
     lock.waiting--;
     w.session.waits.delete(w.request.id);
+    const principal = w.session.principal;
+    principal.waits--;
+    unuse(lock, principal);
+    const n = lock.waitingBy.get(principal) as number;
+    if (n === 1) lock.waitingBy.delete(principal);
+    else lock.waitingBy.set(principal, n - 1);
     this.#waiterCount--;
   }
 
@@ -151,7 +225,7 @@ export class PartitionState {
    */
   schedule(at: number, ref: Expiring): void {
     this.#heap.push(at, ref);
-    const live = this.sessions.size + this.#holdCount + this.#waiterCount;
+    const live = this.#sessionCount + this.#holdCount + this.#waiterCount;
     if (this.#heap.size > 2 * live + 1024) this.#heap.compact((r) => r.live);
   }
 
@@ -190,7 +264,28 @@ export class PartitionState {
 
   /** Drops everything (a shutdown); the pieces are the caller's to have answered for. */
   clear(): void {
-    this.sessions.clear();
+    this.principals.clear();
+    this.#ids.clear();
+    this.#last = undefined;
+    this.#sessionCount = 0;
     this.locks.clear();
   }
+}
+
+/** One more hold or wait of `principal` on `lock`; a lock new to it adds to its names. */
+function use(lock: LockState, principal: Principal): void {
+  const n = lock.usedBy.get(principal);
+  if (n === undefined) principal.names++;
+  lock.usedBy.set(principal, (n ?? 0) + 1);
+}
+
+/** One hold or wait fewer; the last one takes the lock off its names. */
+function unuse(lock: LockState, principal: Principal): void {
+  const n = lock.usedBy.get(principal) as number;
+  if (n > 1) {
+    lock.usedBy.set(principal, n - 1);
+    return;
+  }
+  lock.usedBy.delete(principal);
+  principal.names--;
 }

@@ -10,6 +10,10 @@ import { error } from './replies.js';
  * A core's whole state as plain JSON: what the durable store keeps, and what a new coordinator
  * restores before replaying the journal. Waiters are listed in queue order and memos oldest
  * first, so a restored core behaves exactly as the original would have.
+ *
+ * A session is named by its principal and id wherever it appears (sessions are keyed by both,
+ * docs/security.md §5.3). Snapshots taken before principals existed have no `principal` fields:
+ * restored, every session is the principal `""`'s (identity off).
  */
 export interface CoreSnapshot {
   readonly version: 1;
@@ -22,11 +26,11 @@ export interface CoreSnapshot {
   readonly sessions: readonly SessionSnapshot[];
   readonly locks: readonly LockSnapshot[];
   readonly memos: readonly MemoSnapshot[];
-  readonly expiredTokens: readonly { readonly token: number; readonly session: string; readonly at: number }[];
+  readonly expiredTokens: readonly { readonly token: number; readonly principal?: string; readonly session: string; readonly at: number }[];
 }
 
-/** A session's own fields, which are all a snapshot keeps of it. */
-export type SessionSnapshot = SessionInit;
+/** A session's own fields, which are all a snapshot keeps of it (`principal` absent: `""`). */
+export type SessionSnapshot = Omit<SessionInit, 'principal'> & { readonly principal?: string };
 
 export interface LockSnapshot {
   readonly name: string;
@@ -34,6 +38,7 @@ export interface LockSnapshot {
   readonly limit: number;
   readonly holders: readonly {
     readonly token: number;
+    readonly principal?: string;
     readonly session: string;
     readonly mode: LockMode;
     readonly permits: number;
@@ -42,6 +47,7 @@ export interface LockSnapshot {
     readonly deadline: number;
   }[];
   readonly waiters: readonly {
+    readonly principal?: string;
     readonly session: string;
     readonly request: AcquireRequest;
     readonly queuedAt: number;
@@ -54,6 +60,7 @@ export interface LockSnapshot {
    */
   readonly next?: {
     readonly holder: number;
+    readonly principal?: string;
     readonly session: string;
     readonly request: AcquireRequest;
     readonly queuedAt: number;
@@ -64,11 +71,18 @@ export interface LockSnapshot {
 }
 
 export interface MemoSnapshot {
+  readonly principal?: string;
   readonly session: string;
   readonly request: Request;
   readonly at: number;
   /** A final answer, or the hold (by token) or wait (by request id) the request became. */
   readonly outcome: { readonly body: ReplyBody } | { readonly hold: number } | { readonly waiter: string };
+}
+
+/** How the parts of a snapshot name a session. */
+interface SessionRef {
+  readonly principal?: string;
+  readonly session: string;
 }
 
 // ---- taking and restoring ---------------------------------------------------------------------
@@ -95,7 +109,7 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
   for (const lock of state.locks.values()) {
     const waiters: LockSnapshot['waiters'][number][] = [];
     for (let w = lock.head; w !== null; w = w.next) {
-      waiters.push({ session: w.session.id, request: w.request, queuedAt: w.queuedAt, deadline: w.deadline });
+      waiters.push({ principal: w.session.principal.name, session: w.session.id, request: w.request, queuedAt: w.queuedAt, deadline: w.deadline });
     }
     const named = lock.next;
     locks.push({
@@ -107,6 +121,7 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
         : {
             next: {
               holder: named.holder.token,
+              principal: named.waiter.session.principal.name,
               session: named.waiter.session.id,
               request: named.waiter.request,
               queuedAt: named.waiter.queuedAt,
@@ -117,6 +132,7 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
           }),
       holders: [...lock.holders.values()].map((h) => ({
         token: h.token,
+        principal: h.session.principal.name,
         session: h.session.id,
         mode: h.mode,
         permits: h.permits,
@@ -128,7 +144,7 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
     });
   }
   const remembered: MemoSnapshot[] = [];
-  for (const m of memos.entries(state.sessions.values())) {
+  for (const m of memos.entries(state.sessions())) {
     const o = m.outcome;
     const outcome: MemoSnapshot['outcome'] =
       'type' in o
@@ -138,7 +154,7 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
           : o.live
             ? { hold: o.token }
             : { body: error(m.request.id, 'LEASE_EXPIRED') }; // what a duplicate is answered (see recall)
-    remembered.push({ session: m.session.id, request: m.request, at: m.at, outcome });
+    remembered.push({ principal: m.session.principal.name, session: m.session.id, request: m.request, at: m.at, outcome });
   }
   return {
     version: 1,
@@ -147,7 +163,8 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
     now: head.now,
     lastToken: head.lastToken,
     tokenCeiling: head.tokenCeiling,
-    sessions: [...state.sessions.values()].map((s) => ({
+    sessions: [...state.sessions()].map((s) => ({
+      principal: s.principal.name,
       id: s.id,
       worker: s.worker,
       replyTo: s.replyTo,
@@ -167,29 +184,31 @@ export function snapshotOf(head: SnapshotHead, state: PartitionState, memos: Mem
  * constructors live decisions use. The core's counters (`SnapshotHead`) are the caller's.
  */
 export function restoreInto(snap: CoreSnapshot, state: PartitionState, memos: MemoTable, expired: ExpiredTokens): void {
-  for (const s of snap.sessions) state.addSession(s);
-  const sessionOf = (id: string): Session => {
-    const s = state.sessions.get(id);
-    if (s === undefined) throw new RangeError(`snapshot refers to unknown session ${id}`);
+  for (const s of snap.sessions) state.addSession({ ...s, principal: s.principal ?? '' });
+  const sessionOf = (ref: SessionRef): Session => {
+    const s = state.session(ref.principal ?? '', ref.session);
+    if (s === undefined) throw new RangeError(`snapshot refers to unknown session ${ref.session} of principal ${JSON.stringify(ref.principal ?? '')}`);
     return s;
   };
+  /** A waiter's key: its session's and its request id. */
+  const keyOf = (ref: SessionRef, request: string) => `${ref.principal ?? ''}\u0000${ref.session}\u0000${request}`;
   const holds = new Map<number, Hold>();
   /** Memos of waiters, by session and request id: a memo listed as a wait is the waiter's own. */
   const waits = new Map<string, Memo>();
   for (const l of snap.locks) {
     const lock = state.addLock(l.name, l.kind, l.limit);
     for (const h of l.holders) {
-      holds.set(h.token, state.addHold(lock, sessionOf(h.session), h.token, h.mode, h.permits, h.request, h.grantedAt, h.deadline));
+      holds.set(h.token, state.addHold(lock, sessionOf(h), h.token, h.mode, h.permits, h.request, h.grantedAt, h.deadline));
     }
     for (const w of l.waiters) {
-      const waiter = state.addWaiter(lock, sessionOf(w.session), w.request, w.queuedAt, w.deadline);
-      waits.set(`${w.session}\u0000${w.request.id}`, waiter.memo);
+      const waiter = state.addWaiter(lock, sessionOf(w), w.request, w.queuedAt, w.deadline);
+      waits.set(keyOf(w, w.request.id), waiter.memo);
     }
   }
   for (const m of snap.memos) {
-    const session = sessionOf(m.session);
+    const session = sessionOf(m);
     if ('waiter' in m.outcome) {
-      const memo = waits.get(`${m.session}\u0000${m.request.id}`);
+      const memo = waits.get(keyOf(m, m.request.id));
       if (memo === undefined) throw new RangeError(`snapshot memo refers to unknown waiter ${m.outcome.waiter}`);
       memo.at = m.at;
       memos.add(memo);
@@ -209,13 +228,13 @@ export function restoreInto(snap: CoreSnapshot, state: PartitionState, memos: Me
     let waiter = lock.head;
     if (n.timedOut) {
       // Off the queue already: built, not queued.
-      const session = sessionOf(n.session);
+      const session = sessionOf(n);
       const memo = memos.get(session, n.request.id) ?? createMemo(n.request, session, error(n.request.id, 'WAIT_TIMEOUT'), snap.now);
       waiter = createWaiter(lock, session, n.request, n.queuedAt, n.deadline, memo);
-    } else if (waiter === null || waiter.request.id !== n.request.id || waiter.session.id !== n.session) {
+    } else if (waiter === null || waiter.request.id !== n.request.id || waiter.session !== sessionOf(n)) {
       throw new RangeError(`snapshot names ${n.request.id} successor on ${l.name} but it is not first in line`);
     }
     lock.next = createSuccessor(holder, waiter, n.token, n.timedOut);
   }
-  for (const e of snap.expiredTokens) expired.add(e.token, e.session, e.at);
+  for (const e of snap.expiredTokens) expired.add(e.token, { principal: e.principal ?? '', session: e.session }, e.at);
 }

@@ -1,6 +1,6 @@
 import { checkInteger, DEFAULT_MAX_MESSAGE_BYTES, MAX_MESSAGE_BYTES, RANGES, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import { pino, type Logger } from 'pino';
-import { type CoreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
+import { type CoreLimits, coreLimits, DEFAULT_CORE_LIMITS, DEFAULT_TOKEN_BLOCK_SIZE } from '../core/index.js';
 import { MemoryStore } from '../store/index.js';
 import type { StateStore } from '../store/types.js';
 import type { ServerTransport } from '../transport/types.js';
@@ -107,7 +107,8 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   for (const p of ownPartitions) checkInteger('ownPartitions[]', p, 0, partitions - 1);
   const maxMessageBytes = options.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   checkInteger('maxMessageBytes', maxMessageBytes, 256, MAX_MESSAGE_BYTES);
-  const limits = { ...DEFAULT_CORE_LIMITS, ...options.limits };
+  // maxLockWaitsPerPrincipal follows a maxWaitersPerLock given without it (see coreLimits).
+  const limits = coreLimits(options.limits);
   for (const [name, value] of Object.entries(limits)) checkInteger(`limits.${name}`, value, 1, Number.MAX_SAFE_INTEGER);
   const tokenBlockSize = options.tokenBlockSize ?? DEFAULT_TOKEN_BLOCK_SIZE;
   checkInteger('tokenBlockSize', tokenBlockSize, 1, 1_000_000_000);

@@ -16,6 +16,10 @@
  * Answers are remembered for as long as the session that sent them lives (the core also ages
  * them out): runs using the model must stay well inside the core's `dedupeWindowMs` and
  * `maxDedupeEntries`.
+ *
+ * Sessions belong to principals (`request.principal`, `""` when absent): a session is the pair
+ * (principal, id), and a request naming an id only another principal has is `FORBIDDEN`. Each
+ * principal's quotas are counted from scratch over every live session, hold and waiter.
  */
 import {
   type AcquireRequest,
@@ -35,7 +39,18 @@ export interface ModelOptions {
   readonly partition: number;
   readonly partitions: number;
   readonly tokenFloor: number;
-  readonly limits: Pick<CoreLimits, 'maxWaitersPerLock' | 'maxHoldsPerSession' | 'maxWaitsPerSession' | 'maxSessions'>;
+  readonly limits: Pick<
+    CoreLimits,
+    | 'maxWaitersPerLock'
+    | 'maxHoldsPerSession'
+    | 'maxWaitsPerSession'
+    | 'maxSessions'
+    | 'maxSessionsPerPrincipal'
+    | 'maxHoldsPerPrincipal'
+    | 'maxWaitsPerPrincipal'
+    | 'maxLockWaitsPerPrincipal'
+    | 'maxNamesPerPrincipal'
+  >;
 }
 
 /** What one step decided. */
@@ -47,6 +62,7 @@ export interface ModelStep {
 }
 
 interface ModelSession {
+  readonly principal: string;
   readonly id: string;
   readonly worker: string;
   replyTo: string;
@@ -61,6 +77,7 @@ interface ModelHold {
   readonly lock: string;
   readonly kind: LockKind;
   readonly limit: number;
+  readonly principal: string;
   readonly session: string;
   readonly worker: string;
   readonly token: number;
@@ -107,7 +124,7 @@ export class ReferenceModel {
   /** Every waiting acquire, in the order it joined its queue (all locks in one list). */
   waiters: ModelWaiter[] = [];
   /** Holds whose lease ran out: a late release or extend from their session says LEASE_EXPIRED. */
-  #expired: { readonly token: number; readonly session: string }[] = [];
+  #expired: { readonly token: number; readonly principal: string; readonly session: string }[] = [];
   /** Holds ended by a release (for how long they were held). */
   #released: ModelHold[] = [];
   /** By lock: its named successor. */
@@ -192,6 +209,7 @@ export class ReferenceModel {
       waiterCount: waiters.length,
       holders: holds.map((h) => ({
         worker: h.worker,
+        principal: h.principal,
         session: h.session,
         token: h.token,
         mode: h.mode,
@@ -200,6 +218,7 @@ export class ReferenceModel {
       })),
       waiters: waiters.map((w, i) => ({
         worker: w.request.worker,
+        principal: principalOf(w.request),
         session: w.request.session,
         request: w.request.id,
         mode: w.request.mode,
@@ -220,8 +239,18 @@ export class ReferenceModel {
     return all.length === 0 ? undefined : Math.min(...all);
   }
 
-  hasSession(session: string, worker: string): boolean {
-    return this.sessions.some((s) => s.id === session && s.worker === worker);
+  hasSession(session: string, worker: string, principal = ''): boolean {
+    return this.sessions.some((s) => s.principal === principal && s.id === session && s.worker === worker);
+  }
+
+  /** What principal `name` has, as `LockCore.usage` tells it; undefined without a session. */
+  usage(name: string): { sessions: number; holds: number; waits: number; names: number } | undefined {
+    const sessions = this.sessions.filter((s) => s.principal === name).length;
+    if (sessions === 0) return undefined;
+    const holds = this.holds.filter((h) => h.principal === name);
+    const waits = this.waiters.filter((w) => principalOf(w.request) === name);
+    const names = new Set([...holds.map((h) => h.lock), ...waits.map((w) => w.request.lock)]);
+    return { sessions, holds: holds.length, waits: waits.length, names: names.size };
   }
 
   // ---- time ---------------------------------------------------------------------------------------
@@ -233,20 +262,28 @@ export class ReferenceModel {
    */
   #expire(now: number, out: Decision[]): void {
     const touched: string[] = [];
-    const sessions = this.sessions.filter((x) => x.deadline <= now).sort((a, b) => a.deadline - b.deadline || cmp(a.id, b.id));
+    const sessions = this.sessions
+      .filter((x) => x.deadline <= now)
+      .sort((a, b) => a.deadline - b.deadline || cmp(a.id, b.id) || cmp(a.principal, b.principal));
     for (const s of sessions) touched.push(...this.#endSession(s, 'NO_SESSION', now, out));
     const holds = this.holds.filter((x) => x.deadline <= now).sort((a, b) => a.deadline - b.deadline || a.token - b.token);
     for (const h of holds) {
       this.holds = this.holds.filter((x) => x !== h);
-      this.#expired.push({ token: h.token, session: h.session });
-      out.push(lost(h, this.#session(h.session).replyTo, 'LEASE_EXPIRED', now));
+      this.#expired.push({ token: h.token, principal: h.principal, session: h.session });
+      out.push(lost(h, this.#session(h.principal, h.session).replyTo, 'LEASE_EXPIRED', now));
       touched.push(h.lock);
     }
     const waiters = this.waiters
       .filter((x) => x.deadline <= now)
-      .sort((a, b) => a.deadline - b.deadline || cmp(a.request.session, b.request.session) || cmp(a.request.id, b.request.id));
+      .sort(
+        (a, b) =>
+          a.deadline - b.deadline ||
+          cmp(a.request.session, b.request.session) ||
+          cmp(principalOf(a.request), principalOf(b.request)) ||
+          cmp(a.request.id, b.request.id),
+      );
     for (const w of waiters) {
-      this.#answerWaiter(w, 'WAIT_TIMEOUT', this.#session(w.request.session).replyTo, out);
+      this.#answerWaiter(w, 'WAIT_TIMEOUT', this.#session(principalOf(w.request), w.request.session).replyTo, out);
       touched.push(w.request.lock);
     }
     this.#drainAll(touched, now, out);
@@ -259,12 +296,12 @@ export class ReferenceModel {
    */
   #endSession(s: ModelSession, code: 'NO_SESSION' | 'CANCELLED', now: number, out: Decision[]): string[] {
     const touched: string[] = [];
-    const waiters = this.waiters.filter((x) => x.request.session === s.id).sort((a, b) => cmp(a.request.id, b.request.id));
+    const waiters = this.waiters.filter((x) => ofSession(x.request, s)).sort((a, b) => cmp(a.request.id, b.request.id));
     for (const w of waiters) {
       this.#answerWaiter(w, code, s.replyTo, out);
       touched.push(w.request.lock);
     }
-    const holds = this.holds.filter((x) => x.session === s.id).sort((a, b) => a.token - b.token);
+    const holds = this.holds.filter((x) => x.principal === s.principal && x.session === s.id).sort((a, b) => a.token - b.token);
     for (const h of holds) {
       this.holds = this.holds.filter((x) => x !== h);
       if (code === 'NO_SESSION') out.push(lost(h, s.replyTo, 'NO_SESSION', now));
@@ -283,7 +320,13 @@ export class ReferenceModel {
   #decide(request: Exclude<Request, { op: 'inspect' }>, now: number, out: Decision[]): ReplyBody {
     if (request.op === 'open') return this.#open(request, now);
     const session = this.#sessionOf(request);
-    if (session === undefined) return error(request.id, 'NO_SESSION');
+    if (session === undefined) {
+      // Another principal's session is none of the sender's business: refused, not looked into.
+      const principal = principalOf(request);
+      const own = this.sessions.some((s) => s.principal === principal && s.id === request.session);
+      const others = this.sessions.some((s) => s.principal !== principal && s.id === request.session);
+      return !own && others ? error(request.id, 'FORBIDDEN', 'session') : error(request.id, 'NO_SESSION');
+    }
     session.deadline = now + session.ttlMs;
     session.replyTo = request.replyTo;
     session.lastRequest = request.id;
@@ -295,7 +338,7 @@ export class ReferenceModel {
         return this.#acquire(session, request, now, out);
       case 'release': {
         if (request.handoff === true) this.#handedOff(session, request.lock, request.token, now, out);
-        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
+        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.principal === session.principal && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         this.holds = this.holds.filter((h) => h !== hold);
         this.#released.push(hold);
@@ -304,14 +347,14 @@ export class ReferenceModel {
       }
       case 'extend': {
         if (request.handoff === true) this.#handedOff(session, request.lock, request.token, now, out);
-        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.session === session.id);
+        const hold = this.holds.find((h) => h.lock === request.lock && h.token === request.token && h.principal === session.principal && h.session === session.id);
         if (hold === undefined) return this.#notHeld(session, request.id, request.token);
         hold.deadline = now + request.ttlMs;
         const { id, lock, token, ttlMs } = request;
         return { type: 'extended', re: id, lock, token, ttlMs, basis: id };
       }
       case 'cancel': {
-        const waiter = this.waiters.find((w) => w.request.session === session.id && w.request.id === request.target);
+        const waiter = this.waiters.find((w) => ofSession(w.request, session) && w.request.id === request.target);
         if (waiter === undefined || waiter.request.lock !== request.lock) return error(request.id, 'NOT_WAITING');
         this.#answerWaiter(waiter, 'CANCELLED', session.replyTo, out);
         this.#drain(request.lock, now, out);
@@ -347,11 +390,15 @@ export class ReferenceModel {
 
   #open(request: Request & { op: 'open' }, now: number): ReplyBody {
     if (request.partitions !== this.#o.partitions) return this.#wrongPartition(request.id, 'partitions');
-    let session = this.sessions.find((s) => s.id === request.session);
+    const principal = principalOf(request);
+    let session = this.sessions.find((s) => s.principal === principal && s.id === request.session);
     const resumed = session !== undefined;
     if (session === undefined) {
+      if (this.sessions.filter((s) => s.principal === principal).length >= this.#o.limits.maxSessionsPerPrincipal) {
+        return error(request.id, 'QUOTA_EXCEEDED', 'sessions');
+      }
       if (this.sessions.length >= this.#o.limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
-      session = { id: request.session, worker: request.worker, replyTo: '', ttlMs: 0, deadline: 0, lastRequest: '', memos: new Map() };
+      session = { principal, id: request.session, worker: request.worker, replyTo: '', ttlMs: 0, deadline: 0, lastRequest: '', memos: new Map() };
       this.sessions.push(session);
     } else if (session.worker !== request.worker) {
       return error(request.id, 'INVALID_FIELD', 'session');
@@ -375,25 +422,42 @@ export class ReferenceModel {
     const inUse = holds[0] ?? queue[0]?.request;
     if (inUse !== undefined && inUse.kind !== req.kind) return error(req.id, 'KIND_MISMATCH', 'kind');
     if (inUse !== undefined && inUse.limit !== req.limit) return error(req.id, 'LIMIT_MISMATCH', 'limit');
-    const mine = this.holds.filter((h) => h.session === session.id).length;
-    const myWaits = this.waiters.filter((w) => w.request.session === session.id).length;
-    const busy = mine + myWaits >= this.#o.limits.maxHoldsPerSession;
+    const limits = this.#o.limits;
+    const mine = this.holds.filter((h) => h.principal === session.principal && h.session === session.id).length;
+    const myWaits = this.waiters.filter((w) => ofSession(w.request, session)).length;
+    const busy = mine + myWaits >= limits.maxHoldsPerSession;
+    // The principal's quotas, after the session's own limits (docs/security.md §7).
+    const usage = this.usage(session.principal) ?? { sessions: 0, holds: 0, waits: 0, names: 0 };
+    const newName = !this.holds.some((h) => h.principal === session.principal && h.lock === req.lock) && !queue.some((w) => principalOf(w.request) === session.principal);
+    const overQuota = (): ReplyBody | undefined => {
+      if (usage.holds + usage.waits >= limits.maxHoldsPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'holds');
+      if (newName && usage.names >= limits.maxNamesPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'names');
+      return undefined;
+    };
     if (queue.length === 0 && fits(req, holds)) {
       if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+      const refused = overQuota();
+      if (refused !== undefined) return refused;
       const token = this.#grant(req, session, now);
       return { type: 'granted', re: req.id, lock: req.lock, token, ttlMs: req.ttlMs, basis: req.id };
     }
     if (req.waitMs === 0) return error(req.id, 'LOCK_BUSY');
-    if (queue.length >= this.#o.limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
-    if (myWaits >= this.#o.limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
+    if (queue.length >= limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
+    if (myWaits >= limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
+    if (queue.filter((w) => principalOf(w.request) === session.principal).length >= limits.maxLockWaitsPerPrincipal) {
+      return error(req.id, 'QUOTA_EXCEEDED', 'lockWaits');
+    }
+    if (usage.waits >= limits.maxWaitsPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'waits');
+    const refused = overQuota();
+    if (refused !== undefined) return refused;
     this.waiters.push({ request: req, queuedAt: now, deadline: now + req.waitMs });
     this.#nameSuccessor(req.lock, out);
     return { type: 'queued', re: req.id, lock: req.lock, position: queue.length + 1 };
   }
 
   #notHeld(session: ModelSession, id: string, token: number): ReplyBody {
-    const expired = this.#expired.some((e) => e.token === token && e.session === session.id);
+    const expired = this.#expired.some((e) => e.token === token && e.principal === session.principal && e.session === session.id);
     return error(id, expired ? 'LEASE_EXPIRED' : 'NOT_HOLDER');
   }
 
@@ -412,7 +476,7 @@ export class ReferenceModel {
       case 'waiting': {
         const req = memo.request as AcquireRequest;
         const queue = this.waiters.filter((w) => w.request.lock === req.lock);
-        const position = queue.findIndex((w) => w.request.id === req.id && w.request.worker === req.worker) + 1;
+        const position = queue.findIndex((w) => w.request.id === req.id && w.request.worker === req.worker && ofSession(w.request, session)) + 1;
         return { type: 'queued', re: request.id, lock: req.lock, position };
       }
       case 'held': {
@@ -455,7 +519,7 @@ export class ReferenceModel {
   #grantWaiter(w: ModelWaiter, token: number, now: number, out: Decision[]): void {
     const waiting = this.waiters.includes(w);
     this.waiters = this.waiters.filter((x) => x !== w);
-    const session = this.#session(w.request.session);
+    const session = this.#session(principalOf(w.request), w.request.session);
     this.#grant(w.request, session, now, token);
     this.#memo(w.request).outcome = { kind: 'held', token };
     const { id, ttlMs, lock } = w.request;
@@ -472,14 +536,14 @@ export class ReferenceModel {
     const holds = this.holds.filter((h) => h.lock === lock);
     const holder = holds[0];
     if (holder === undefined || holds.length !== 1 || holder.kind !== 'mutex' || this.#named.has(lock)) return;
-    const to = this.#session(holder.session).replyTo;
+    const to = this.#session(holder.principal, holder.session).replyTo;
     const head = this.waiters.find((w) => w.request.lock === lock);
     if (head === undefined) {
       if (retell) out.push(reply(to, { type: 'successor', re: holder.acquire, lock, token: holder.token }));
       return;
     }
     const token = ++this.#lastToken;
-    const session = this.#session(head.request.session);
+    const session = this.#session(principalOf(head.request), head.request.session);
     this.#named.set(lock, { holder: holder.token, waiter: head, session, token, timedOut: false });
     const grant = { type: 'granted', re: head.request.id, lock, token, ttlMs: head.request.ttlMs, basis: session.lastRequest } as const;
     const body: ReplyBody = { type: 'successor', re: holder.acquire, lock, token: holder.token, next: { to: session.replyTo, grant } };
@@ -491,6 +555,7 @@ export class ReferenceModel {
       lock: req.lock,
       kind: req.kind,
       limit: req.limit,
+      principal: session.principal,
       session: session.id,
       worker: session.worker,
       token,
@@ -526,14 +591,14 @@ export class ReferenceModel {
     return memo;
   }
 
-  /** The live session a request speaks for: its id, opened by the same worker. */
+  /** The live session a request speaks for: its principal's session of that id, opened by the same worker. */
   #sessionOf(request: Request): ModelSession | undefined {
-    return this.sessions.find((s) => s.id === request.session && s.worker === request.worker);
+    return this.sessions.find((s) => ofSession(request, s) && s.worker === request.worker);
   }
 
-  #session(id: string): ModelSession {
-    const s = this.sessions.find((x) => x.id === id);
-    if (s === undefined) throw new Error(`model: no session ${id}`);
+  #session(principal: string, id: string): ModelSession {
+    const s = this.sessions.find((x) => x.principal === principal && x.id === id);
+    if (s === undefined) throw new Error(`model: no session ${id} of ${JSON.stringify(principal)}`);
     return s;
   }
 }
@@ -543,6 +608,16 @@ function fits(req: Pick<AcquireRequest, 'kind' | 'limit' | 'mode' | 'permits'>, 
   if (req.kind === 'semaphore') return holds.reduce((sum, h) => sum + h.permits, 0) + req.permits <= req.limit;
   if (req.mode === 'exclusive') return holds.length === 0;
   return holds.every((h) => h.mode === 'shared');
+}
+
+/** The principal a request comes from: `""` when none was vouched for (identity off). */
+function principalOf(request: Request): string {
+  return request.principal ?? '';
+}
+
+/** Whether `request` names session `s`: its id, from its principal. */
+function ofSession(request: Request, s: ModelSession): boolean {
+  return request.session === s.id && principalOf(request) === s.principal;
 }
 
 function cmp(a: string, b: string): number {
