@@ -8,7 +8,7 @@ import { Lease, type LeaseOwner } from './lease.js';
 import type { AcquireOptions, LockContext, Locking, LockSpec } from './lock-api.js';
 import { type LockClientOptions, type ResolvedClientOptions, resolveClientOptions } from './options.js';
 import { backoffMs, type GrantedReply, type InspectedReply, isHandOffProof, partitionOf, type Reply, type RetryPolicy } from '@lockq/protocol';
-import { ReplyRouter } from './reply-router.js';
+import { type DroppedReason, ReplyRouter } from './reply-router.js';
 import { type RequestFields, RequestTable } from './request-table.js';
 import { Sessions } from './sessions.js';
 import { LocalHandOffTransport } from './transport/local-hand-off.js';
@@ -71,12 +71,13 @@ export class LockClient implements LeaseOwner, Locking {
         prefix: resolved.prefix,
         logger: resolved.logger,
         ...(resolved.tls === undefined ? {} : { tls: resolved.tls }),
+        ...(resolved.principal === undefined ? {} : { principal: resolved.principal }),
       }));
     const client = new LockClient(transport, resolved, instance);
     const router = client.#router;
     try {
       await client.#transport.open({
-        onReply: (body) => router.route(body),
+        onReply: (body, origin) => router.route(body, origin),
         onReconnect: () => client.#onReconnect(),
         onError: (err) => client.logger.error({ err }, 'transport failed'),
       });
@@ -139,6 +140,17 @@ export class LockClient implements LeaseOwner, Locking {
   /** A read-write lock on `name`. */
   rwlock(name: string): ReadWriteLock {
     return new ReadWriteLock(this, name);
+  }
+
+  /**
+   * Replies dropped so far, by reason, and never acted on: unreadable ones, answers that do not
+   * match their request, and forwards that are not a hand-off the coordinator signed for this
+   * client's session (docs/security.md §6.2). Anything but zero outside `forward-mac` after a
+   * coordinator take-over without a shared secret deserves a look: someone may be injecting
+   * replies. Each reason is also logged at warn, at most once a minute.
+   */
+  get droppedReplies(): Readonly<Record<DroppedReason, number>> {
+    return this.#router.dropped;
   }
 
   /** Holders, waiters and partition counts for `name`, as the coordinator sees them now. */

@@ -41,15 +41,24 @@ export interface LockClientOptions {
    * { tls: { ca: readFileSync('ca.pem'), cert: readFileSync('worker.pem'), key: readFileSync('worker.key') } }
    */
   readonly tls?: TlsOptions;
+  /**
+   * Who this worker is to the coordinator (docs/security.md §5): requests carry it as the
+   * broker-validated `user_id`, and replies come to a queue in its namespace. Give it only when
+   * the URL does not name the broker user (a certificate login); it must be that user.
+   * `[A-Za-z0-9_-]{1,64}`. @defaultValue the URL's user (`guest` without one; `local` on memory:)
+   */
+  readonly principal?: string;
   /** @defaultValue a silent logger */
   readonly logger?: Logger;
   /** A transport to use instead of the one the URL names (tests, custom brokers). */
   readonly transport?: ClientTransport;
 }
 
-export type ResolvedClientOptions = Required<Omit<LockClientOptions, 'transport' | 'tls'>> & {
+export type ResolvedClientOptions = Required<Omit<LockClientOptions, 'transport' | 'tls' | 'principal'>> & {
   /** Checked at connect (a certificate without its key fails there); undefined when not given. */
   readonly tls: TlsOptions | undefined;
+  /** Checked by the transport, which knows the URL's user; undefined when not given. */
+  readonly principal: string | undefined;
 };
 
 export const DEFAULT_CLIENT_OPTIONS = Object.freeze({
@@ -89,6 +98,7 @@ export function resolveClientOptions(options: LockClientOptions = {}): ResolvedC
     workerId,
     heartbeatMs,
     tls: options.tls === undefined ? undefined : resolveTlsOptions(options.tls),
+    principal: options.principal,
     logger: options.logger ?? pino({ level: 'silent' }),
   });
 }
