@@ -5,10 +5,11 @@
  * hold; only the proof the coordinator put in the holder's `successor` event, forwarded with the
  * grant, lets the successor complete the hand-off before the holder's release arrives.
  */
+import { Buffer } from 'node:buffer';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Coordinator, MemoryServerTransport } from '@lockq/coordinator';
 import { LockClient, type LockClientOptions } from '@lockq/worker-sdk';
-import { encode, type Request } from '@lockq/protocol';
+import { encode, grantMac, type OpenedReply, type Request } from '@lockq/protocol';
 import { MemoryBroker } from '@lockq/worker-sdk/transport';
 import { RecordingTransport } from './support/recording-transport.js';
 import { waitFor } from './support/wait-for.js';
@@ -89,8 +90,10 @@ describe('the head waiter cannot take a live holder’s mutex (security §2, §6
     const lease = await waiting; // by the forwarded copy: the holder's release is held back
     expect(h.transport.heldReleases).toHaveLength(1);
     expect(w.transport.replies.filter((r) => r.type === 'granted' && r.re === acquire.id)).toEqual([
-      expect.objectContaining({ token: lease.token, proof }),
+      expect.objectContaining({ token: lease.token, proof, mac: held.successor?.next?.grant.mac }),
     ]);
+    // It came as a forward (origin 'forward') and its MAC held under w's session key.
+    expect(Object.values(w.client.droppedReplies).every((n) => n === 0)).toBe(true);
 
     await lease.extend(30_000); // before the holder's release reached the coordinator
     expect(w.transport.sent.filter((r) => r.op === 'extend')).toEqual([expect.objectContaining({ token: lease.token, handoff: proof })]);
@@ -112,8 +115,14 @@ describe('the head waiter cannot take a live holder’s mutex (security §2, §6
 
   it('a forwarded proof the coordinator does not accept (as after a take-over) fails safe: the early request is refused, the lease dropped, and the hold given back once granted', async () => {
     const { h, w, held, waiting } = await contended();
-    // As a proof minted under another coordinator's key would be.
-    h.transport.rewriteForward = (grant) => ({ ...grant, proof: 'BBBBBBBBBBBBBBBBBBBBBB' });
+    // As after a take-over without a shared secret: the old term made the proof and the MAC, and
+    // the successor's session key is still the old term's, so the MAC holds but the new term
+    // refuses the proof. Here: another proof, MAC'd under the successor's key.
+    const key = Buffer.from((w.transport.replies.find((r) => r.type === 'opened') as OpenedReply).key as string, 'base64url');
+    h.transport.rewriteForward = (grant) => {
+      const spoilt = { ...grant, proof: 'BBBBBBBBBBBBBBBBBBBBBB' };
+      return { ...spoilt, mac: grantMac(key, grant.partition, grant.epoch, spoilt) };
+    };
     h.transport.holdReleases = true;
     const releasing = held.release();
     const lease = await waiting;

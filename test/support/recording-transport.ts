@@ -33,9 +33,9 @@ export class RecordingTransport extends MemoryClientTransport {
   override open(handlers: ClientTransportHandlers): Promise<void> {
     return super.open({
       ...handlers,
-      onReply: (body) => {
+      onReply: (body, origin) => {
         this.replies.push(decodeReply(body) as Reply);
-        handlers.onReply(body);
+        handlers.onReply(body, origin);
       },
     });
   }

@@ -21,6 +21,12 @@ export interface PartitionSession {
   lastSentAt: number;
   /** Highest coordinator epoch seen; replies from lower epochs are ignored. */
   epoch: number;
+  /**
+   * The session key from the latest `opened` reply (docs/security.md §6.2): a forwarded grant is
+   * believed only with a `mac` it verifies. Undefined until opened, or when the coordinator sent
+   * none; then no forward is believed and grants come from the coordinator alone.
+   */
+  key: Uint8Array | undefined;
   /** The watermark: sequence numbers sent on this session whose answer is still needed, in order. */
   readonly unsettled: number[];
   unsettledHead: number;
@@ -42,6 +48,7 @@ export function newSession(partition: number, who: { workerId: string; instance:
     aliveUntil: Number.NEGATIVE_INFINITY,
     lastSentAt: 0,
     epoch: 0,
+    key: undefined,
     unsettled: [],
     unsettledHead: 0,
     settledEarly: new Set(),

@@ -1,6 +1,7 @@
+import { Buffer } from 'node:buffer';
 import type { Logger } from 'pino';
 import { LockqError } from './errors.js';
-import type { Reply } from '@lockq/protocol';
+import { isHmac16, type Reply } from '@lockq/protocol';
 import type { RequestFields, Watch } from './request-table.js';
 import { newSession, type PartitionSession } from './session.js';
 
@@ -56,6 +57,11 @@ export class Sessions {
       this.#byPartition.set(partition, s);
     }
     return s;
+  }
+
+  /** The session on `partition` if this client ever used that partition (a reply for any other is not for it). */
+  find(partition: number): PartitionSession | undefined {
+    return this.#byPartition.get(partition);
   }
 
   /** Sends a request in an open session (opening one first), retrying once if the session was lost. */
@@ -142,7 +148,10 @@ export class Sessions {
       sessionTtlMs: this.#o.sessionTtlMs,
       partitions: this.#o.partitions,
     });
-    if (reply.type === 'opened' && !reply.resumed) this.#leases.loseAll('NO_SESSION', s.partition);
+    if (reply.type !== 'opened') return;
+    // The key comes with every open, so a re-open after a take-over learns the new term's.
+    s.key = isHmac16(reply.key) ? Buffer.from(reply.key, 'base64url') : undefined;
+    if (!reply.resumed) this.#leases.loseAll('NO_SESSION', s.partition);
   }
 
   /** The coordinator no longer knows the session: every lease in it is gone. */

@@ -66,5 +66,6 @@ describe('answers', () => {
     };
     const lease = await client.acquire('mine', { ttlMs: 10_000 });
     expect(lease).toMatchObject({ lock: 'mine', token: 7 });
+    expect(client.droppedReplies.mismatch).toBe(1);
   });
 });

@@ -9,9 +9,9 @@ import { LockClient } from '../src/client.js';
 import type { Lease } from '../src/lease.js';
 import type { AcquireOptions } from '../src/lock-api.js';
 import type { LockClientOptions } from '../src/options.js';
-import { decodeReply, encodeReply, type GrantedReply, MemoryBroker } from '@lockq/protocol';
+import { decodeReply, type GrantedReply, MemoryBroker } from '@lockq/protocol';
 import { elapse, waitFor } from '../../test/support/wait-for.js';
-import { type Body, EPOCH, RecordingTransport, type Request, ScriptedCoordinator } from './support/scripted-coordinator.js';
+import { type Body, EPOCH, RecordingTransport, type Request, ScriptedCoordinator, sealed } from './support/scripted-coordinator.js';
 
 let broker: MemoryBroker;
 let coordinator: ScriptedCoordinator;
@@ -183,8 +183,8 @@ describe('hand-off: the successor', () => {
 
   it('takes the first copy of its grant and treats the coordinator’s as a duplicate', async () => {
     const { waiting, req } = await queuedAcquire();
-    // The holder's forwarded copy: published into the reply queue by another client.
-    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 41), EPOCH, 0));
+    // The holder's forwarded copy: published into the reply queue by another client, with the MAC the coordinator made.
+    coordinator.forward(req.replyTo, sealed(grantFor(req, 41)));
     const lease = await waiting;
     expect(lease.token).toBe(41);
     coordinator.reply(req.replyTo, grantFor(req, 41)); // the coordinator's own, after the release
@@ -202,7 +202,7 @@ describe('hand-off: the successor', () => {
 
   it('takes two copies delivered together once, without giving either back', async () => {
     const { waiting, req } = await queuedAcquire();
-    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 42), EPOCH, 0));
+    coordinator.forward(req.replyTo, sealed(grantFor(req, 42)));
     coordinator.reply(req.replyTo, grantFor(req, 42));
     const lease = await waiting;
     await elapse(20); // nothing is given back
@@ -214,7 +214,7 @@ describe('hand-off: the successor', () => {
     const { waiting, req } = await queuedAcquire({ waitMs: 50 });
     coordinator.reply(req.replyTo, { type: 'error', re: req.id, code: 'WAIT_TIMEOUT', message: 'not granted before waitMs elapsed' });
     await expect(waiting).rejects.toMatchObject({ code: 'WAIT_TIMEOUT' });
-    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 43), EPOCH, 0)); // forwarded, late
+    coordinator.forward(req.replyTo, sealed(grantFor(req, 43))); // forwarded, late
     await waitFor(() => coordinator.releases().length > 0, 'the grant to be given back');
     expect(coordinator.releases().map((r) => [r.lock, r.token])).toEqual([['L', 43]]);
     coordinator.reply(req.replyTo, grantFor(req, 43)); // the coordinator's, which may come after the give-back
@@ -227,7 +227,7 @@ describe('hand-off: the successor', () => {
     const { waiting, req } = await queuedAcquire({ signal: controller.signal });
     controller.abort();
     await expect(waiting).rejects.toMatchObject({ code: 'ABORTED' });
-    broker.publishReply(req.replyTo, encodeReply(grantFor(req, 44), EPOCH, 0));
+    coordinator.forward(req.replyTo, sealed(grantFor(req, 44)));
     await waitFor(() => coordinator.releases().length > 0, 'the grant to be given back');
     expect(coordinator.releases().map((r) => r.token)).toEqual([44]);
   });

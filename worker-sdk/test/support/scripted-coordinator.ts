@@ -1,14 +1,22 @@
 /**
  * A scripted coordinator for the client's tests: partition 0 of a coordinator on the memory
  * broker that answers sessions, heartbeats, releases, extends and cancels itself and leaves
- * acquires to the test (`onAcquire`), which answers through `reply`. And a client transport that
- * records every call the client makes on it.
+ * acquires to the test (`onAcquire`), which answers through `reply` (or `forward`, as a holder
+ * would). Its sessions' key is `SESSION_KEY`. And a client transport that records every call the
+ * client makes on it.
  */
 import { Buffer } from 'node:buffer';
-import { encodeReply, type MemoryBroker, type Reply } from '@lockq/protocol';
+import { encodeReply, type GrantedReply, grantMac, type MemoryBroker, type Reply } from '@lockq/protocol';
 import { MemoryClientTransport } from '../../src/transport/memory.js';
 
 export const EPOCH = 3;
+/** The session key every `opened` of the script carries: forwards are checked with it. */
+export const SESSION_KEY = Buffer.alloc(16, 7);
+
+/** `grant` as the coordinator puts it in a successor event: with the MAC under `key` (the successor's). */
+export function sealed(grant: Omit<GrantedReply, 'v' | 'epoch' | 'partition' | 'mac'>, epoch = EPOCH, key: Uint8Array = SESSION_KEY): Body {
+  return { ...grant, mac: grantMac(key, 0, epoch, grant) };
+}
 
 export const text = (body: Uint8Array) => Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString('utf8');
 
@@ -18,6 +26,10 @@ export type Body = Record<string, unknown> & { type: Reply['type']; re: string }
 export class ScriptedCoordinator {
   readonly requests: Request[] = [];
   onAcquire: (req: Request) => void = () => {};
+  /** Opens sessions without a key, as a coordinator that signs no forwards. */
+  keyless = false;
+  /** The term its replies carry unless a call says otherwise. */
+  epoch = EPOCH;
   readonly #broker: MemoryBroker;
 
   constructor(broker: MemoryBroker) {
@@ -27,8 +39,13 @@ export class ScriptedCoordinator {
     });
   }
 
-  reply(to: string, body: Body): void {
-    this.#broker.publishReply(to, encodeReply(body as never, EPOCH, 0));
+  reply(to: string, body: Body, epoch = this.epoch): void {
+    this.#broker.publishReply(to, encodeReply(body as never, epoch, 0));
+  }
+
+  /** Publishes `body` into `to` as another worker's forward would come (origin `'forward'`). */
+  forward(to: string, body: Body, epoch = this.epoch): void {
+    this.#broker.publishReply(to, encodeReply(body as never, epoch, 0), 'forward');
   }
 
   /** The requests of operation `op` so far, oldest first. */
@@ -49,7 +66,14 @@ export class ScriptedCoordinator {
     this.requests.push(req);
     switch (req.op) {
       case 'open':
-        this.reply(req.replyTo, { type: 'opened', re: req.id, session: req.session, resumed: false, sessionTtlMs: req.sessionTtlMs });
+        this.reply(req.replyTo, {
+          type: 'opened',
+          re: req.id,
+          session: req.session,
+          resumed: false,
+          sessionTtlMs: req.sessionTtlMs,
+          ...(this.keyless ? {} : { key: SESSION_KEY.toString('base64url') }),
+        });
         return;
       case 'heartbeat':
       case 'close':
