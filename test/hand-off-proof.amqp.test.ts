@@ -12,16 +12,17 @@ import { describe, expect, it } from 'vitest';
 import { AMQP_URL, requireRabbit } from './support/brokers.js';
 import { CoordinatorProcess } from './support/processes.js';
 import { amqpRun } from './support/amqp-run.js';
+import { RAW_REQUEST, rawReplyQueue } from './support/raw.js';
 import { waitFor } from './support/wait-for.js';
 
 const rabbit = await requireRabbit();
 
-const run = amqpRun('handoff', { rabbit, extraQueues: (prefix) => [`${prefix}.forger-replies`] });
+const run = amqpRun('handoff', { rabbit, extraQueues: (prefix) => [rawReplyQueue(prefix, 'forger')] });
 
 describe.skipIf(!rabbit)('the head waiter cannot take a live holder’s mutex over RabbitMQ (security §2, §6.1)', () => {
   it('raw extend and release with every token from the holder’s to the latest, from the named waiter’s own session: all NOT_HOLDER, the holder keeps the lock', async () => {
     const prefix = run.prefix();
-    const replyTo = `${prefix}.forger-replies`;
+    const replyTo = rawReplyQueue(prefix, 'forger');
     const coord = await CoordinatorProcess.start(['--transport', AMQP_URL, '--prefix', prefix]);
     const conn = await connect(AMQP_URL);
     try {
@@ -46,7 +47,7 @@ describe.skipIf(!rabbit)('the head waiter cannot take a live holder’s mutex ov
       );
       const envelope = { v: 1, worker: `${prefix}-f`, session: `${prefix}-f.0`, replyTo };
       const send = async (fields: Record<string, unknown>): Promise<void> => {
-        ch.sendToQueue(requestDestination(0, prefix), Buffer.from(JSON.stringify({ ...envelope, ...fields }), 'utf8'), { persistent: true });
+        ch.sendToQueue(requestDestination(0, prefix), Buffer.from(JSON.stringify({ ...envelope, ...fields }), 'utf8'), RAW_REQUEST);
         await ch.waitForConfirms();
       };
       const answered = (ids: readonly string[], what: string) => waitFor(() => ids.every((id) => replies.has(id)), what, { timeoutMs: 10_000 });
