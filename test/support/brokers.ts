@@ -92,3 +92,56 @@ export async function requireCommand(command: string, versionArgs: readonly stri
   console.warn(`\n\n*** ${command.toUpperCase()} IS NOT INSTALLED: ${skipped} are SKIPPED. ***\n\n`);
   return false;
 }
+
+/**
+ * The Kafka the suites use: bootstrap brokers as `host:port`, comma-separated (the first one is
+ * probed). `kafka/start.sh` (`npm run kafka`, or `.ci/services.sh`) starts one here.
+ * @defaultValue 127.0.0.1:9092
+ */
+export const KAFKA_BROKERS = process.env.LOCKQ_KAFKA_BROKERS ?? '127.0.0.1:9092';
+
+/** Host and port of the first of `brokers` (`host:port`, `[v6]:port`, or a host alone for 9092). */
+export function kafkaBroker(brokers: string = KAFKA_BROKERS): { host: string; port: number } {
+  const first = (brokers.split(',')[0] ?? '').trim();
+  const m = /^(?:\[([^\]]+)\]|([^:]*))(?::(\d+))?$/.exec(first);
+  return { host: m?.[1] ?? (m?.[2] || '127.0.0.1'), port: m?.[3] === undefined ? 9092 : Number(m[3]) };
+}
+
+/**
+ * A Kafka ApiVersions request, version 0 (api key 18; no body, client id "lockq"): the one request
+ * every broker answers before anything else, in the same form from Kafka 0.10 to 4.x.
+ */
+export function kafkaApiVersionsRequest(correlationId: number): Buffer {
+  const clientId = Buffer.from('lockq');
+  const frame = Buffer.alloc(4 + 2 + 2 + 4 + 2 + clientId.length);
+  frame.writeInt32BE(frame.length - 4, 0); // size
+  frame.writeInt16BE(18, 4); // api key: ApiVersions
+  frame.writeInt16BE(0, 6); // api version
+  frame.writeInt32BE(correlationId, 8);
+  frame.writeInt16BE(clientId.length, 12);
+  clientId.copy(frame, 14);
+  return frame;
+}
+
+/**
+ * True when a Kafka broker answers an ApiVersions request at {@link KAFKA_BROKERS} (its
+ * correlation id and error code 0: a port that merely accepts is not a broker). When it does
+ * not: throws under `CI=true`, otherwise warns loudly and returns false, as {@link requireRabbit}.
+ */
+export async function requireKafka(): Promise<boolean> {
+  const { host, port } = kafkaBroker();
+  const correlationId = 0x6c71; // "lq"
+  const ok = await answers(host, port, kafkaApiVersionsRequest(correlationId), (reply) => {
+    // size (4) | correlation id (4) | error code (2) | ...
+    return reply.length >= 10 && reply.readInt32BE(4) === correlationId && reply.readInt16BE(8) === 0;
+  });
+  if (ok) return true;
+  if (process.env.CI === 'true') {
+    throw new Error(`Kafka is not answering at ${KAFKA_BROKERS} and CI=true: run .ci/services.sh (or npm run kafka) first`);
+  }
+  console.warn(
+    `\n\n*** KAFKA IS NOT ANSWERING at ${KAFKA_BROKERS}: its suites are SKIPPED. ` +
+      'Run npm run kafka (or .ci/services.sh, or set LOCKQ_KAFKA_BROKERS) to run them. ***\n\n',
+  );
+  return false;
+}
