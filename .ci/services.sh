@@ -1,7 +1,12 @@
 #!/usr/bin/env bash
 # Makes sure RabbitMQ (127.0.0.1:5672) and Redis (127.0.0.1:6379) are installed, running and
-# answering, for the broker suites. Idempotent: when both already answer it only checks them
-# (well under 2 s). It never stops or restarts a running service.
+# answering, for the broker suites, and that a Kafka broker answers on 127.0.0.1:9092 (started
+# with kafka/start.sh, from Maven Central, when nothing answers there). Idempotent: when all three
+# already answer it only checks them (well under 2 s). It never stops or restarts a running
+# service.
+#
+# Kafka needs a JDK, Maven and Maven Central. Where it cannot start, this script warns and goes
+# on (the Kafka suites then skip loudly), except under CI=true, where it fails.
 set -euo pipefail
 
 WAIT_S=120
@@ -33,6 +38,15 @@ amqp_answers() (
   printf 'AMQP\x00\x00\x09\x01' >&3
   reply=$(timeout 2 head -c 1 <&3 | od -An -tx1 | tr -d ' \n') || true
   [ "$reply" = "01" ]
+) 2>/dev/null
+
+# A Kafka ApiVersions request (v0, correlation id 7); a booted broker answers with correlation id
+# 7 and error code 0 after the 4-byte size. A subshell, as above.
+kafka_answers() (
+  exec 3<>/dev/tcp/127.0.0.1/9092 || exit 1
+  printf '\x00\x00\x00\x0f\x00\x12\x00\x00\x00\x00\x00\x07\x00\x05lockq' >&3
+  reply=$(timeout 2 head -c 10 <&3 | od -An -tx1 | tr -d ' \n') || true
+  [ "${reply:8:12}" = "000000070000" ]
 ) 2>/dev/null
 
 rabbit_node_up() {
@@ -90,3 +104,27 @@ else
 fi
 
 log "rabbitmq and redis are up"
+
+# --- Kafka ------------------------------------------------------------------------------------
+# Installs a JDK and Maven when missing, then kafka/start.sh (jars from Maven Central into ~/.m2,
+# storage formatted once, broker started and waited for). Every step returns instead of exiting,
+# so that outside CI a machine without Maven Central still gets RabbitMQ and Redis.
+start_kafka() {
+  if ! command -v java >/dev/null 2>&1; then apt_install default-jdk-headless || return 1; fi
+  if ! command -v mvn >/dev/null 2>&1; then apt_install maven || return 1; fi
+  bash "$(dirname "$0")/../kafka/start.sh"
+}
+
+if kafka_answers; then
+  log "kafka is already answering"
+else
+  kafka_t0=$SECONDS
+  if start_kafka; then
+    log "kafka is up (started in $((SECONDS - kafka_t0)) s)"
+  elif [ "${CI:-}" = "true" ]; then
+    log "KAFKA COULD NOT BE STARTED on 127.0.0.1:9092 and CI=true: failing (see the kafka: lines above)"
+    exit 1
+  else
+    log "*** KAFKA COULD NOT BE STARTED on 127.0.0.1:9092: its suites will be SKIPPED (see above) ***"
+  fi
+fi
