@@ -779,6 +779,24 @@ describe('decodeReply', () => {
     expect(decodeReply(wire({ v: 1, re: 'r', epoch: 0, partition: 0, type: 'ok', partitions: 4 }))).toBeNull();
   });
 
+  it('reads a session key on opened and a proof and MAC on granted (22 characters of base64url), and refuses them malformed or elsewhere', () => {
+    const seal = 'Ab0_-'.padEnd(22, 'x');
+    const opened = { ...env, type: 'opened', session: 's', resumed: false, sessionTtlMs: 10_000, key: seal } as const;
+    const granted = { ...env, type: 'granted', lock: 'x', token: 9, ttlMs: 30_000, basis: 'req-1', proof: seal, mac: seal } as const;
+    expect(decodeReply(encode(opened))).toEqual(opened);
+    expect(decodeReply(encode(granted))).toEqual(granted);
+    const { proof: _, ...macOnly } = granted;
+    expect(decodeReply(encode(macOnly))).toEqual(macOnly);
+    for (const bad of ['', 'x'.repeat(21), 'x'.repeat(23), `${'x'.repeat(21)}=`, `${'x'.repeat(21)}+`, 22, null]) {
+      expect(decodeReply(wire({ ...opened, key: bad })), `key ${String(bad)}`).toBeNull();
+      expect(decodeReply(wire({ ...granted, mac: bad })), `mac ${String(bad)}`).toBeNull();
+      expect(decodeReply(wire({ ...granted, proof: bad })), `proof ${String(bad)}`).toBeNull();
+    }
+    expect(decodeReply(wire({ ...granted, type: 'extended' }))).toBeNull();
+    expect(decodeReply(wire({ ...opened, type: 'ok', key: undefined, mac: seal }))).toBeNull();
+    expect(decodeReply(wire({ ...env, type: 'ok', key: seal }))).toBeNull();
+  });
+
   const ok: Wire = { v: 1, re: 'req-1', epoch: 3, partition: 5, type: 'ok' };
   const garbage: readonly [string, Uint8Array][] = [
     ['not JSON', utf8('{"v":1')],

@@ -349,6 +349,9 @@ const validReplyEntries: fc.Arbitrary<[string, string][]> = fc
   .map((g) => {
     const fields: Record<string, unknown> = { v: 1, epoch: g.epoch, partition: g.partition, type: g.type, re: g.re };
     if (g.type === 'granted' || g.type === 'extended') Object.assign(fields, { lock: g.lock, token: g.token, ttlMs: g.ttlMs, basis: g.re });
+    // A forwarded grant's proof and MAC, an opened's session key: 22 characters of base64url.
+    if (g.type === 'granted' && g.partition % 2 === 1) Object.assign(fields, { proof: 'P'.repeat(22), mac: `${g.re.length}`.padEnd(22, '_') });
+    if (g.type === 'opened') Object.assign(fields, { session: g.re, resumed: false, sessionTtlMs: 1000, key: '-'.repeat(22) });
     if (g.type === 'released') Object.assign(fields, { lock: g.lock, token: g.token });
     if (g.type === 'error') Object.assign(fields, { code: 'WRONG_PARTITION', message: 'm', ...(g.partitions === undefined ? {} : { partitions: g.partitions }) });
     if (g.type === 'inspected') {
