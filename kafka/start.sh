@@ -60,11 +60,12 @@ exec 9>"$DIR/start.lock"
 flock 9
 
 if kafka_answers; then
-  running=$(cat "$DIR/kafka.version" 2>/dev/null || true)
-  if pid=$(our_pid) && [ "$running" != "$VERSION" ]; then
+  if ! pid=$(our_pid); then
+    log "already answering on $HOST:$PORT (a broker this script did not start)"
+  elif running=$(cat "$DIR/kafka.version") && [ "$running" != "$VERSION" ]; then
     log "Kafka $running (pid $pid) is already answering on $HOST:$PORT, not $VERSION; run kafka/stop.sh first to switch"
   else
-    log "already answering on $HOST:$PORT${running:+ (Kafka $running)}"
+    log "already answering on $HOST:$PORT (Kafka $running, pid $pid)"
   fi
   exit 0
 fi
