@@ -62,4 +62,19 @@ describe('a rate per principal', () => {
     const limited = errors.find((e) => e instanceof LockqError && e.code === 'RATE_LIMITED');
     expect(limited).toMatchObject({ retriable: true });
   });
+
+  it('a release over the rate is sent again after retryAfterMs, so the lock moves on long before its lease ends', async () => {
+    const busy = await client('busy', 'busy');
+    const other = await client('other', 'other');
+    // busy's open took one token, this acquire one, the three try-locks the last three.
+    const lease = await busy.acquire('job', { ttlMs: 30_000 });
+    for (const k of ['k1', 'k2', 'k3']) expect(await busy.tryAcquire(k, { ttlMs: 30_000 })).not.toBeNull();
+    const waiting = other.acquire('job', { ttlMs: 5000, waitMs: 20_000 });
+    const started = performance.now();
+    await lease.release();
+    const next = await waiting;
+    expect(next.token).toBeGreaterThan(lease.token);
+    expect(performance.now() - started).toBeLessThan(5000);
+    expect(coordinator.stats.partition(0).rateLimited).toBeGreaterThan(0);
+  });
 });

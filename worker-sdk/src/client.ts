@@ -17,6 +17,11 @@ import { type ClientTransport, refusedByBroker } from './transport/types.js';
 
 const MUTEX: LockSpec = Object.freeze({ kind: 'mutex', mode: 'exclusive' });
 /** Between attempts at a release the broker refused. */
+/** A release that failed this way may never have reached the coordinator's core. */
+function releaseMayNotHaveLanded(err: unknown): boolean {
+  return refusedByBroker(err) || (err instanceof LockqError && (err.code === 'RATE_LIMITED' || err.code === 'TIMEOUT'));
+}
+
 const RELEASE_RETRY: RetryPolicy = Object.freeze({ initialMs: 20, maxMs: 1000, factor: 2, attempts: Number.POSITIVE_INFINITY });
 
 /**
@@ -193,11 +198,14 @@ export class LockClient implements LeaseOwner, Locking {
           if (proof !== undefined && err.code === 'NOT_HOLDER') this.#handOff.refusedEarly(lease);
           return;
         }
-        // The broker refused the release itself (a full request queue): nothing reached the
-        // coordinator, so the hold is still there and would stall the next waiter, this worker
-        // included, until its lease ran out. Send it again while the lease may still be live.
-        if (!refusedByBroker(err) || performance.now() >= lease.deadline) throw err;
-        await new Promise((resolve) => setTimeout(resolve, backoffMs(RELEASE_RETRY, attempt)));
+        // The release did not reach the core: the broker refused it (a full request queue), the
+        // coordinator dropped it over this principal's rate (RATE_LIMITED, or no answer at all), or
+        // the answer was lost. The hold may still be there and would stall the next waiter, this
+        // worker included, until its lease ran out: send it again while the lease may be live
+        // (a release that did land makes the next one NOT_HOLDER, which ends this loop).
+        if (!releaseMayNotHaveLanded(err) || performance.now() >= lease.deadline) throw err;
+        const wait = Math.max(backoffMs(RELEASE_RETRY, attempt), err instanceof LockqError ? (err.retryAfterMs ?? 0) : 0);
+        await new Promise((resolve) => setTimeout(resolve, wait));
       }
     }
   }

@@ -162,7 +162,7 @@ export class RequestTable {
         reply.partitions === undefined
           ? reply.message
           : `${reply.message ?? 'wrong partition'}: this client is set to ${this.#o.partitions} partitions, the coordinator has ${reply.partitions} (set the client's partitions option to match)`;
-      p.reject(errorFromWire(reply.code, message, reply.field));
+      p.reject(errorFromWire(reply.code, message, reply.field, reply.retryAfterMs));
     } else {
       if (reply.type === 'granted') p.onGranted?.(reply);
       p.resolve(reply);
