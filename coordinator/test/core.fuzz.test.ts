@@ -1,6 +1,7 @@
 /**
  * Fuzzing the core with what a hostile or buggy client can send that the codec accepts: requests
- * as other workers or for sessions nobody opened, other sessions' tokens and waiters, the token
+ * as other workers, as another principal (naming a session only another principal has, or one of
+ * its own under the same id) or for sessions nobody opened, other sessions' tokens and waiters, the token
  * reserved for a named successor, tokens that expired or never existed, other kinds and limits,
  * other partitions' locks and partition counts, re-used request ids with other payloads,
  * duplicates, numbered requests below the watermark and watermarks far ahead, and random
@@ -10,7 +11,9 @@
  * duplicate excepted, §8.1); a request answered with an error emits that answer and nothing else,
  * and leaves the core's state exactly as `afterRefusal` (support/digest.ts) says, which allows
  * only what docs/protocol.md allows: the sender's watermark, its liveness, and the remembered
- * answer for the request's own id. An inspect changes nothing at all.
+ * answer for the request's own id. An inspect changes nothing at all, and neither does a request
+ * answered `FORBIDDEN`. The principal is not on the wire: it is set after decoding, as the runtime
+ * does with what the broker vouches for.
  *
  * Reproduce a failure with the seed fast-check prints:
  * LOCKQ_FC_SEED=<seed> npx vitest run coordinator/test/core.fuzz.test.ts (LOCKQ_FC_RUNS sets the runs).
@@ -31,13 +34,19 @@ const KINDS: readonly LockKind[] = ['mutex', 'rwlock', 'semaphore'];
 /** Each name's usual kind: by position; semaphores of 2 permits. */
 const kindOf = (name: string): LockKind => KINDS[NAMES.indexOf(name) % 3] as LockKind;
 const SEMAPHORE_LIMIT = 2;
+/** Principals of the sessions s<n> (by n mod 2) when the run has two; with one, none (`""`). */
+const PRINCIPALS = ['alice', 'bob'];
 /** A session nobody ever opens: a heartbeat from it prunes what aged out and does nothing else. */
 const NOBODY = { v: 1, op: 'heartbeat', worker: 'nobody', session: 'nobody', replyTo: 'q.nobody' } as const;
 
 // ---- commands ----------------------------------------------------------------------------------
 
-/** Who a request claims to come from: session s<n> as its own worker, as another worker, or a session nobody opened. */
-type Who = 'self' | 'otherWorker' | 'ghost';
+/**
+ * Who a request claims to come from: session s<n> as its own worker, as another worker, as its
+ * own worker but another principal (`twin`: the session is not its to name, unless that principal
+ * opened one of its own under the id), or a session nobody opened.
+ */
+type Who = 'self' | 'otherWorker' | 'twin' | 'ghost';
 interface Envelope {
   readonly dt: number;
   readonly s: number;
@@ -73,7 +82,7 @@ const rarely = fc.oneof({ weight: 9, arbitrary: fc.constant(false) }, { weight: 
 const envelope = {
   dt: fc.oneof({ weight: 3, arbitrary: fc.integer({ min: 0, max: 150 }) }, { weight: 1, arbitrary: fc.constant(0) }),
   s: fc.nat(SESSIONS - 1),
-  who: fc.constantFrom<Who>('self', 'self', 'self', 'self', 'self', 'self', 'otherWorker', 'ghost'),
+  who: fc.constantFrom<Who>('self', 'self', 'self', 'self', 'self', 'self', 'otherWorker', 'twin', 'ghost'),
   numbering: fc.constantFrom<Envelope['numbering']>('none', 'none', 'none', 'next', 'next', 'next', 'stale'),
   settle: fc.oneof(
     { weight: 40, arbitrary: fc.constantFrom<Envelope['settle']>('none', 'none', 'none', 'none', 'behind', 'behind', 'ahead') },
@@ -140,6 +149,10 @@ interface Config {
   readonly partition: number;
   /** Small caps, so QUEUE_FULL, TOO_MANY_* come up. */
   readonly small: boolean;
+  /** Small per-principal quotas, so each QUOTA_EXCEEDED comes up. */
+  readonly quotas: boolean;
+  /** Sessions of one principal (none: identity off) or of two. */
+  readonly principals: 1 | 2;
   /** A short dedupe window and a small memo cap, so answers are forgotten within a run. */
   readonly shortMemory: boolean;
   readonly unsettledCap: number;
@@ -151,6 +164,8 @@ const configArb: fc.Arbitrary<Config> = fc
     partitions: fc.constantFrom<1 | 2 | 3>(1, 1, 2, 3),
     partition: fc.nat(2),
     small: fc.boolean(),
+    quotas: fc.boolean(),
+    principals: fc.constantFrom<1 | 2>(1, 2),
     shortMemory: fc.boolean(),
     unsettledCap: fc.constantFrom(2, 10_000),
     tokenFloor: fc.constantFrom(0, 1_000_000),
@@ -162,6 +177,9 @@ function limitsOf(config: Config): CoreLimits {
   return {
     ...DEFAULT_CORE_LIMITS,
     ...(config.small ? { maxWaitersPerLock: 1, maxHoldsPerSession: 2, maxWaitsPerSession: 1, maxSessions: 3 } : {}),
+    ...(config.quotas
+      ? { maxSessionsPerPrincipal: 3, maxHoldsPerPrincipal: 4, maxWaitsPerPrincipal: 2, maxLockWaitsPerPrincipal: 1, maxNamesPerPrincipal: 3 }
+      : {}),
     ...(config.shortMemory ? { dedupeWindowMs: 500, maxDedupeEntries: 8 } : { dedupeWindowMs: 3_600_000, maxDedupeEntries: 1_000_000 }),
     maxUnsettledPerSession: config.unsettledCap,
   };
@@ -173,6 +191,8 @@ const MUST_REACH = [
   ...['TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION', 'IDEMPOTENCY_CONFLICT', 'INVALID_FIELD'],
   ...['stale', 'replayed error', 'settled raised by a refusal', 'successor token by another session', 'handed off early'],
   'successor token without proof',
+  ...['FORBIDDEN', 'QUOTA_EXCEEDED sessions', 'QUOTA_EXCEEDED holds', 'QUOTA_EXCEEDED waits', 'QUOTA_EXCEEDED lockWaits', 'QUOTA_EXCEEDED names'],
+  'twin opened',
 ];
 
 // ---- driving the core --------------------------------------------------------------------------
@@ -206,9 +226,15 @@ class Run {
     this.#seen.set(what, (this.#seen.get(what) ?? 0) + 1);
   }
 
+  /** The principal of session s<n>, or with `twin` the other one (`intruder` when there is one). */
+  #principalOf(n: number, twin = false): string | undefined {
+    if (this.#config.principals === 1) return twin ? 'intruder' : undefined;
+    return PRINCIPALS[(n + (twin ? 1 : 0)) % 2];
+  }
+
   exec(cmd: Command): void {
     // Mostly, a session found gone is opened again first (in a step of its own), as its worker would.
-    if (cmd.t !== 'tick' && cmd.t !== 'open' && cmd.who === 'self' && cmd.pick % 4 !== 0 && !this.#lives(`s${cmd.s}`)) {
+    if (cmd.t !== 'tick' && cmd.t !== 'open' && cmd.who === 'self' && cmd.pick % 4 !== 0 && !this.#lives(this.#principalOf(cmd.s), `s${cmd.s}`)) {
       this.exec({ t: 'open', dt: 0, s: cmd.s, who: 'self', numbering: 'none', settle: 'none', pick: 0, ttl: 4000, wrongPartitions: false });
     }
     this.#step++;
@@ -224,21 +250,25 @@ class Run {
     if (cmd.t === 'tick') return;
 
     const before = stateOf(this.core);
-    const raw = this.#resolve(cmd, before);
+    const { principal, ...raw } = this.#resolve(cmd, before);
     // Through the codec, as a coordinator gets it: every request here is one the codec accepts.
     const decoded = decodeRequest(encode(raw as unknown as Request));
     if (!decoded.ok) throw new Error(`the codec refused ${decoded.code} ${decoded.field}: ${where(raw)}`);
+    // The principal is never on the wire: the runtime puts the one the broker vouches for there.
+    const vouched: Request = principal === undefined ? decoded.request : { ...decoded.request, principal: principal as string };
     // Half the time the reserved token comes with the forwarded grant's proof, which the runtime
     // checks and passes on as `handoff: true` (the codec takes only a proof string).
     const proven = (cmd.t === 'release' || cmd.t === 'extend') && cmd.token === 'successor' && cmd.pick % 2 === 0;
-    const request: Request = proven && (decoded.request.op === 'release' || decoded.request.op === 'extend') ? { ...decoded.request, handoff: true } : decoded.request;
+    const request: Request = proven && (vouched.op === 'release' || vouched.op === 'extend') ? { ...vouched, handoff: true } : vouched;
     const out: Decision[] = [];
     this.core.handle(request, now, out);
-    this.#sent.push(decoded.request); // as sent: a re-send goes through the codec again
+    this.#sent.push(vouched); // as sent: a re-send goes through the codec again
 
     const last = out.at(-1);
     const answer = last?.type === 'reply' && last.to === request.replyTo && last.body.re === request.id ? last.body : undefined;
-    const sender = request.op === 'inspect' ? undefined : before.sessions.find((s) => s.id === request.session && s.worker === request.worker);
+    const mine = (s: { readonly principal?: string; readonly session?: string; readonly id?: string }) =>
+      (s.principal ?? '') === (request.principal ?? '') && (s.session ?? s.id) === request.session;
+    const sender = request.op === 'inspect' ? undefined : before.sessions.find((s) => mine(s) && s.worker === request.worker);
     const stale = sender !== undefined && request.seq !== undefined && request.seq <= Math.max(sender.settled, request.settled ?? 0);
     if (!stale && answer === undefined) throw new Error(`no answer: ${JSON.stringify(out)}\n${where(request)}`);
     if (stale) this.#count('stale');
@@ -250,23 +280,29 @@ class Run {
       return;
     }
     if (answer !== undefined && answer.type !== 'error') {
+      if (request.op === 'open' && answer.type === 'opened' && before.sessions.some((s) => s.id === request.session && !mine(s))) this.#count('twin opened');
       this.#noteSuccess(request, answer, before);
       return;
     }
     // Refused (or a stale duplicate, unanswered): that answer alone, and the state as allowed.
     if (answer !== undefined) {
-      this.#count(answer.code);
-      if (before.memos.some((m) => m.session === request.session && m.request.id === request.id && m.request.worker === request.worker)) {
+      this.#count(answer.code === 'QUOTA_EXCEEDED' ? `${answer.code} ${answer.field}` : answer.code);
+      if (before.memos.some((m) => mine(m) && m.request.id === request.id && m.request.worker === request.worker)) {
         this.#count('replayed error');
+      }
+      if (answer.code === 'FORBIDDEN') {
+        // Another principal's session: not even the sender's own watermark or liveness (it has none here).
+        expect(answer.field, where(request)).toBe('session');
+        expect(before.sessions.some((s) => s.id === request.session && !mine(s)) && !before.sessions.some(mine), where(request)).toBe(true);
       }
     }
     if (sender !== undefined && (request.settled ?? 0) > sender.settled) this.#count('settled raised by a refusal');
     if (request.op === 'release' || request.op === 'extend') {
       const named = before.locks.find((l) => l.name === request.lock)?.next;
-      if (named !== undefined && named.token === request.token && named.session !== request.session) this.#count('successor token by another session');
+      if (named !== undefined && named.token === request.token && !mine(named)) this.#count('successor token by another session');
       // The reserved token is no secret (it is the partition's counter when the waiter was named):
       // without the proof, even the named waiter's own session gets nothing for it (security §6.1).
-      if (named !== undefined && named.token === request.token && named.session === request.session && request.handoff !== true) {
+      if (named !== undefined && named.token === request.token && mine(named) && request.handoff !== true) {
         this.#count('successor token without proof');
       }
     }
@@ -274,8 +310,8 @@ class Run {
     this.#expectState(after, afterRefusal(before, request, answer, now, this.#limits), request, where);
   }
 
-  #lives(session: string): boolean {
-    return stateOf(this.core).sessions.some((s) => s.id === session);
+  #lives(principal: string | undefined, session: string): boolean {
+    return stateOf(this.core).sessions.some((s) => (s.principal ?? '') === (principal ?? '') && s.id === session);
   }
 
   #expectState(actual: State, expected: State, request: Request, where: (r?: unknown) => string): void {
@@ -293,21 +329,24 @@ class Run {
     }
   }
 
-  /** The command as a request, against the state as it is now. */
-  #resolve(cmd: Exclude<Command, { t: 'tick' }>, state: State): Record<string, unknown> {
+  /** The command as a request, against the state as it is now; `principal` is the sender's, set after decoding. */
+  #resolve(cmd: Exclude<Command, { t: 'tick' }>, state: State): Record<string, unknown> & { principal?: unknown } {
     const n = cmd.s;
     const own = `s${n}`;
+    const principal = this.#principalOf(n, cmd.who === 'twin');
     const base: Record<string, unknown> = {
       v: 1,
       id: `${++this.#ids}`,
       worker: cmd.who === 'otherWorker' ? `w${(n + 1) % SESSIONS}` : `w${n}`,
       session: cmd.who === 'ghost' ? `g${n}` : own,
       replyTo: `q.s${n}`,
+      ...(principal === undefined ? {} : { principal }),
     };
-    const next = (this.#seqs.get(own) ?? 0) + 1;
-    const settled = state.sessions.find((x) => x.id === own)?.settled ?? 0;
+    const key = `${principal ?? ''}/${own}`;
+    const next = (this.#seqs.get(key) ?? 0) + 1;
+    const settled = state.sessions.find((x) => (x.principal ?? '') === (principal ?? '') && x.id === own)?.settled ?? 0;
     if (cmd.numbering === 'next') {
-      this.#seqs.set(own, next);
+      this.#seqs.set(key, next);
       base.seq = next;
     } else if (cmd.numbering === 'stale') {
       base.seq = Math.max(1, settled - (cmd.pick % 3));
@@ -391,7 +430,10 @@ class Run {
         if (earlier === undefined) return { ...base, op: 'heartbeat' };
         const copy: Record<string, unknown> = { ...earlier };
         if (cmd.how === 'otherReplyTo') copy.replyTo = `q2.${earlier.session}`;
-        if (cmd.how === 'otherSession') Object.assign(copy, { worker: base.worker, session: base.session, replyTo: base.replyTo });
+        if (cmd.how === 'otherSession') {
+          delete copy.principal;
+          Object.assign(copy, { worker: base.worker, session: base.session, replyTo: base.replyTo }, 'principal' in base ? { principal: base.principal } : {});
+        }
         if (cmd.how === 'conflict') {
           if ('ttlMs' in copy) copy.ttlMs = (copy.ttlMs as number) + 1;
           else if ('token' in copy) copy.token = copy.token === 1 ? 2 : (copy.token as number) - 1;

@@ -3,11 +3,16 @@
  * with a manual clock, checked step by step against the guarantees (mutual exclusion, fencing,
  * FIFO, no late grants, one final answer per acquire) and against the reference model.
  *
+ * Sessions belong to one to three principals, with the same session ids under different
+ * principals; now and then a request names a session as another principal (an intruder). The
+ * checker follows sessions by (principal, id), so a request that acted on another principal's
+ * session would show as a hold or wait the replies never gave that session.
+ *
  * Reproduce a failure with the seed fast-check prints: LOCKQ_FC_SEED=<seed> npx vitest run coordinator/test/core.property.test.ts
  */
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import type { AcquireRequest, LockKind, ReplyBody, Request } from '@lockq/protocol';
+import type { AcquireRequest, LockKind, ReplyBody, Request, RequestBase } from '@lockq/protocol';
 import { type CoreLimits, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '../src/core/index.js';
 import { type ModelStep, ReferenceModel } from './support/reference-model.js';
 
@@ -32,11 +37,25 @@ const KINDS: readonly LockKind[] = ['mutex', 'rwlock', 'semaphore'];
 // The model remembers every answer: keep the dedupe window far beyond a run's simulated time.
 const LIMITS: CoreLimits = { ...DEFAULT_CORE_LIMITS, dedupeWindowMs: 3_600_000, maxDedupeEntries: 1_000_000 };
 const SMALL_LIMITS: CoreLimits = { ...LIMITS, maxWaitersPerLock: 2, maxHoldsPerSession: 2, maxWaitsPerSession: 1, maxSessions: 4 };
+type Quotas = Pick<CoreLimits, 'maxSessionsPerPrincipal' | 'maxHoldsPerPrincipal' | 'maxWaitsPerPrincipal' | 'maxLockWaitsPerPrincipal' | 'maxNamesPerPrincipal'>;
+/** Per-principal quotas small enough to be hit within a run. */
+const tightQuotasArb: fc.Arbitrary<Quotas> = fc.record({
+  maxSessionsPerPrincipal: fc.integer({ min: 2, max: 4 }),
+  maxHoldsPerPrincipal: fc.integer({ min: 2, max: 5 }),
+  maxWaitsPerPrincipal: fc.integer({ min: 1, max: 3 }),
+  maxLockWaitsPerPrincipal: fc.integer({ min: 1, max: 2 }),
+  maxNamesPerPrincipal: fc.integer({ min: 1, max: 3 }),
+});
 
 interface Config {
+  /** Session slots: slot n is worker w<n>'s session (see Run.#resolve). */
   readonly sessions: number;
+  /** Principals the slots are spread over: with one, requests carry none (identity off). */
+  readonly principals: 1 | 2 | 3;
   readonly locks: number;
   readonly small: boolean;
+  /** Small per-principal quotas, or none: the defaults. */
+  readonly quotas: Quotas | null;
   readonly partitions: 1 | 2;
   readonly partition: 0 | 1;
   readonly tokenFloor: number;
@@ -57,6 +76,8 @@ interface OnSession extends Step {
   readonly s: number;
   /** If the session is gone, open it again first (in a step of its own). */
   readonly reopen: boolean;
+  /** Sent as another principal than the slot's (see Run.#resolve). */
+  readonly intrude: boolean;
 }
 interface OnHold extends OnSession {
   readonly lock: number;
@@ -65,7 +86,7 @@ interface OnHold extends OnSession {
   readonly pick: number;
 }
 type Command =
-  | (Step & { readonly t: 'open'; readonly s: number; readonly ttl: number; readonly alien: boolean })
+  | (Step & { readonly t: 'open'; readonly s: number; readonly ttl: number; readonly alien: boolean; readonly intrude: boolean })
   | (OnSession & { readonly t: 'heartbeat' | 'close' })
   | (OnSession & {
       readonly t: 'acquire';
@@ -108,11 +129,12 @@ const reopen = fc.oneof({ weight: 3, arbitrary: fc.constant(true) }, { weight: 1
 const lock = fc.nat(3);
 const pick = fc.nat(20);
 const rarely = fc.oneof({ weight: 12, arbitrary: fc.constant(false) }, { weight: 1, arbitrary: fc.constant(true) });
+const intrude = rarely;
 
 const commandArb: fc.Arbitrary<Command> = fc.oneof(
-  { weight: 8, arbitrary: fc.record({ t: fc.constant('open'), dt: dtArb, s, ttl: sessionTtlArb, alien: rarely }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant('heartbeat'), dt: dtArb, s, reopen }) },
-  { weight: 2, arbitrary: fc.record({ t: fc.constant('close'), dt: dtArb, s, reopen }) },
+  { weight: 8, arbitrary: fc.record({ t: fc.constant('open'), dt: dtArb, s, ttl: sessionTtlArb, alien: rarely, intrude }) },
+  { weight: 5, arbitrary: fc.record({ t: fc.constant('heartbeat'), dt: dtArb, s, reopen, intrude }) },
+  { weight: 2, arbitrary: fc.record({ t: fc.constant('close'), dt: dtArb, s, reopen, intrude }) },
   {
     weight: 30,
     arbitrary: fc.record({
@@ -120,6 +142,7 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       dt: dtArb,
       s,
       reopen,
+      intrude,
       lock,
       otherKind: rarely,
       otherLimit: rarely,
@@ -129,9 +152,9 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
       wait: waitArb,
     }),
   },
-  { weight: 12, arbitrary: fc.record({ t: fc.constant('release'), dt: dtArb, s, reopen, lock, which: fc.nat(5), pick }) },
-  { weight: 6, arbitrary: fc.record({ t: fc.constant('extend'), dt: dtArb, s, reopen, lock, which: fc.nat(5), pick, ttl: ttlArb }) },
-  { weight: 5, arbitrary: fc.record({ t: fc.constant('cancel'), dt: dtArb, s, reopen, lock, which: fc.nat(3), pick }) },
+  { weight: 12, arbitrary: fc.record({ t: fc.constant('release'), dt: dtArb, s, reopen, intrude, lock, which: fc.nat(5), pick }) },
+  { weight: 6, arbitrary: fc.record({ t: fc.constant('extend'), dt: dtArb, s, reopen, intrude, lock, which: fc.nat(5), pick, ttl: ttlArb }) },
+  { weight: 5, arbitrary: fc.record({ t: fc.constant('cancel'), dt: dtArb, s, reopen, intrude, lock, which: fc.nat(3), pick }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('inspect'), dt: dtArb, s, lock: fc.option(lock, { nil: null }) }) },
   { weight: 8, arbitrary: fc.record({ t: fc.constant('resend'), dt: dtArb, pick: fc.nat(1000), otherReplyTo: fc.boolean() }) },
   { weight: 3, arbitrary: fc.record({ t: fc.constant('conflict'), dt: dtArb, pick: fc.nat(1000) }) },
@@ -140,8 +163,10 @@ const commandArb: fc.Arbitrary<Command> = fc.oneof(
 
 const configArb: fc.Arbitrary<Config> = fc.record({
   sessions: fc.integer({ min: 3, max: 6 }),
+  principals: fc.constantFrom<1 | 2 | 3>(1, 1, 2, 3),
   locks: fc.integer({ min: 2, max: 4 }),
   small: fc.boolean(),
+  quotas: fc.oneof({ weight: 2, arbitrary: fc.constant(null) }, { weight: 1, arbitrary: tightQuotasArb }),
   partitions: fc.constantFrom<1 | 2>(1, 1, 1, 1, 1, 2),
   partition: fc.constantFrom<0 | 1>(0, 1),
   tokenFloor: fc.constantFrom(0, 1_000_000),
@@ -167,6 +192,8 @@ const MUST_REACH = [
   ...['NOT_HOLDER', 'LEASE_EXPIRED', 'TOO_MANY_HOLDS', 'TOO_MANY_WAITS', 'TOO_MANY_SESSIONS', 'WRONG_PARTITION'],
   ...['IDEMPOTENCY_CONFLICT', 'INVALID_FIELD', 'replayed', 'several-ended', 'open-ttl-shortened', 'clock-back'],
   ...['successor', 'successor-none', 'named-granted', 'named-granted-after-timeout', 'handed-off-early'],
+  ...['FORBIDDEN', 'opened-beside-another-principal', 'QUOTA_EXCEEDED sessions', 'QUOTA_EXCEEDED holds', 'QUOTA_EXCEEDED waits'],
+  ...['QUOTA_EXCEEDED lockWaits', 'QUOTA_EXCEEDED names'],
 ];
 
 // ---- driving the core and the model side by side ---------------------------------------------------
@@ -185,33 +212,38 @@ class Run {
   readonly #sent: Request[] = [];
 
   readonly #seen: Seen;
+  /** Every principal the run may send as: the slots' (none: `""`), and the intruder's. */
+  readonly #principals: readonly string[];
 
   constructor(config: Config, seen: Seen) {
     this.#config = config;
     this.#seen = seen;
-    const limits = config.small ? SMALL_LIMITS : LIMITS;
+    const k = config.principals;
+    this.#principals = k === 1 ? ['', 'intruder'] : Array.from({ length: k }, (_, i) => `p${i}`);
+    const limits = { ...(config.small ? SMALL_LIMITS : LIMITS), ...config.quotas };
     const { partition, partitions, tokenFloor, tokenBlockSize } = config;
     this.core = new LockCore({ partition, partitions, epoch: 1, tokenFloor, tokenBlockSize, limits });
     this.model = new ReferenceModel({ partition, partitions, tokenFloor, limits });
-    this.checker = new Checker(tokenFloor, tokenBlockSize, (session, worker) => this.model.hasSession(session, worker));
+    this.checker = new Checker(tokenFloor, tokenBlockSize, (r) => this.model.hasSession(r.session, r.worker, r.principal));
   }
 
   prelude(): void {
     this.#config.prelude.slice(0, this.#config.sessions).forEach((ttl, i) => {
-      this.exec({ t: 'open', dt: 0, s: i, ttl, alien: false });
+      this.exec({ t: 'open', dt: 0, s: i, ttl, alien: false, intrude: false });
     });
   }
 
   exec(cmd: Command): void {
     if ('reopen' in cmd && cmd.reopen) {
       const n = cmd.s % this.#config.sessions;
-      if (!this.model.hasSession(`s${n}`, `w${n}`)) this.exec({ t: 'open', dt: 0, s: n, ttl: 4000, alien: false });
+      const { session, worker, principal } = this.#slot(n, false);
+      if (!this.model.hasSession(session, worker, principal)) this.exec({ t: 'open', dt: 0, s: n, ttl: 4000, alien: false, intrude: false });
     }
     this.#step++;
     this.#clock += cmd.dt;
     this.#now = Math.max(this.#now, this.#clock);
     const request = this.#resolve(cmd);
-    const ttlBefore = this.model.sessions.find((x) => x.id === request?.session && x.worker === request.worker)?.ttlMs;
+    const ttlBefore = this.model.sessions.find((x) => x.principal === (request?.principal ?? '') && x.id === request?.session && x.worker === request.worker)?.ttlMs;
     const out: Decision[] = [];
     if (request === undefined) this.core.tick(this.#clock, out);
     else this.core.handle(request, this.#clock, out);
@@ -220,12 +252,15 @@ class Run {
     compare(out, expected, where);
     const seen = this.#seen;
     for (const d of out) {
-      seen.add(d.type === 'reply' ? (d.body.type === 'error' ? d.body.code : d.body.type) : d.type);
+      seen.add(d.type === 'reply' ? (d.body.type === 'error' ? `${d.body.code}${d.body.code === 'QUOTA_EXCEEDED' ? ` ${d.body.field}` : ''}` : d.body.type) : d.type);
       if (d.type === 'reply' && d.body.type === 'successor' && d.body.next === undefined) seen.add('successor-none');
     }
     if (expected.replayed) seen.add('replayed');
     if (out.filter((d) => d.type === 'reply' && (d.body.type === 'lost' || d.body.type === 'error')).length > 1) seen.add('several-ended');
     if (request?.op === 'open' && ttlBefore !== undefined && request.sessionTtlMs < ttlBefore) seen.add('open-ttl-shortened');
+    if (request?.op === 'open' && this.model.sessions.some((x) => x.id === request.session && x.principal !== (request.principal ?? ''))) {
+      if (out.at(-1)?.type === 'reply' && (out.at(-1) as Decision & { type: 'reply' }).body.type === 'opened') seen.add('opened-beside-another-principal');
+    }
     if (this.#clock < this.#now) seen.add('clock-back');
     this.checker.observe(request, out, expected.replayed, this.#now, where);
     for (const key of this.checker.namedGrants.splice(0)) seen.add(key);
@@ -261,6 +296,11 @@ class Run {
       }
       this.checker.agreesWith(l.name, view, now, fail);
     }
+    const usage = (u: ReturnType<LockCore['usage']>) => (u === undefined ? '-' : `${u.sessions}/${u.holds}/${u.waits}/${u.names}`);
+    for (const p of this.#principals) {
+      const [core, model] = [usage(this.core.usage(p)), usage(this.model.usage(p))];
+      if (core !== model) fail(`usage (sessions/holds/waits/names) of ${JSON.stringify(p)}: core ${core} model ${model}`);
+    }
     const next = this.core.nextDeadline();
     const earliest = this.model.earliestDeadline();
     if ((next === undefined) !== (earliest === undefined)) fail(`nextDeadline ${next} but model's earliest deadline is ${earliest}`);
@@ -270,24 +310,33 @@ class Run {
     this.checker.grantedToLiveSessions(request, this.model, fail);
   }
 
+  /**
+   * Slot n's session: worker w<n>, of principal p<n mod k> (none with one principal), with id
+   * s<n div k>, so slots of different principals share ids. An intruder sends as the next
+   * principal (or as "intruder" when there is one): its request names an id it may not have.
+   */
+  #slot(n: number, intrude: boolean): { v: 1; worker: string; session: string; replyTo: string; principal?: string } {
+    const k = this.#config.principals;
+    const base = { v: 1 as const, worker: `w${n}`, session: `s${Math.floor(n / k)}`, replyTo: `q.s${n}` };
+    if (intrude) return { ...base, principal: k === 1 ? 'intruder' : `p${(n + 1) % k}` };
+    return k === 1 ? base : { ...base, principal: `p${n % k}` };
+  }
+
   #resolve(cmd: Command): Request | undefined {
     const id = () => `${++this.#seq}`;
-    const sessionOf = (i: number) => {
-      const n = i % this.#config.sessions;
-      return { v: 1 as const, worker: `w${n}`, session: `s${n}`, replyTo: `q.s${n}` };
-    };
+    const sessionOf = (i: number, intruding = false) => this.#slot(i % this.#config.sessions, intruding);
     const lockOf = (i: number) => LOCKS[i % this.#config.locks] as (typeof LOCKS)[number];
     switch (cmd.t) {
       case 'tick':
         return undefined;
       case 'open': {
-        const b = sessionOf(cmd.s);
+        const b = sessionOf(cmd.s, cmd.intrude);
         const worker = cmd.alien ? `x${b.worker}` : b.worker;
         return { ...b, worker, id: id(), op: 'open', sessionTtlMs: cmd.ttl, partitions: this.#config.partitions };
       }
       case 'heartbeat':
       case 'close':
-        return { ...sessionOf(cmd.s), id: id(), op: cmd.t };
+        return { ...sessionOf(cmd.s, cmd.intrude), id: id(), op: cmd.t };
       case 'inspect':
         return cmd.lock === null
           ? { ...sessionOf(cmd.s), id: id(), op: 'inspect' }
@@ -298,22 +347,24 @@ class Run {
         const limit = kind !== 'semaphore' ? 1 : cmd.otherLimit || l.kind !== 'semaphore' ? l.limit + 1 : l.limit;
         const mode = kind === 'mutex' || (kind === 'rwlock' && !cmd.shared) ? 'exclusive' : 'shared';
         const permits = kind === 'semaphore' ? 1 + (cmd.permits % limit) : 1;
-        return { ...sessionOf(cmd.s), id: id(), op: 'acquire', lock: l.name, kind, mode, limit, permits, ttlMs: cmd.ttl, waitMs: cmd.wait };
+        return { ...sessionOf(cmd.s, cmd.intrude), id: id(), op: 'acquire', lock: l.name, kind, mode, limit, permits, ttlMs: cmd.ttl, waitMs: cmd.wait };
       }
       case 'release':
       case 'extend': {
-        const b = sessionOf(cmd.s);
-        const { lock, token, handoff } = this.#token(b.session, lockOf(cmd.lock).name, cmd.which, cmd.pick);
+        // An intruder names the slot's holds and tokens, as seen on the replies, from outside.
+        const b = sessionOf(cmd.s, cmd.intrude);
+        const { lock, token, handoff } = this.#token(keyOf(sessionOf(cmd.s)), lockOf(cmd.lock).name, cmd.which, cmd.pick);
         const r = cmd.t === 'release' ? ({ ...b, id: id(), op: 'release', lock, token } as const) : ({ ...b, id: id(), op: 'extend', lock, token, ttlMs: cmd.ttl } as const);
         return handoff ? { ...r, handoff: true } : r;
       }
       case 'cancel': {
-        const b = sessionOf(cmd.s);
+        const b = sessionOf(cmd.s, cmd.intrude);
         const l = lockOf(cmd.lock).name;
         // Mostly one of the session's waiting acquires; else its latest acquire of the lock (likely
         // answered by now), someone else's acquire, or nothing at all.
-        const waiting = this.checker.waiting(b.session);
-        const mine = this.#sent.filter((r) => r.op === 'acquire' && r.session === b.session && r.lock === l);
+        const own = keyOf(sessionOf(cmd.s));
+        const waiting = this.checker.waiting(own);
+        const mine = this.#sent.filter((r) => r.op === 'acquire' && keyOf(r) === own && r.lock === l);
         const any = this.#sent.filter((r) => r.op === 'acquire');
         const target =
           cmd.which <= 1
@@ -370,10 +421,21 @@ function changed(r: Request): Request {
     case 'cancel':
       return { ...r, target: `${r.target}x` };
     case 'heartbeat':
-      return { v: 1, id: r.id, worker: r.worker, session: r.session, replyTo: r.replyTo, op: 'close' };
+      return { ...envelopeOf(r), op: 'close' };
     default:
-      return { v: 1, id: r.id, worker: r.worker, session: r.session, replyTo: r.replyTo, op: 'heartbeat' };
+      return { ...envelopeOf(r), op: 'heartbeat' };
   }
+}
+
+/** A request's envelope: who sends it, for which session, and its id. */
+function envelopeOf(r: Request): RequestBase {
+  const base = { v: 1 as const, id: r.id, worker: r.worker, session: r.session, replyTo: r.replyTo };
+  return r.principal === undefined ? base : { ...base, principal: r.principal };
+}
+
+/** A session as the checker follows it: its principal and id. */
+function keyOf(r: { readonly session: string; readonly principal?: string }): string {
+  return `${r.principal ?? ''}/${r.session}`;
 }
 
 /** The core's decisions must equal the model's, in order (token reservations are the checker's). */
@@ -418,6 +480,7 @@ interface SeenHold {
  * and a closed session; queues come from `queued` and shrink with grants and final errors.
  */
 class Checker {
+  /** By session key (see {@link keyOf}). */
   readonly grants: { readonly session: string; readonly lock: string; readonly token: number }[] = [];
   /** Grants to named successors seen in the last step, for the coverage counts. */
   readonly namedGrants: string[] = [];
@@ -438,12 +501,12 @@ class Checker {
   #grantedThisStep: AcquireRequest[] = [];
 
   readonly #blockSize: number;
-  /** Whether a session is open now (after the step being checked). */
-  readonly #open: (session: string, worker: string) => boolean;
-  /** Per session id: how many times it was opened afresh (not resumed). */
+  /** Whether the session a request names is open now (after the step being checked). */
+  readonly #open: (r: Request) => boolean;
+  /** Per session key: how many times it was opened afresh (not resumed). */
   readonly #incarnations = new Map<string, number>();
 
-  constructor(tokenFloor: number, tokenBlockSize: number, open: (session: string, worker: string) => boolean) {
+  constructor(tokenFloor: number, tokenBlockSize: number, open: (r: Request) => boolean) {
     this.#open = open;
     this.#lastToken = tokenFloor;
     this.#reserved = tokenFloor;
@@ -464,7 +527,7 @@ class Checker {
     // incarnation ended, in this step too (the core expires first; a named waiter's grant may then
     // pass on): count the new incarnation before reading the step, as `#open` tells the state after it.
     if (request?.op === 'open' && !replayed && own?.type === 'reply' && own.body.type === 'opened' && !own.body.resumed) {
-      this.#incarnations.set(request.session, (this.#incarnations.get(request.session) ?? 0) + 1);
+      this.#incarnations.set(keyOf(request), (this.#incarnations.get(keyOf(request)) ?? 0) + 1);
     }
     // A fresh acquire that queues behind a mutex holder is named next before its own answer.
     this.#current = request?.op === 'acquire' && !replayed ? request : undefined;
@@ -480,7 +543,7 @@ class Checker {
       if (i === last && request !== undefined) {
         if (replayed) this.#replayed(request, body, fail);
         else if (request.op === 'acquire') {
-          const incarnation = this.#incarnations.get(request.session) ?? 0;
+          const incarnation = this.#incarnations.get(keyOf(request)) ?? 0;
           const seen: SeenAcquire = { request, incarnation, state: 'sent', waitDeadline: 0, token: 0, code: '' };
           this.#acquires.set(request.id, seen);
           const named = this.#named.get(request.lock);
@@ -504,26 +567,29 @@ class Checker {
     }
   }
 
-  /** Holds of a session, as the replies tell. */
+  /** Holds of a session (by key), as the replies tell. */
   holding(session: string): { lock: string; token: number }[] {
-    return [...this.#holds.values()].filter((h) => h.request.session === session).map((h) => ({ lock: h.request.lock, token: h.token }));
+    return [...this.#holds.values()].filter((h) => keyOf(h.request) === session).map((h) => ({ lock: h.request.lock, token: h.token }));
   }
 
-  /** A token reserved for a waiter of this session named next, as its holder was told. */
+  /** A token reserved for a waiter of this session (by key) named next, as its holder was told. */
   namedFor(session: string): { lock: string; token: number } | undefined {
-    for (const [lock, n] of this.#named) if (this.#acquires.get(n.re)?.request.session === session) return { lock, token: n.token };
+    for (const [lock, n] of this.#named) {
+      const a = this.#acquires.get(n.re);
+      if (a !== undefined && keyOf(a.request) === session) return { lock, token: n.token };
+    }
     return undefined;
   }
 
-  /** Waiting acquires of a session, as the replies tell. */
+  /** Waiting acquires of a session (by key), as the replies tell. */
   waiting(session: string): AcquireRequest[] {
-    return [...this.#acquires.values()].filter((a) => a.state === 'queued' && a.request.session === session).map((a) => a.request);
+    return [...this.#acquires.values()].filter((a) => a.state === 'queued' && keyOf(a.request) === session).map((a) => a.request);
   }
 
   /** What the replies say must be what the core shows. */
   agreesWith(lock: string, view: ReturnType<LockCore['detail']>, now: number, fail: (what: string) => never): void {
-    const holds = [...this.#holds.values()].filter((h) => h.request.lock === lock).map((h) => `${h.token}/${h.request.session}/${h.deadline - now}`);
-    const shown = (view?.holders ?? []).map((h) => `${h.token}/${h.session}/${h.ttlMs}`);
+    const holds = [...this.#holds.values()].filter((h) => h.request.lock === lock).map((h) => `${h.token}/${keyOf(h.request)}/${h.deadline - now}`);
+    const shown = (view?.holders ?? []).map((h) => `${h.token}/${keyOf(h)}/${h.ttlMs}`);
     if (holds.sort().join() !== shown.sort().join()) fail(`holds of ${lock}: replies say [${holds}], core shows [${shown}]`);
     const queue = this.#queues.get(lock) ?? [];
     const waiting = (view?.waiters ?? []).map((w) => w.request);
@@ -533,8 +599,8 @@ class Checker {
   /** Grants go to live sessions only (a session closed by this very request closes after them). */
   grantedToLiveSessions(request: Request | undefined, model: ReferenceModel, fail: (what: string) => never): void {
     for (const r of this.#grantedThisStep) {
-      if (request?.op === 'close' && request.session === r.session) continue;
-      if (!model.hasSession(r.session, r.worker)) fail(`granted ${r.id} to session ${r.session} which is gone`);
+      if (request?.op === 'close' && keyOf(request) === keyOf(r)) continue;
+      if (!model.hasSession(r.session, r.worker, r.principal)) fail(`granted ${r.id} to session ${keyOf(r)} which is gone`);
     }
   }
 
@@ -576,7 +642,7 @@ class Checker {
           const left = named.acquire;
           const ended =
             left !== undefined &&
-            (!this.#open(left.request.session, left.request.worker) || this.#incarnations.get(left.request.session) !== left.incarnation);
+            (!this.#open(left.request) || this.#incarnations.get(keyOf(left.request)) !== left.incarnation);
           if (left?.state !== 'failed' || !(['CANCELLED', 'NO_SESSION'].includes(left.code) || ended)) {
             fail(`${body.re} granted, but ${named.re} was named next`);
           }
@@ -609,7 +675,7 @@ class Checker {
         a.state = 'granted';
         a.token = body.token;
         this.#holds.set(body.token, { request: a.request, token: body.token, deadline: now + body.ttlMs });
-        this.grants.push({ session: a.request.session, lock: a.request.lock, token: body.token });
+        this.grants.push({ session: keyOf(a.request), lock: a.request.lock, token: body.token });
         this.#grantedThisStep.push(a.request);
         return;
       }
@@ -664,7 +730,7 @@ class Checker {
   #answer(request: Request, body: ReplyBody, now: number, fail: (what: string) => never): void {
     if (body.type === 'released' || body.type === 'extended') {
       const h = this.#holds.get(body.token);
-      if (h === undefined || h.request.session !== request.session || h.request.lock !== body.lock) {
+      if (h === undefined || keyOf(h.request) !== keyOf(request) || h.request.lock !== body.lock) {
         throw fail(`${body.type} a hold the replies never gave this session: ${canon(body)}`);
       }
       if (body.type === 'released') this.#holds.delete(body.token);
@@ -672,7 +738,7 @@ class Checker {
       return;
     }
     if (request.op === 'close' && body.type === 'ok') {
-      for (const [token, h] of this.#holds) if (h.request.session === request.session) this.#holds.delete(token);
+      for (const [token, h] of this.#holds) if (keyOf(h.request) === keyOf(request)) this.#holds.delete(token);
     }
   }
 

@@ -9,6 +9,9 @@ import { type CoreOptions, DEFAULT_CORE_LIMITS, type Decision, LockCore } from '
  *    original from then on: same answers, same tokens, same expiries;
  * 2. replaying the journal (every request, and every expiry tick that decided something, each at
  *    its recorded `now`) on a snapshot rebuilds exactly the state the original had.
+ *
+ * Two of the three sessions share an id under different principals (and the third has none), so
+ * a snapshot that lost track of whose session is whose would not restore to the same core.
  */
 
 const OPTIONS: CoreOptions = {
@@ -17,9 +20,14 @@ const OPTIONS: CoreOptions = {
   epoch: 1,
   tokenFloor: 0,
   tokenBlockSize: 4,
-  limits: { ...DEFAULT_CORE_LIMITS, maxWaitersPerLock: 3, dedupeWindowMs: 500, maxDedupeEntries: 40 },
+  limits: { ...DEFAULT_CORE_LIMITS, maxWaitersPerLock: 3, maxLockWaitsPerPrincipal: 2, maxNamesPerPrincipal: 3, dedupeWindowMs: 500, maxDedupeEntries: 40 },
 };
-const SESSIONS = ['s0', 's1', 's2'];
+/** Session slots: an id and, but for the first, a principal. Answers go to `to.<slot>`. */
+const SESSIONS: readonly { readonly session: string; readonly principal?: string }[] = [
+  { session: 's0' },
+  { session: 's1', principal: 'P' },
+  { session: 's1', principal: 'Q' },
+];
 const LOCKS = [
   { lock: 'm', kind: 'mutex', mode: 'exclusive', limit: 1 },
   { lock: 'r', kind: 'rwlock', mode: 'shared', limit: 1 },
@@ -78,8 +86,8 @@ class Driver {
 
   /** s0 sends unnumbered requests (time-window memory); s1 and s2 number theirs, settling with a lag. */
   #base(s: number) {
-    const session = SESSIONS[s] as string;
-    const base = { v: 1 as const, id: `q${++this.#id}`, worker: `w${session}`, session, replyTo: `to.${session}` };
+    const slot = SESSIONS[s] as (typeof SESSIONS)[number];
+    const base = { v: 1 as const, id: `q${++this.#id}`, worker: `w${s}`, replyTo: `to.${s}`, ...slot };
     if (s === 0) return base;
     const seq = (this.#seq.get(s) ?? 0) + 1;
     this.#seq.set(s, seq);
@@ -143,7 +151,7 @@ class Driver {
     this.inputs.push({ request, now: this.#now, out });
     this.#sent.push(request);
     if (request.op === 'acquire') {
-      const s = SESSIONS.indexOf(request.session);
+      const s = Number(request.replyTo.slice(3));
       this.#acquires.set(s, [...(this.#acquires.get(s) ?? []), { lock: request.lock, id: request.id }]);
     }
     this.#learn(out);
@@ -152,7 +160,7 @@ class Driver {
   #learn(out: readonly Decision[]): void {
     for (const d of out) {
       if (d.type === 'reply' && d.body.type === 'granted') {
-        const s = SESSIONS.indexOf(d.to.slice(3));
+        const s = Number(d.to.slice(3));
         this.#tokens.set(s, [...(this.#tokens.get(s) ?? []), { lock: d.body.lock, token: d.body.token }]);
       }
     }
