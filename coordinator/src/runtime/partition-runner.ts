@@ -355,7 +355,7 @@ export class PartitionRunner {
       }
     }
     try {
-      if (replies.length > 0) await this.#opts.transport.publish(replies);
+      if (replies.length > 0) await this.#opts.transport.publish(replies, this.partition);
     } catch (err) {
       const refusal = publishRefusal(err);
       // A refused reply can never go out: retrying it would fail every later publish with it.

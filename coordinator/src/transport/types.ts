@@ -45,8 +45,13 @@ export interface ServerTransport {
    * rejection (not connected, the connection dropped with replies in flight) means some replies
    * may not have reached the broker: publish them again (replies are at least once; the SDK
    * drops duplicates).
+   *
+   * `partition` is the partition whose batch (or expiry tick) the replies answer. A transport
+   * that commits a batch's replies together with its acknowledgement (Kafka: one transaction
+   * with the consumed offsets) puts them in that partition's open transaction, and replies of a
+   * tick in a transaction of their own; others ignore it.
    */
-  publish(replies: readonly Outbound[]): Promise<void>;
+  publish(replies: readonly Outbound[], partition?: number): Promise<void>;
   /**
    * Parks a poison request on the partition's dead-letter destination with its code; resolves
    * once the broker has it. The request itself is acknowledged with its batch.
