@@ -10,7 +10,7 @@
  * Left out to stay small (a production worker needs them, §16.6): reconnecting and re-sending,
  * extending leases, `seq`/`settled`, `cancel`.
  */
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { type ChannelModel, type ConfirmChannel, type ConsumeMessage, connect } from 'amqplib';
 
 export interface RawWorkerOptions {
@@ -122,6 +122,8 @@ export class RawWorker {
   readonly #taken = new Set<string>(); // tokens this worker took, to tell duplicates from give-backs
   readonly #returned = new Set<string>();
   readonly #epochs = new Map<number, number>();
+  /** Per partition: the session key from the latest `opened` (§4.2). */
+  readonly #keys = new Map<number, Buffer>();
   readonly #sessions = new Map<number, Promise<void>>();
   readonly #sessionDeadlines = new Map<number, number>();
   readonly #heartbeat: NodeJS.Timeout;
@@ -191,6 +193,8 @@ export class RawWorker {
     if (opening === undefined) {
       opening = this.#request(p, 'open', { sessionTtlMs: this.#o.sessionTtlMs, partitions: this.#o.partitions }).then((r) => {
         if (r.type !== 'opened') throw new Error(`open: ${String(r.code ?? r.type)}`);
+        // §4.2: the session key, by which a forwarded grant is told from a forgery (§4.3).
+        if (typeof r.key === 'string') this.#keys.set(p, Buffer.from(r.key, 'base64url'));
       });
       opening.catch(() => this.#sessions.delete(p));
       this.#sessions.set(p, opening);
@@ -251,6 +255,12 @@ export class RawWorker {
       return;
     }
     if (r?.v !== 1 || typeof r.re !== 'string' || !Number.isSafeInteger(r.epoch) || !Number.isSafeInteger(r.partition)) return;
+    // §4.3: a forward counts only with the coordinator's MAC under this session's key, and in the
+    // current term (it never raises the epoch).
+    if (!fromCoordinator && (r.epoch !== this.#epochs.get(r.partition) || !this.#macHolds(r))) {
+      this.stats.dropped++;
+      return;
+    }
     if (r.epoch < (this.#epochs.get(r.partition) ?? 0)) return; // a replaced coordinator (§10)
     if (fromCoordinator) this.#epochs.set(r.partition, r.epoch);
     const key = `${r.partition}:${String(r.token)}`;
@@ -294,6 +304,15 @@ export class RawWorker {
       this.#sessionDeadlines.set(r.partition, Math.max(until, this.#sessionDeadlines.get(r.partition) ?? 0));
     }
     this.#settle(r.re)?.resolve(r);
+  }
+
+  /** §4.3: HMAC-SHA256 under the session key over the grant's fields, first 16 bytes, base64url. */
+  #macHolds(r: Reply): boolean {
+    const key = this.#keys.get(r.partition);
+    if (key === undefined || typeof r.mac !== 'string') return false;
+    const fields = ['lockq/grant/v1', r.partition, r.epoch, r.re, r.lock, r.token, r.ttlMs, r.basis, r.proof ?? null];
+    const mac = createHmac('sha256', key).update(JSON.stringify(fields), 'utf8').digest().subarray(0, 16).toString('base64url');
+    return mac.length === r.mac.length && timingSafeEqual(Buffer.from(mac), Buffer.from(r.mac));
   }
 
   /** §4.3: the second copy of a grant taken is ignored; a grant nobody waits for is given back. */
