@@ -355,7 +355,9 @@ export class PartitionRunner {
       }
     }
     try {
-      if (replies.length > 0) await this.#opts.transport.publish(replies, this.partition);
+      // Called even with nothing to say: a transport that commits a partition's writes in one
+      // transaction (Kafka) ends an expiry tick's there; the others return at once.
+      await this.#opts.transport.publish(replies, this.partition);
     } catch (err) {
       const refusal = publishRefusal(err);
       // A refused reply can never go out: retrying it would fail every later publish with it.
