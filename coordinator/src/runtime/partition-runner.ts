@@ -355,9 +355,7 @@ export class PartitionRunner {
       }
     }
     try {
-      // Called even with nothing to say: a transport that commits a partition's writes in one
-      // transaction (Kafka) ends an expiry tick's there; the others return at once.
-      await this.#opts.transport.publish(replies, this.partition);
+      if (replies.length > 0) await this.#opts.transport.publish(replies, this.partition);
     } catch (err) {
       const refusal = publishRefusal(err);
       // A refused reply can never go out: retrying it would fail every later publish with it.

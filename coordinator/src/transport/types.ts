@@ -49,8 +49,7 @@ export interface ServerTransport {
    * `partition` is the partition whose batch (or expiry tick) the replies answer. A transport
    * that commits a batch's replies together with its acknowledgement (Kafka: one transaction
    * with the consumed offsets) puts them in that partition's open transaction, and replies of a
-   * tick in a transaction of their own; others ignore it. The runtime calls `publish` once at the
-   * end of every commit, with no replies too, so such a transport knows where a tick's writes end.
+   * tick in a transaction of their own; others ignore it.
    */
   publish(replies: readonly Outbound[], partition?: number): Promise<void>;
   /**
