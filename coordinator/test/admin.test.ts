@@ -121,7 +121,7 @@ describe('admin server: readiness follows the partitions', () => {
       const answers: string[] = [];
       broker.subscribeReplies('lockq.replies.t.x', (body) => answers.push(Buffer.from(body).toString('utf8')));
       const open = { v: 1, op: 'open', id: 'o-1', worker: 't', session: 't-s', replyTo: 'lockq.replies.t.x', sessionTtlMs: 10_000, partitions: 1 } as const;
-      broker.publishRequest(0, encode(open));
+      broker.publishRequest(0, encode(open), 't');
       await waitFor(async () => (await readyz()).status === 503, 'readyz to turn 503', { timeoutMs: 3000 });
       const { body } = await readyz();
       expect(body).toMatchObject({ status: 'stalled', stalled: [{ partition: 0 }] });

@@ -1,4 +1,4 @@
-import { Coordinator, MemoryServerTransport, type Outbound, RedisStore, StaleEpochError } from '@lockq/coordinator';
+import { type BatchHandler, Coordinator, MemoryServerTransport, type Outbound, RedisStore, StaleEpochError } from '@lockq/coordinator';
 import { type Lease, LockClient } from '@lockq/worker-sdk';
 import { encode } from '@lockq/protocol';
 import { MemoryBroker, MemoryClientTransport } from '@lockq/worker-sdk/transport';
@@ -14,10 +14,10 @@ const keyPrefix = `lockq-recovery-${process.pid}-${Math.random().toString(36).sl
 
 /** The memory transport, plus a record of what this coordinator published and its batch handlers. */
 class RecordingTransport extends MemoryServerTransport {
-  readonly handlers = new Map<number, (batch: readonly Uint8Array[]) => Promise<void>>();
+  readonly handlers = new Map<number, BatchHandler>();
   published = 0;
 
-  override async consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>): Promise<void> {
+  override async consume(partition: number, onBatch: BatchHandler): Promise<void> {
     this.handlers.set(partition, onBatch);
     await super.consume(partition, onBatch);
   }
@@ -104,7 +104,7 @@ describe.skipIf(!redisUp)('coordinator fail-over with the Redis store', () => {
     const open = encode({ v: 1, op: 'open', id: 'z-1', worker: 'zombie', session: 'z-s', replyTo: 'lockq.replies.zombie.z', sessionTtlMs: 15_000, partitions: 1 });
     const runA = transportA.handlers.get(0);
     expect(runA).toBeDefined();
-    await expect(runA!([open])).rejects.toBeInstanceOf(StaleEpochError);
+    await expect(runA!([open], ['zombie'])).rejects.toBeInstanceOf(StaleEpochError);
     await elapse(20); // nothing goes out late either
     expect(transportA.published).toBe(publishedByA);
     expect(zombieReplies).toEqual([]);

@@ -5,6 +5,7 @@
  * connection reason are kept and go out with the next commit, as before.
  */
 import {
+  type BatchHandler,
   Coordinator,
   CoordinatorMetrics,
   MemoryServerTransport,
@@ -20,7 +21,7 @@ import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '../../test/support/wait-for.js';
 
 /** An address no broker could carry, like a 256-byte AMQP routing key. */
-const UNDELIVERABLE = 'lockq.replies.undeliverable';
+const UNDELIVERABLE = 'lockq.replies.far.undeliverable';
 
 /** A `publish` rejection as any transport words it (see `PublishRefusal`); nothing AMQP about it. */
 class PublishFailed extends Error implements PublishRefusal {
@@ -52,9 +53,9 @@ class RefusingTransport extends MemoryServerTransport {
     this.#broker = broker;
   }
 
-  override consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>): Promise<void> {
-    return super.consume(partition, (batch) =>
-      onBatch(batch).catch((err: unknown) => {
+  override consume(partition: number, onBatch: BatchHandler): Promise<void> {
+    return super.consume(partition, (batch, principals) =>
+      onBatch(batch, principals).catch((err: unknown) => {
         this.rejectedBatches++;
         throw err;
       }),
@@ -104,6 +105,7 @@ async function setUp(store?: StateStore) {
     broker.publishRequest(
       0,
       encode({ v: 1, op: 'open', id, worker: 'far', session: `far-${id}`, replyTo: UNDELIVERABLE, sessionTtlMs: 10_000, partitions: 1 }),
+      'far',
     );
   return { broker, transport, metrics, coordinator, client, openUndeliverable };
 }
