@@ -1,6 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { Channel } from 'amqplib';
-import { AmqpServerTransport, Coordinator, type Outbound, type ServerTransport, type StateStore } from '@lockq/coordinator';
+import { AmqpServerTransport, type BatchHandler, Coordinator, type Outbound, type ServerTransport, type StateStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
 import { deadLetterDestination, requestDestination } from '@lockq/protocol';
 import { AmqpClientTransport, type ClientTransport, type ClientTransportHandlers } from '@lockq/worker-sdk/transport';
@@ -49,12 +49,15 @@ class CountingServerTransport implements ServerTransport {
     this.#inner = inner;
     this.#count = count;
   }
-  consume(partition: number, onBatch: (batch: readonly Uint8Array[]) => Promise<void>, onLost?: () => void): Promise<void> {
+  get prefix(): string | undefined {
+    return this.#inner.prefix;
+  }
+  consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
     return this.#inner.consume(partition, onBatch, onLost);
   }
-  publish(replies: readonly Outbound[]): Promise<void> {
+  publish(replies: readonly Outbound[], partition?: number): Promise<void> {
     this.#count.n += replies.length;
-    return this.#inner.publish(replies);
+    return this.#inner.publish(replies, partition);
   }
   deadLetter(partition: number, body: Uint8Array, code: string): Promise<void> {
     this.#count.n++;
