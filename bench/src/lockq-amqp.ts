@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Channel } from 'amqplib';
 import { AmqpServerTransport, type BatchHandler, Coordinator, type Outbound, type ServerTransport, type StateStore } from '@lockq/coordinator';
 import { LockClient } from '@lockq/worker-sdk';
-import { deadLetterDestination, requestDestination } from '@lockq/protocol';
+import { deadLetterDestination, requestDestination, TOPOLOGY_PREFIX } from '@lockq/protocol';
 import { AmqpClientTransport, type ClientTransport, type ClientTransportHandlers } from '@lockq/worker-sdk/transport';
 import type { Contender, LockSystem } from './workload.js';
 
@@ -49,8 +49,8 @@ class CountingServerTransport implements ServerTransport {
     this.#inner = inner;
     this.#count = count;
   }
-  get prefix(): string | undefined {
-    return this.#inner.prefix;
+  get prefix(): string {
+    return this.#inner.prefix ?? TOPOLOGY_PREFIX;
   }
   consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
     return this.#inner.consume(partition, onBatch, onLost);
