@@ -8,6 +8,7 @@ export default defineConfig({
     // Tests run against the TypeScript sources, so a test never sees a stale build.
     alias: [
       { find: /^@lockq\/protocol\/amqp$/, replacement: src('./protocol/src/amqp/index.ts') },
+      { find: /^@lockq\/protocol\/kafka$/, replacement: src('./protocol/src/kafka/index.ts') },
       { find: /^@lockq\/protocol$/, replacement: src('./protocol/src/index.ts') },
       { find: /^@lockq\/worker-sdk\/protocol$/, replacement: src('./worker-sdk/src/protocol.ts') },
       { find: /^@lockq\/worker-sdk\/transport$/, replacement: src('./worker-sdk/src/transport/index.ts') },

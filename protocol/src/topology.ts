@@ -26,6 +26,24 @@ export function forwardExchange(prefix: string = TOPOLOGY_PREFIX): string {
   return `${prefix}.forwards`;
 }
 
+/**
+ * The one topic every request travels on where the broker has partitioned topics (Kafka): its
+ * Kafka partition `p` is lockq partition `p`, so it has exactly as many partitions as the
+ * deployment.
+ */
+export function requestTopic(prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.requests`;
+}
+
+/**
+ * The one topic every worker's replies and forwarded grants share where the broker has
+ * partitioned topics (Kafka): a reply's key is its reply address, and each worker reads only the
+ * partition its address hashes to, dropping records keyed for others.
+ */
+export function replyTopic(prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.replies`;
+}
+
 /** Where poison requests go. */
 export function deadLetterDestination(prefix: string = TOPOLOGY_PREFIX): string {
   return `${prefix}.dead-letter`;

@@ -1,0 +1,42 @@
+import type { Logger } from 'pino';
+import { type KafkaLogCreator, KAFKA_DRIVER_LOG_LEVELS, kafkaLogCreator } from './log.js';
+import type { ResolvedKafkaLinkOptions } from './options.js';
+
+/** The part of kafkajs's `KafkaConfig` lockq sets (structurally: kafkajs itself is loaded by each side). */
+export interface KafkaClientConfig {
+  readonly brokers: string[];
+  readonly clientId: string;
+  readonly connectionTimeout: number;
+  readonly requestTimeout: number;
+  readonly retry: { readonly initialRetryTime: number; readonly maxRetryTime: number; readonly retries: number };
+  readonly logLevel: number;
+  readonly logCreator: KafkaLogCreator;
+}
+
+/**
+ * Attempts of one kafkajs operation before it fails to the adapter (which then rejects, or the
+ * consumer crashes and is restarted on the `reconnect` policy): long enough to ride out a leader
+ * change, short enough that a caller hears of an outage within seconds.
+ */
+const DRIVER_RETRIES = 5;
+
+/** The kafkajs client configuration for resolved options; the driver logs through `logger`. */
+export function kafkaClientConfig(o: ResolvedKafkaLinkOptions, logger: Logger | undefined): KafkaClientConfig {
+  return {
+    brokers: [...o.brokers],
+    clientId: o.clientId,
+    connectionTimeout: o.connectTimeoutMs,
+    requestTimeout: o.requestTimeoutMs,
+    retry: { initialRetryTime: o.reconnect.initialMs, maxRetryTime: o.reconnect.maxMs, retries: DRIVER_RETRIES },
+    logLevel: KAFKA_DRIVER_LOG_LEVELS[o.driverLogLevel],
+    logCreator: kafkaLogCreator(logger),
+  };
+}
+
+/** The partition count a topic's metadata lists, or undefined when the topic is missing. */
+export function partitionCount(
+  metadata: { readonly topics: readonly { readonly name: string; readonly partitions: readonly unknown[] }[] },
+  topic: string,
+): number | undefined {
+  return metadata.topics.find((t) => t.name === topic)?.partitions.length;
+}
