@@ -9,6 +9,11 @@ export interface TransportUnderTest {
   readonly prefix: string;
   /** The principal the broker vouches for in the clients' requests (RabbitMQ: the connection's user). */
   readonly principal: string;
+  /**
+   * `false` for a broker that cannot say who sent a request (Kafka): its batches carry no
+   * principals, and its servers say so (`vouchesForSenders`). @defaultValue it vouches
+   */
+  readonly vouchesForSenders?: false;
   /** A client; the same `workerId` always gives the same reply address (same instance). */
   client(workerId: string): ClientTransport;
   /** A server on the same topology; several may exist (a standby, a successor). */
@@ -135,12 +140,16 @@ export function defineTransportContract(
       expect(maxActive).toBe(1);
     });
 
-    it('hands the coordinator, beside each request, the principal it was sent as', async () => {
-      const got = await collect(server(), 0);
+    it('hands the coordinator, beside each request, the principal it was sent as (none where the broker cannot tell)', async () => {
+      const s = server();
+      const got = await collect(s, 0);
       const clients = await Promise.all(['pa', 'pb'].map((id) => opened(id)));
       for (const [k, c] of clients.entries()) await Promise.all([0, 1, 2].map((i) => c.send(0, enc(`${k}:${i}`))));
       await waitFor(() => got.messages.length >= 6, 'all requests');
-      expect(got.principals).toEqual(got.messages.map(() => t.principal));
+      // A broker that cannot vouch passes no principal at all, and its server says so.
+      const vouched = t.vouchesForSenders === false ? undefined : t.principal;
+      expect(s.vouchesForSenders).toBe(t.vouchesForSenders);
+      expect(got.principals).toEqual(got.messages.map(() => vouched));
       for (const c of clients) expect(c.replyAddress.startsWith(`${t.prefix}.replies.${t.principal}.`)).toBe(true);
     });
 

@@ -16,7 +16,8 @@ export interface TransportHooks {
 
 /**
  * The server transport `--transport` names. The RabbitMQ adapter is imported only for `amqp://`
- * and `amqps://`, so `memory:` users never load amqplib.
+ * and `amqps://`, so `memory:` users never load amqplib; the Kafka adapter loads kafkajs only for
+ * `kafka://`.
  */
 export async function openServerTransport(
   s: CoordinatorSettings,
@@ -30,6 +31,20 @@ export async function openServerTransport(
     // memory: has no request queue to bound (--max-queue-length applies to brokers only).
     const bounds = s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength };
     return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), { ...bounds, prefix: s.prefix });
+  }
+  if (scheme === 'kafka:') {
+    const { KafkaServerTransport } = await import('@lockq/coordinator');
+    return new KafkaServerTransport({
+      url: s.transport,
+      prefix: s.prefix,
+      partitions: s.partitions,
+      ...(s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength }),
+      // Names this process in the broker's logs, unless the URL's clientId does.
+      ...(/[?&]clientId=/.test(s.transport) ? {} : { clientId: `lockq-coordinator ${hostname()} pid ${process.pid}` }),
+      logger,
+      onReconnect: () => hooks.reconnected(),
+      onError: (err) => hooks.failed(err),
+    });
   }
   const tls = scheme === 'amqps:' ? readTlsFiles(s.tls) : undefined;
   const { AmqpServerTransport } = await import('@lockq/coordinator');

@@ -49,7 +49,7 @@ export const COORDINATOR_ENV = {
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
 export interface CoordinatorSettings {
-  /** `amqp://…`, `amqps://…` or `memory:[name]`. */
+  /** `amqp://…`, `amqps://…`, `kafka://…` or `memory:[name]`. */
   readonly transport: string;
   readonly store: string | undefined;
   readonly partitions: number;
@@ -86,7 +86,7 @@ export interface TlsFiles {
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-const TRANSPORT_SCHEMES = ['amqp:', 'amqps:', 'memory:'] as const;
+const TRANSPORT_SCHEMES = ['amqp:', 'amqps:', 'kafka:', 'memory:'] as const;
 /** Topology names are built from the prefix; keep it to what every broker accepts in a name. */
 const PREFIX_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/;
 
@@ -107,7 +107,7 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   }
   const scheme = transport.slice(0, transport.indexOf(':') + 1).toLowerCase();
   if (!(TRANSPORT_SCHEMES as readonly string[]).includes(scheme)) {
-    throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps:// or memory:)`);
+    throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps://, kafka:// or memory:)`);
   }
 
   const partitions = parseInteger(where('partitions'), pick('partitions'), 1, RANGES.partitions.min, RANGES.partitions.max);
@@ -135,6 +135,15 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   const identity = pick('identity') ?? 'required';
   if (identity !== 'required' && identity !== 'off') {
     throw new UsageError(`${where('identity')}: expected required or off, got ${JSON.stringify(identity)}`);
+  }
+  if (scheme === 'kafka:') {
+    // Kafka cannot say who wrote a record: running without identity must be asked for (docs/security.md §3).
+    if (identity === 'required') {
+      throw new UsageError(`${where('identity')}: kafka:// cannot vouch for senders, so identity cannot be required; pass --identity off to run without it`);
+    }
+    for (const flag of ['prefetch', 'max-queue-length'] as const) {
+      if (pick(flag) !== undefined) throw new UsageError(`${where(flag)}: RabbitMQ only; the Kafka transport has no such bound`);
+    }
   }
   const rateText = pick('principal-rate');
   const principalRate = rateText === undefined ? undefined : parseInteger(where('principal-rate'), rateText, 0, 1, 500_000_000);

@@ -65,7 +65,8 @@ export interface CoordinatorOptions {
    * `required`: every request must carry a principal the transport vouches for (RabbitMQ: the
    * validated `user_id` property) and a reply address in that principal's namespace, else it is
    * dead-lettered `FORBIDDEN`; sessions belong to their principal. `off`: everyone who can publish
-   * is one principal (docs/security.md §5). @defaultValue `'required'`
+   * is one principal (docs/security.md §5). A transport that vouches for nobody (Kafka) needs
+   * `off`, given explicitly. @defaultValue `'required'`
    */
   readonly identity?: Identity;
   /**
@@ -122,6 +123,13 @@ export function resolveCoordinatorOptions(options: CoordinatorOptions): Resolved
   if (secret !== undefined && secret.length < 16) throw new RangeError('handOffSecret: must be at least 16 bytes');
   const identity = options.identity ?? 'required';
   if (identity !== 'required' && identity !== 'off') throw new RangeError(`identity: expected 'required' or 'off', got ${JSON.stringify(identity)}`);
+  if (identity === 'required' && options.transport.vouchesForSenders === false) {
+    // Every request would be refused FORBIDDEN; running without identity must be asked for.
+    throw new RangeError(
+      "identity: 'required' needs a transport that vouches for senders, and this one cannot say who sent a request " +
+        "(Kafka: docs/security.md §3): set identity 'off' (lockq coordinator --identity off) to run without identity",
+    );
+  }
   const rate = options.principalRate;
   if (rate !== undefined) {
     checkInteger('principalRate.perSecond', rate.perSecond, 1, 1_000_000_000);

@@ -17,6 +17,13 @@ export interface ServerTransport {
    */
   readonly prefix?: string;
   /**
+   * `false` when the broker cannot say who sent a request (Kafka: a record does not carry its
+   * producer's principal), so batches never come with `principals` and a coordinator refuses
+   * identity `required` on it (docs/security.md §3). @defaultValue the transport may vouch
+   * (RabbitMQ's `user_id`, memory)
+   */
+  readonly vouchesForSenders?: false;
+  /**
    * Starts consuming the request destination of `partition` (declaring it as the broker needs).
    * Requests come in the order the broker holds them, each at least once. `onBatch` gets the
    * requests delivered since the last batch, in order; it is never called concurrently for one

@@ -40,3 +40,12 @@ export function partitionCount(
 ): number | undefined {
   return metadata.topics.find((t) => t.name === topic)?.partitions.length;
 }
+
+/**
+ * A kafkajs partitioner for records that always name their partition, as every lockq record
+ * does: setting one also keeps kafkajs from warning about its default partitioner.
+ */
+export const explicitPartitioner =
+  () =>
+  ({ message }: { readonly message: { readonly partition?: number } }): number =>
+    message.partition ?? 0;

@@ -5,11 +5,11 @@ import type { ClientTransport, ClientTransportOptions } from './types.js';
 
 /**
  * The client transport a URL names. Broker drivers are loaded only when their scheme is used,
- * so an application on `memory:` never loads amqplib.
+ * so an application on `memory:` never loads amqplib, nor one on RabbitMQ kafkajs.
  */
 export async function openTransport(
   url: string,
-  options: ClientTransportOptions & { readonly logger: Logger; readonly tls?: TlsOptions },
+  options: ClientTransportOptions & { readonly logger: Logger; readonly tls?: TlsOptions; readonly partitions?: number },
 ): Promise<ClientTransport> {
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   switch (scheme) {
@@ -21,7 +21,13 @@ export async function openTransport(
       const { AmqpClientTransport } = await import('./amqp.js');
       return new AmqpClientTransport({ ...options, url });
     }
+    case 'kafka:': {
+      if (options.tls !== undefined) throw new RangeError('tls: the Kafka transport has no TLS yet; use a plaintext listener');
+      const { KafkaClientTransport } = await import('./kafka.js');
+      const { tls: _none, ...rest } = options;
+      return new KafkaClientTransport({ ...rest, url });
+    }
     default:
-      throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory: or amqp://)`);
+      throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory:, amqp:// or kafka://)`);
   }
 }
