@@ -47,6 +47,8 @@ export interface Session {
   readonly numbered: FifoQueue<Memo>;
   /** Registered in its partition. */
   live: boolean;
+  /** The next live session of the same id, of another principal (see `PartitionState`). */
+  sameId: Session | undefined;
 }
 
 /** A lock with a holder or a waiter. Recycled once idle (see `PartitionState`), so not readonly. */
@@ -63,12 +65,22 @@ export interface LockState {
   waiting: number;
   /** Mutex only: the waiter named to the holder as next (see {@link Successor}). */
   next: Successor | null;
-  /** Holds plus waiters of each principal here: what its `names` count is made of. */
-  readonly usedBy: Map<Principal, number>;
-  /** Waiters of each principal here (its `lockWaits` quota). */
-  readonly waitingBy: Map<Principal, number>;
+  /**
+   * The first principal with a hold or waiter here, with how many (`userUses`) and how many of
+   * them wait; any others in `otherUsers` (see lock-users.ts).
+   */
+  user: Principal | null;
+  userUses: number;
+  userWaits: number;
+  otherUsers: Map<Principal, LockUse> | null;
   /** The named waiter left the queue: the holder is to be told who is next now, if anyone. */
   retell: boolean;
+}
+
+/** A principal's holds plus waiters on a lock (`uses`), and its waiters alone (see lock-users.ts). */
+export interface LockUse {
+  uses: number;
+  waits: number;
 }
 
 /**
@@ -163,6 +175,7 @@ export function createSession(init: SessionInit, principal: Principal): Session 
     memos: new Map(),
     numbered: new FifoQueue(),
     live: false,
+    sameId: undefined,
   };
 }
 
@@ -180,8 +193,10 @@ export function createLock(name: string, kind: LockKind, limit: number): LockSta
     waiting: 0,
     next: null,
     retell: false,
-    usedBy: new Map(),
-    waitingBy: new Map(),
+    user: null,
+    userUses: 0,
+    userWaits: 0,
+    otherUsers: null,
   };
 }
 

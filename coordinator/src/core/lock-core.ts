@@ -16,6 +16,7 @@ import {
 } from '@lockq/protocol';
 import { createSuccessor, type Hold, type LockState, type Memo, type Principal, type Session, type Waiter } from './entities.js';
 import { ExpiredTokens } from './expired-tokens.js';
+import { uses, waitsOf } from './lock-users.js';
 import { detailOf, inspectedCounts, type LockDetail, viewOf } from './lock-view.js';
 import { MemoTable, recall, samePayload } from './memo-table.js';
 import type { CoreLimits, CoreOptions } from './options.js';
@@ -380,11 +381,11 @@ export class LockCore {
   #quotaHit(principal: Principal, lock: LockState | undefined, waiting: boolean): Quota | undefined {
     const limits = this.#limits;
     if (waiting) {
-      if (lock !== undefined && (lock.waitingBy.get(principal) ?? 0) >= limits.maxLockWaitsPerPrincipal) return 'lockWaits';
+      if (lock !== undefined && waitsOf(lock, principal) >= limits.maxLockWaitsPerPrincipal) return 'lockWaits';
       if (principal.waits >= limits.maxWaitsPerPrincipal) return 'waits';
     }
     if (principal.holds + principal.waits >= limits.maxHoldsPerPrincipal) return 'holds';
-    if (principal.names >= limits.maxNamesPerPrincipal && (lock === undefined || !lock.usedBy.has(principal))) return 'names';
+    if (principal.names >= limits.maxNamesPerPrincipal && (lock === undefined || !uses(lock, principal))) return 'names';
     return undefined;
   }
 

@@ -1,5 +1,6 @@
 import type { AcquireRequest, LockKind, LockMode } from '@lockq/protocol';
 import { DeadlineHeap } from './deadline-heap.js';
+import { addUse, removeUse } from './lock-users.js';
 import {
   createHold,
   createLock,
@@ -36,12 +37,12 @@ export class PartitionState {
   readonly #idleLocks: LockState[] = [];
   readonly #heap = new DeadlineHeap<Expiring>();
   /**
-   * Live sessions per session id, over all principals: tells a session of another principal's
-   * (`FORBIDDEN`) from none at all (`NO_SESSION`) without visiting every principal.
+   * Every live session by id, over all principals: the first of each id, the others (of other
+   * principals) chained behind it by `sameId`. Ids rarely repeat across principals, so finding a
+   * request's session costs one lookup, as before sessions had principals; and a session of
+   * another principal's (`FORBIDDEN`) is told from none at all (`NO_SESSION`) by the same lookup.
    */
-  readonly #ids = new Map<string, number>();
-  /** The principal last looked up: most requests of a batch come from the one before. */
-  #last: Principal | undefined;
+  readonly #byId = new Map<string, Session>();
   #sessionCount = 0;
   #holdCount = 0;
   #waiterCount = 0;
@@ -60,21 +61,18 @@ export class PartitionState {
 
   /** The record of principal `name`, if it has a session here. */
   principal(name: string): Principal | undefined {
-    const last = this.#last;
-    if (last !== undefined && last.name === name) return last;
-    const found = this.principals.get(name);
-    if (found !== undefined) this.#last = found;
-    return found;
+    return this.principals.get(name);
   }
 
   /** The session `id` of principal `name`. */
   session(name: string, id: string): Session | undefined {
-    return this.principal(name)?.sessions.get(id);
+    for (let s = this.#byId.get(id); s !== undefined; s = s.sameId) if (s.principal.name === name) return s;
+    return undefined;
   }
 
   /** Whether any principal has a session `id`. */
   hasSessionId(id: string): boolean {
-    return this.#ids.has(id);
+    return this.#byId.has(id);
   }
 
   /** Every live session: principal by principal, each's in the order they were opened. */
@@ -92,7 +90,14 @@ export class PartitionState {
     const session = createSession(init, principal);
     session.live = true;
     principal.sessions.set(session.id, session);
-    this.#ids.set(session.id, (this.#ids.get(session.id) ?? 0) + 1);
+    const first = this.#byId.get(session.id);
+    if (first === undefined) {
+      this.#byId.set(session.id, session);
+    } else {
+      let last = first;
+      while (last.sameId !== undefined) last = last.sameId;
+      last.sameId = session;
+    }
     this.#sessionCount++;
     this.schedule(session.deadline, session);
     return session;
@@ -107,14 +112,18 @@ export class PartitionState {
     session.live = false;
     const principal = session.principal;
     principal.sessions.delete(session.id);
-    const n = this.#ids.get(session.id) as number;
-    if (n === 1) this.#ids.delete(session.id);
-    else this.#ids.set(session.id, n - 1);
-    this.#sessionCount--;
-    if (principal.sessions.size === 0) {
-      this.principals.delete(principal.name);
-      if (this.#last === principal) this.#last = undefined;
+    const first = this.#byId.get(session.id) as Session;
+    if (first === session) {
+      if (session.sameId === undefined) this.#byId.delete(session.id);
+      else this.#byId.set(session.id, session.sameId);
+    } else {
+      let before = first;
+      while (before.sameId !== session) before = before.sameId as Session;
+      before.sameId = session.sameId;
     }
+    session.sameId = undefined;
+    this.#sessionCount--;
+    if (principal.sessions.size === 0) this.principals.delete(principal.name);
   }
 
   /**
@@ -159,8 +168,9 @@ export class PartitionState {
     lock.used += permits;
     if (mode === 'exclusive') lock.exclusiveHeld = true;
     session.holds.set(token, hold);
-    session.principal.holds++;
-    use(lock, session.principal);
+    const principal = session.principal;
+    principal.holds++;
+    if (addUse(lock, principal, false)) principal.names++;
     this.#holdCount++;
     this.schedule(deadline, hold);
     return hold;
@@ -173,8 +183,9 @@ export class PartitionState {
     lock.used -= hold.permits;
     if (hold.mode === 'exclusive') lock.exclusiveHeld = false;
     hold.session.holds.delete(hold.token);
-    hold.session.principal.holds--;
-    unuse(lock, hold.session.principal);
+    const principal = hold.session.principal;
+    principal.holds--;
+    if (removeUse(lock, principal, false)) principal.names--;
     this.#holdCount--;
   }
 
@@ -190,8 +201,7 @@ export class PartitionState {
     session.waits.set(request.id, waiter);
     const principal = session.principal;
     principal.waits++;
-    use(lock, principal);
-    lock.waitingBy.set(principal, (lock.waitingBy.get(principal) ?? 0) + 1);
+    if (addUse(lock, principal, true)) principal.names++;
     this.#waiterCount++;
     this.schedule(deadline, waiter);
     return waiter;
@@ -210,10 +220,7 @@ export class PartitionState {
     w.session.waits.delete(w.request.id);
     const principal = w.session.principal;
     principal.waits--;
-    unuse(lock, principal);
-    const n = lock.waitingBy.get(principal) as number;
-    if (n === 1) lock.waitingBy.delete(principal);
-    else lock.waitingBy.set(principal, n - 1);
+    if (removeUse(lock, principal, true)) principal.names--;
     this.#waiterCount--;
   }
 
@@ -265,27 +272,9 @@ export class PartitionState {
   /** Drops everything (a shutdown); the pieces are the caller's to have answered for. */
   clear(): void {
     this.principals.clear();
-    this.#ids.clear();
-    this.#last = undefined;
+    this.#byId.clear();
     this.#sessionCount = 0;
     this.locks.clear();
   }
 }
 
-/** One more hold or wait of `principal` on `lock`; a lock new to it adds to its names. */
-function use(lock: LockState, principal: Principal): void {
-  const n = lock.usedBy.get(principal);
-  if (n === undefined) principal.names++;
-  lock.usedBy.set(principal, (n ?? 0) + 1);
-}
-
-/** One hold or wait fewer; the last one takes the lock off its names. */
-function unuse(lock: LockState, principal: Principal): void {
-  const n = lock.usedBy.get(principal) as number;
-  if (n > 1) {
-    lock.usedBy.set(principal, n - 1);
-    return;
-  }
-  lock.usedBy.delete(principal);
-  principal.names--;
-}
