@@ -4,6 +4,7 @@ import {
   coordinatorTransactionalId,
   explicitPartitioner,
   isFencedError,
+  kafkaErrorType,
   KafkaTransportError,
   type ResolvedKafkaLinkOptions,
 } from '@lockq/protocol/kafka';
@@ -47,6 +48,24 @@ interface OpenBatch {
 const TRANSACTION_RETRY = Object.freeze({ initialRetryTime: 5, maxRetryTime: 1000, retries: 12 });
 const EMPTY = Buffer.alloc(0);
 const noop = () => {};
+
+/**
+ * `txn.sendOffsets`, retried while the broker answers `CONCURRENT_TRANSACTIONS` (it still writes
+ * the previous transaction's markers, for milliseconds): kafkajs retries that answer for the
+ * records' AddPartitionsToTxn but not for AddOffsetsToTxn, which is the first request of a batch
+ * that wrote nothing. Safe to repeat: kafkajs marks the offsets added only once it succeeded.
+ */
+async function sendOffsets(txn: Transaction, offsets: Parameters<Transaction['sendOffsets']>[0]): Promise<void> {
+  for (let attempt = 0; ; attempt++) {
+    try {
+      await txn.sendOffsets(offsets);
+      return;
+    } catch (err) {
+      if (kafkaErrorType(err) !== 'CONCURRENT_TRANSACTIONS' || attempt >= 12) throw err;
+      await new Promise((resolve) => setTimeout(resolve, Math.min(200, 2 ** attempt)));
+    }
+  }
+}
 
 /** Whether `err` (or what it wraps) says a transactional producer was fenced. */
 function fenced(err: unknown): boolean {
@@ -362,7 +381,7 @@ export class KafkaPartition {
         committing = true;
         const txn = await this.#transactionOf(open);
         await open.sends;
-        await txn.sendOffsets({ consumerGroupId: groupId, topics: [{ topic: requestTopic, partitions: [{ partition: this.partition, offset: next }] }] });
+        await sendOffsets(txn, { consumerGroupId: groupId, topics: [{ topic: requestTopic, partitions: [{ partition: this.partition, offset: next }] }] });
         await txn.commit();
         resolveOffset(last);
         this.#position = next;

@@ -33,7 +33,10 @@ export function kafkaLogCreator(logger: Logger | undefined): KafkaLogCreator {
   return () => (entry) => {
     if (log === undefined) return;
     const { message, timestamp: _timestamp, ...fields } = entry.log;
-    const at = entry.level <= 1 ? 'error' : entry.level === 2 ? 'warn' : entry.level === 4 ? 'info' : 'debug';
+    // kafkajs logs every error answer of the broker as an error ("Response Heartbeat…"), though
+    // the caller handles it (a rebalance in progress, a transaction still completing): debug.
+    const answered = entry.namespace === 'Connection' && message.startsWith('Response ');
+    const at = answered ? 'debug' : entry.level <= 1 ? 'error' : entry.level === 2 ? 'warn' : entry.level === 4 ? 'info' : 'debug';
     if (!log.isLevelEnabled(at)) return;
     log[at]({ namespace: entry.namespace, ...fields }, message);
   };
