@@ -1041,6 +1041,16 @@ describe('per-principal quotas', () => {
     expect(h.core.usage('P')).toEqual({ sessions: 2, holds: 0, waits: 0, names: 0 });
   });
 
+  it('the anonymous principal (identity off) is everyone: only the partition-wide caps apply to it', () => {
+    const h = new Harness({ limits: { maxSessionsPerPrincipal: 1, maxHoldsPerPrincipal: 1, maxWaitsPerPrincipal: 1, maxLockWaitsPerPrincipal: 1, maxNamesPerPrincipal: 1, maxSessions: 3 } });
+    for (const s of ['a', 'b', 'c']) expect(quota(h.ask(h.openReq(s)))).toBe('opened');
+    expect(quota(h.ask(h.openReq('d')))).toBe('TOO_MANY_SESSIONS');
+    expect(quota(h.ask(h.acquireReq('a', 'x')))).toBe('granted');
+    expect(quota(h.ask(h.acquireReq('a', 'y')))).toBe('granted');
+    expect(quota(h.ask(h.acquireReq('b', 'x')))).toBe('queued');
+    expect(quota(h.ask(h.acquireReq('c', 'x')))).toBe('queued');
+  });
+
   it('holds: holds plus waits of all its sessions beyond maxHoldsPerPrincipal, after the per-session check', () => {
     const h = new Harness({ limits: { maxHoldsPerPrincipal: 3, maxHoldsPerSession: 2 } });
     for (const s of ['a', 'b']) h.ask(as('P', h.openReq(s)));

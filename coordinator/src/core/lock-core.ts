@@ -328,8 +328,9 @@ export class LockCore {
     const owner = this.#state.principal(principal);
     const session = owner?.sessions.get(request.session);
     if (session === undefined) {
-      // The principal's own quota first: the partition-wide cap is the last line.
-      if ((owner?.sessions.size ?? 0) >= this.#limits.maxSessionsPerPrincipal) return quotaExceeded(request.id, 'sessions');
+      // The principal's own quota first: the partition-wide cap is the last line. The anonymous
+      // principal (identity off) is everyone, so only the partition-wide caps apply to it.
+      if (principal !== '' && (owner?.sessions.size ?? 0) >= this.#limits.maxSessionsPerPrincipal) return quotaExceeded(request.id, 'sessions');
       if (this.#state.sessionCount >= this.#limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
       const { session: id, worker, replyTo } = request;
       this.#state.addSession({ principal, id, worker, replyTo, ttlMs, deadline, lastRequest: request.id, settled: 0 });
@@ -379,6 +380,7 @@ export class LockCore {
    * checked again.
    */
   #quotaHit(principal: Principal, lock: LockState | undefined, waiting: boolean): Quota | undefined {
+    if (principal.name === '') return undefined; // identity off: one principal is everyone
     const limits = this.#limits;
     if (waiting) {
       if (lock !== undefined && waitsOf(lock, principal) >= limits.maxLockWaitsPerPrincipal) return 'lockWaits';

@@ -394,7 +394,8 @@ export class ReferenceModel {
     let session = this.sessions.find((s) => s.principal === principal && s.id === request.session);
     const resumed = session !== undefined;
     if (session === undefined) {
-      if (this.sessions.filter((s) => s.principal === principal).length >= this.#o.limits.maxSessionsPerPrincipal) {
+      // The anonymous principal (identity off) is everyone: only the partition-wide caps apply.
+      if (principal !== '' && this.sessions.filter((s) => s.principal === principal).length >= this.#o.limits.maxSessionsPerPrincipal) {
         return error(request.id, 'QUOTA_EXCEEDED', 'sessions');
       }
       if (this.sessions.length >= this.#o.limits.maxSessions) return error(request.id, 'TOO_MANY_SESSIONS');
@@ -429,7 +430,9 @@ export class ReferenceModel {
     // The principal's quotas, after the session's own limits (docs/security.md §7).
     const usage = this.usage(session.principal) ?? { sessions: 0, holds: 0, waits: 0, names: 0 };
     const newName = !this.holds.some((h) => h.principal === session.principal && h.lock === req.lock) && !queue.some((w) => principalOf(w.request) === session.principal);
+    const anonymous = session.principal === '';
     const overQuota = (): ReplyBody | undefined => {
+      if (anonymous) return undefined;
       if (usage.holds + usage.waits >= limits.maxHoldsPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'holds');
       if (newName && usage.names >= limits.maxNamesPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'names');
       return undefined;
@@ -445,10 +448,10 @@ export class ReferenceModel {
     if (queue.length >= limits.maxWaitersPerLock) return error(req.id, 'QUEUE_FULL');
     if (myWaits >= limits.maxWaitsPerSession) return error(req.id, 'TOO_MANY_WAITS');
     if (busy) return error(req.id, 'TOO_MANY_HOLDS');
-    if (queue.filter((w) => principalOf(w.request) === session.principal).length >= limits.maxLockWaitsPerPrincipal) {
+    if (!anonymous && queue.filter((w) => principalOf(w.request) === session.principal).length >= limits.maxLockWaitsPerPrincipal) {
       return error(req.id, 'QUOTA_EXCEEDED', 'lockWaits');
     }
-    if (usage.waits >= limits.maxWaitsPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'waits');
+    if (!anonymous && usage.waits >= limits.maxWaitsPerPrincipal) return error(req.id, 'QUOTA_EXCEEDED', 'waits');
     const refused = overQuota();
     if (refused !== undefined) return refused;
     this.waiters.push({ request: req, queuedAt: now, deadline: now + req.waitMs });
