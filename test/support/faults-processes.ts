@@ -162,6 +162,15 @@ export class CoordinatorProcess extends JsonLinesProcess {
   logged(msg: string, since = 0): LogLine[] {
     return this.log.filter((l) => l.msg === msg && l.time >= since);
   }
+
+  /**
+   * The partition runner's claims (a new term: epoch bumped, state restored) at or after `since`.
+   * Only those: the Kafka transport logs the same message when it takes a partition's
+   * transactional id, without an epoch.
+   */
+  claims(since = 0): LogLine[] {
+    return this.logged(CLAIMED, since).filter((l) => l.epoch !== undefined);
+  }
 }
 
 export interface WorkerEvent extends Line {

@@ -12,10 +12,45 @@ import { FaultsRedis } from './faults-redis.js';
 import { elapse, waitFor } from './wait-for.js';
 
 
+/**
+ * The broker a rig's coordinators and workers talk through: RabbitMQ ({@link AMQP_FAULT_BROKER},
+ * the default) or Kafka (`kafkaFaultBroker` in test/support/faults-kafka.ts).
+ */
+export interface FaultBroker {
+  /** `lockq coordinator` flags naming the transport (and what it needs there, e.g. `--identity off`). */
+  coordinatorFlags(rig: FaultRig): string[];
+  /** The URL workers and the rig's probe connect with. */
+  readonly workerUrl: string;
+  /** Removes what a rig of `prefix` left on the broker (queues, topics, groups). */
+  cleanup(prefix: string, partitions: number): Promise<void>;
+}
+
+/** RabbitMQ: the coordinators' AMQP heartbeat is `coordinatorHeartbeatS`, passed on the URL. */
+export const AMQP_FAULT_BROKER: FaultBroker = {
+  coordinatorFlags(rig) {
+    const u = new URL(AMQP_URL);
+    u.searchParams.set('heartbeat', String(rig.o.coordinatorHeartbeatS));
+    return ['--transport', u.toString()];
+  },
+  workerUrl: AMQP_URL,
+  async cleanup(prefix, partitions) {
+    const conn = await connect(AMQP_URL);
+    const ch = await conn.createChannel();
+    for (let p = 0; p < partitions; p++) await ch.deleteQueue(requestDestination(p, prefix));
+    await ch.deleteQueue(deadLetterDestination(prefix));
+    await ch.deleteExchange(deadLetterDestination(prefix));
+    await conn.close();
+  },
+};
+
 export interface RigOptions {
   /** Short name of the scenario, part of every queue and key name. */
   readonly name: string;
   readonly seed: number;
+  /** @defaultValue {@link AMQP_FAULT_BROKER} */
+  readonly broker?: FaultBroker;
+  /** `--store` of the coordinators. @defaultValue the rig's own redis-server */
+  readonly store?: string;
   /** @defaultValue 2 */
   readonly partitions?: number;
   /** AMQP heartbeat of the coordinators, in seconds (a `heartbeat` query parameter on --transport). */
@@ -68,8 +103,9 @@ export interface Takeover {
 
 /**
  * Everything a fault scenario runs: its own redis-server (the store), a fenced resource, a unique
- * prefix on the shared RabbitMQ, `lockq coordinator` processes, increment workers (the load) and
- * a gate plus waiters for gated FIFO rounds. Kill it with {@link destroy}.
+ * prefix on the shared broker (RabbitMQ, or Kafka: see {@link FaultBroker}), `lockq coordinator`
+ * processes, increment workers (the load) and a gate plus waiters for gated FIFO rounds. Kill it
+ * with {@link destroy}.
  */
 export class FaultRig {
   readonly o: Required<RigOptions>;
@@ -89,6 +125,8 @@ export class FaultRig {
 
   private constructor(o: RigOptions, redis: FaultsRedis, resource: FencedResource) {
     this.o = {
+      broker: AMQP_FAULT_BROKER,
+      store: redis.url,
       partitions: 2,
       coordinatorHeartbeatS: 10,
       workers: 4,
@@ -134,12 +172,6 @@ export class FaultRig {
     return { rig, partitions, began };
   }
 
-  get amqpUrlForCoordinators(): string {
-    const u = new URL(AMQP_URL);
-    u.searchParams.set('heartbeat', String(this.o.coordinatorHeartbeatS));
-    return u.toString();
-  }
-
   partitionOf(lock: string): number {
     return partitionOf(lock, this.o.partitions);
   }
@@ -151,8 +183,8 @@ export class FaultRig {
     const name = `coordinator-${String.fromCharCode(65 + (this.#coordinatorSeq % 26))}${Math.floor(this.#coordinatorSeq / 26) || ''}`;
     this.#coordinatorSeq++;
     const c = new CoordinatorProcess(name, [
-      '--transport', this.amqpUrlForCoordinators,
-      '--store', this.redis.url,
+      ...this.o.broker.coordinatorFlags(this),
+      '--store', this.o.store,
       '--prefix', this.prefix,
       '--partitions', String(this.o.partitions),
       '--admin-port', '0',
@@ -171,7 +203,7 @@ export class FaultRig {
   owners(): Map<number, CoordinatorProcess> {
     const latest = new Map<number, { c: CoordinatorProcess; at: number }>();
     for (const c of this.coordinators) {
-      for (const l of c.logged(CLAIMED)) {
+      for (const l of c.claims()) {
         if (l.partition === undefined) continue;
         const best = latest.get(l.partition);
         if (best === undefined || l.time >= best.at) latest.set(l.partition, { c, at: l.time });
@@ -218,7 +250,7 @@ export class FaultRig {
     const claims = new Map<number, { c: CoordinatorProcess; line: LogLine }>();
     for (const c of this.live) {
       if (c === exclude) continue;
-      for (const line of c.logged(CLAIMED, since)) {
+      for (const line of c.claims(since)) {
         if (line.partition === undefined || !partitions.includes(line.partition)) continue;
         const seen = claims.get(line.partition);
         if (seen === undefined || line.time < seen.line.time) claims.set(line.partition, { c, line });
@@ -259,7 +291,7 @@ export class FaultRig {
    * resolves once the answer is here: that coordinator has just published on its connection.
    */
   async ping(lock: string): Promise<void> {
-    this.#probe ??= LockClient.connect(AMQP_URL, { workerId: 'faults-probe', prefix: this.prefix, partitions: this.o.partitions, requestTimeoutMs: 30_000 });
+    this.#probe ??= LockClient.connect(this.o.broker.workerUrl, { workerId: 'faults-probe', prefix: this.prefix, partitions: this.o.partitions, requestTimeoutMs: 30_000 });
     await (await this.#probe).inspect(lock);
   }
 
@@ -267,7 +299,7 @@ export class FaultRig {
 
   #workerConfig(role: 'increment' | 'fifo', seed: number) {
     return {
-      url: AMQP_URL,
+      url: this.o.broker.workerUrl,
       prefix: this.prefix,
       partitions: this.o.partitions,
       resource: this.resource.url,
@@ -417,20 +449,15 @@ export class FaultRig {
     return dir;
   }
 
-  /** Kills every process, removes the queues, stops Redis and the resource. */
+  /** Kills every process, removes what the prefix left on the broker, stops Redis and the resource. */
   async destroy(): Promise<void> {
     await this.#probe?.then((c) => c.close()).catch(() => undefined);
     for (const p of [...this.workers, ...this.coordinators]) p.signal('SIGKILL');
     await Promise.all([...this.workers, ...this.coordinators].map((p) => p.exited));
     try {
-      const conn = await connect(AMQP_URL);
-      const ch = await conn.createChannel();
-      for (let p = 0; p < this.o.partitions; p++) await ch.deleteQueue(requestDestination(p, this.prefix));
-      await ch.deleteQueue(deadLetterDestination(this.prefix));
-      await ch.deleteExchange(deadLetterDestination(this.prefix));
-      await conn.close();
+      await this.o.broker.cleanup(this.prefix, this.o.partitions);
     } catch (err) {
-      console.warn(`could not remove the queues of ${this.prefix}: ${String(err)}`);
+      console.warn(`could not remove what ${this.prefix} left on the broker: ${String(err)}`);
     }
     await this.redis.destroy();
     await this.resource.close();
