@@ -139,7 +139,8 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   if (scheme === 'kafka:') {
     // Kafka cannot say who wrote a record: running without identity must be asked for (docs/security.md §3).
     if (identity === 'required') {
-      throw new UsageError(`${where('identity')}: kafka:// cannot vouch for senders, so identity cannot be required; pass --identity off to run without it`);
+      const said = pick('identity') === undefined ? '--identity (default required)' : where('identity');
+      throw new UsageError(`${said}: kafka:// cannot vouch for senders, so identity cannot be required; pass --identity off to run without it`);
     }
     for (const flag of ['prefetch', 'max-queue-length'] as const) {
       if (pick(flag) !== undefined) throw new UsageError(`${where(flag)}: RabbitMQ only; the Kafka transport has no such bound`);
