@@ -162,7 +162,10 @@ export class KafkaServerTransport implements ServerTransport {
   }
 
   async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
-    checkInteger('partition', partition, 0, this.partitions - 1);
+    checkInteger('partition', partition, 0);
+    if (partition >= this.partitions) {
+      throw new RangeError(`partition: ${partition}, but this transport has ${this.partitions} (its partitions option must equal the coordinator's)`);
+    }
     if (this.#closing) throw new KafkaTransportError('transport is closed');
     if (this.#parts.has(partition)) throw new Error(`partition ${partition} is already being consumed`);
     const { host } = await this.#clientOf();
