@@ -148,9 +148,13 @@ describe('lockq CLI', () => {
     const missing = await run(['coordinator']);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain('--transport is required');
-    const scheme = await run(['coordinator', '--transport', 'kafka://x']);
+    const scheme = await run(['coordinator', '--transport', 'nats://x']);
     expect(scheme.code).toBe(2);
     expect(scheme.stderr).toContain('unsupported scheme');
+    // Kafka cannot vouch for senders: running without identity must be asked for.
+    const kafka = await run(['coordinator', '--transport', 'kafka://x']);
+    expect(kafka.code).toBe(2);
+    expect(kafka.stderr).toContain('pass --identity off');
     const own = await run(['coordinator', '--transport', 'memory:', '--partitions', '2', '--own', '0,2']);
     expect(own.code).toBe(2);
     expect(own.stderr).toContain('--own: expected an integer from 0 to 1, got "2"');
