@@ -44,6 +44,15 @@ export function replyTopic(prefix: string = TOPOLOGY_PREFIX): string {
   return `${prefix}.replies`;
 }
 
+/**
+ * Where a coordinator keeps its partitions' state when the broker is also the store (Kafka,
+ * `--store kafka:`): a compacted topic whose partition `p` is lockq partition `p`'s changelog
+ * (its term record, latest snapshot and journal since).
+ */
+export function changelogTopic(prefix: string = TOPOLOGY_PREFIX): string {
+  return `${prefix}.changelog`;
+}
+
 /** Where poison requests go. */
 export function deadLetterDestination(prefix: string = TOPOLOGY_PREFIX): string {
   return `${prefix}.dead-letter`;

@@ -14,7 +14,7 @@ import {
   type ResolvedKafkaLinkOptions,
   resolveKafkaLinkOptions,
 } from '@lockq/protocol/kafka';
-import type { Admin, Kafka, Message, Producer, TopicMessages } from 'kafkajs';
+import type { Admin, AssignerProtocol, Kafka, Message, Producer, TopicMessages } from 'kafkajs';
 import type { Logger } from 'pino';
 import { type DeadLetterBounds, deadLetterPrefix, resolveDeadLetterBounds } from './dead-letter.js';
 import { KafkaPartition, type KafkaPartitionHost } from './kafka-partition.js';
@@ -70,6 +70,17 @@ export interface KafkaRecord {
   readonly key?: string | Buffer | null;
   readonly value: Buffer | null;
   readonly headers?: Readonly<Record<string, string | Buffer>>;
+}
+
+/** What {@link KafkaServerTransport.storeLink} gives a store that keeps its state in Kafka. */
+export interface KafkaStoreLink {
+  readonly kafka: Kafka;
+  readonly assignerProtocol: typeof AssignerProtocol;
+  readonly link: ResolvedKafkaLinkOptions;
+  /** Replicas of each topic the transport creates (-1: the broker's default). */
+  readonly replicationFactor: number;
+  /** The transport's admin client, connected on first use. */
+  readonly admin: () => Promise<Admin>;
 }
 
 /**
@@ -228,6 +239,12 @@ export class KafkaServerTransport implements ServerTransport {
       else list.push(m);
     }
     await this.#write(partition, [...byTopic].map(([topic, messages]) => ({ topic, messages })));
+  }
+
+  /** What a store keeping its state in Kafka shares with this transport: its kafkajs client, admin and settings. */
+  async storeLink(): Promise<KafkaStoreLink> {
+    const { kafka, host } = await this.#clientOf();
+    return { kafka, assignerProtocol: host.assignerProtocol, link: this.#link, replicationFactor: this.#replicationFactor, admin: () => this.#adminOf() };
   }
 
   /** Whether the group has given `partition` to this transport (it may be consuming it as a standby). */
