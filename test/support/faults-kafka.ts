@@ -6,6 +6,21 @@ import type { CoordinatorProcess, LogLine, WorkerEvent } from './faults-processe
 /** The Kafka the fault tests use, as a `kafka://` URL. */
 export const KAFKA_URL = `kafka://${KAFKA_BROKERS}`;
 
+/**
+ * The increment workers' lease in the Kafka rigs (auto-renewed). Longer than RabbitMQ's 3 s: a
+ * reply on Kafka is a transaction (AddPartitionsToTxn, produce, offsets, EndTxn), and on the
+ * shared 2-core machine under load a renewal's answer has been seen to take 2-3 s right after
+ * partitions move; a lease lost to that is not what these tests are about.
+ */
+export const KAFKA_LOAD_TTL_MS = 10_000;
+
+/** What the Kafka server transport logs (with the partition) when the group gives it a partition. */
+export const KAFKA_GIVEN = 'the group gave this coordinator the partition; claiming it';
+/** … when the group gave the partition to another coordinator (or its consumer crashed). */
+export const KAFKA_LOST = 'lost the partition';
+/** … when a batch's transaction was refused because a newer owner's producer fenced this one. */
+export const KAFKA_FENCED = 'fenced: another coordinator has taken this partition over; standing by';
+
 /** Group timings of the coordinators in a Kafka fault rig. */
 export interface KafkaGroupTimings {
   /**
@@ -105,6 +120,8 @@ export interface PartitionMove {
   readonly partition: number;
   readonly to: CoordinatorProcess;
   readonly epoch: number;
+  /** The highest token the partition may have issued before the claim: every token of the new term is above it. */
+  readonly fromToken: number;
   /** From the fault to the new owner's claim (epoch bumped, state restored). */
   readonly claimMs: number;
   /** From the fault to the first grant a worker got on the partition in the new term. */
@@ -140,6 +157,6 @@ export function partitionMoves(rig: FaultRig, since: number, partitions: readonl
   if (firstGrant.size < partitions.length) return undefined;
   return partitions.map((p) => {
     const { c, line } = claims.get(p) as { c: CoordinatorProcess; line: LogLine };
-    return { partition: p, to: c, epoch: line.epoch ?? -1, claimMs: line.time - since, grantMs: (firstGrant.get(p) as WorkerEvent).at - since };
+    return { partition: p, to: c, epoch: line.epoch ?? -1, fromToken: line.lastToken ?? Number.POSITIVE_INFINITY, claimMs: line.time - since, grantMs: (firstGrant.get(p) as WorkerEvent).at - since };
   });
 }
