@@ -65,7 +65,7 @@ export async function runCoordinatorCommand(o: CoordinatorCommandOptions): Promi
       reconnected: () => metrics.reconnected(),
       failed: (err) => transportFailed(err),
     });
-    const store = await openStore();
+    const store = await openStore(transport);
     const starting = Coordinator.start({
       transport,
       ...(store === undefined ? {} : { store }),

@@ -47,7 +47,8 @@ Usage:
         --log-level L      fatal, error, warn, info, debug, trace or silent
                                                      env ${COORDINATOR_ENV['log-level']} (default info)
         --store URL        durable state store: redis://[user:pass@]host:6379[/db] or
-                           rediss://…; keys start with the prefix
+                           rediss://…, keys start with the prefix; or kafka: (with a
+                           kafka:// transport) for the topic <prefix>.changelog
                                                      env ${COORDINATOR_ENV.store} (default: none;
                                                      holds and queues live only in this process;
                                                      tokens and epochs still rise, from the clock)

@@ -54,7 +54,7 @@ export const DEFAULT_KAFKA_STORE_OPTIONS = Object.freeze({
 });
 
 /** How long the changelog reader sleeps when idle, and waits at the broker: bounds how fast a claim's read starts. */
-const READER_MAX_WAIT_MS = 50;
+const READER_MAX_WAIT_MS = 20;
 
 /** A partition's term as this store holds it. */
 interface Term {
@@ -131,6 +131,11 @@ export class KafkaStore implements StateStore {
     this.#wallClockMs = options.wallClockMs ?? (() => Date.now());
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'kafka-store' });
     this.topic = changelogTopic(this.#prefix);
+    // Set up now rather than at the first claim, which on a standby is a take-over: the reader's
+    // group join waits out the broker's group.initial.rebalance.delay.ms (3 s by default).
+    this.#open().catch((err: unknown) => {
+      if (!this.#closed) this.#log.warn({ err }, 'cannot set up the changelog yet; the first claim tries again');
+    });
   }
 
   async claim(partition: number): Promise<ClaimedPartition> {
@@ -161,7 +166,7 @@ export class KafkaStore implements StateStore {
     const timing = { partition, totalMs: performance.now() - started, readMs, records: records.length };
     this.claims.push(timing);
     if (this.claims.length > 64) this.claims.shift();
-    this.#log.debug({ ...timing, epoch, journal: folded.journal.length, snapshot: folded.snapshot !== null }, 'claimed from the changelog');
+    this.#log.info({ ...timing, epoch, journal: folded.journal.length, snapshot: folded.snapshot !== null }, 'claimed from the changelog');
     return {
       epoch,
       tokenCeiling,
@@ -194,6 +199,7 @@ export class KafkaStore implements StateStore {
   async close(): Promise<void> {
     this.#closed = true;
     this.#terms.clear();
+    await this.#ready?.catch(() => {});
     const reader = this.#reader;
     this.#reader = null;
     await reader?.stop();
@@ -232,6 +238,7 @@ export class KafkaStore implements StateStore {
     this.#ready ??= (async () => {
       const link = await this.#transport.storeLink();
       await this.#ensureTopic(link);
+      if (this.#closed) throw new Error('KafkaStore is closed');
       this.#reader ??= new ChangelogReader({
         kafka: link.kafka,
         assignerProtocol: link.assignerProtocol,
