@@ -18,7 +18,9 @@ Usage:
       (/healthz, /readyz, /metrics, /v1/locks, /v1/locks/NAME). Logs JSON to stdout.
       SIGTERM or SIGINT drains: consuming stops, the batch in progress is decided and
       answered, then it exits 0; a second signal exits 1 at once.
-        --transport URL    broker: amqp://user:pass@host:5672/vhost, amqps://…, or
+        --transport URL    broker: amqp://user:pass@host:5672/vhost, amqps://…,
+                           kafka://host:9092[,host2:9092][?options] (needs --identity off:
+                           Kafka cannot vouch for senders; docs/kafka.md), or
                            memory: (in-process; only workers in this process can reach it)
                                                      env ${COORDINATOR_ENV.transport} (required)
         --partitions N     partitions in the deployment; workers must use the same N

@@ -77,6 +77,7 @@ export class LockClient implements LeaseOwner, Locking {
         logger: resolved.logger,
         ...(resolved.tls === undefined ? {} : { tls: resolved.tls }),
         ...(resolved.principal === undefined ? {} : { principal: resolved.principal }),
+        partitions: resolved.partitions,
       }));
     const client = new LockClient(transport, resolved, instance);
     const router = client.#router;
