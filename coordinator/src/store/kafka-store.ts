@@ -55,6 +55,8 @@ export const DEFAULT_KAFKA_STORE_OPTIONS = Object.freeze({
 
 /** How long the changelog reader sleeps when idle, and waits at the broker: bounds how fast a claim's read starts. */
 const READER_MAX_WAIT_MS = 20;
+/** Attempts to set the changelog up at construction (100 ms, 200 ms, … apart) before saying so. */
+const WARM_UP_ATTEMPTS = 5;
 
 /** A partition's term as this store holds it. */
 interface Term {
@@ -131,11 +133,29 @@ export class KafkaStore implements StateStore {
     this.#wallClockMs = options.wallClockMs ?? (() => Date.now());
     this.#log = (options.logger ?? pino({ level: 'silent' })).child({ component: 'kafka-store' });
     this.topic = changelogTopic(this.#prefix);
-    // Set up now rather than at the first claim, which on a standby is a take-over: the reader's
-    // group join waits out the broker's group.initial.rebalance.delay.ms (3 s by default).
-    this.#open().catch((err: unknown) => {
-      if (!this.#closed) this.#log.warn({ err }, 'cannot set up the changelog yet; the first claim tries again');
-    });
+    void this.#warmUp();
+  }
+
+  /**
+   * Sets up now rather than at the first claim, which on a standby is a take-over: the reader's
+   * group join waits out the broker's group.initial.rebalance.delay.ms (3 s by default). A topic
+   * just created may not be served for a moment: a few quiet attempts, then a warning.
+   */
+  async #warmUp(): Promise<void> {
+    for (let attempt = 0; !this.#closed; attempt++) {
+      try {
+        await this.#open();
+        return;
+      } catch (err) {
+        if (this.#closed) return;
+        if (attempt >= WARM_UP_ATTEMPTS - 1) {
+          this.#log.warn({ err }, 'cannot set up the changelog yet; the first claim tries again');
+          return;
+        }
+        this.#log.debug({ err, attempt }, 'setting up the changelog failed; trying again');
+        await new Promise((resolve) => setTimeout(resolve, 100 * 2 ** attempt));
+      }
+    }
   }
 
   async claim(partition: number): Promise<ClaimedPartition> {
