@@ -17,7 +17,7 @@ export interface TransportHooks {
 /**
  * The server transport `--transport` names. The RabbitMQ adapter is imported only for `amqp://`
  * and `amqps://`, so `memory:` users never load amqplib; the Kafka adapter loads kafkajs only for
- * `kafka://`.
+ * `kafka://` and `kafkas://`. The `--tls-*` files are read for `amqps://` and `kafkas://`.
  */
 export async function openServerTransport(
   s: CoordinatorSettings,
@@ -32,10 +32,12 @@ export async function openServerTransport(
     const bounds = s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength };
     return new MemoryServerTransport(memoryBroker(memoryBrokerName(s.transport)), { ...bounds, prefix: s.prefix });
   }
-  if (scheme === 'kafka:') {
+  const tls = scheme === 'amqps:' || scheme === 'kafkas:' ? readTlsFiles(s.tls) : undefined;
+  if (scheme === 'kafka:' || scheme === 'kafkas:') {
     const { KafkaServerTransport } = await import('@lockq/coordinator');
     return new KafkaServerTransport({
       url: s.transport,
+      ...(tls === undefined ? {} : { tls }),
       prefix: s.prefix,
       partitions: s.partitions,
       ...(s.deadLetterMaxLength === undefined ? {} : { deadLetterMaxLength: s.deadLetterMaxLength }),
@@ -46,7 +48,6 @@ export async function openServerTransport(
       onError: (err) => hooks.failed(err),
     });
   }
-  const tls = scheme === 'amqps:' ? readTlsFiles(s.tls) : undefined;
   const { AmqpServerTransport } = await import('@lockq/coordinator');
   return new AmqpServerTransport({
     url: s.transport,

@@ -49,7 +49,7 @@ export const COORDINATOR_ENV = {
 } as const satisfies Record<keyof CoordinatorFlags, string>;
 
 export interface CoordinatorSettings {
-  /** `amqp://…`, `amqps://…`, `kafka://…` or `memory:[name]`. */
+  /** `amqp://…`, `amqps://…`, `kafka://…`, `kafkas://…` or `memory:[name]`. */
   readonly transport: string;
   readonly store: string | undefined;
   readonly partitions: number;
@@ -86,7 +86,7 @@ export interface TlsFiles {
 }
 
 export const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
-const TRANSPORT_SCHEMES = ['amqp:', 'amqps:', 'kafka:', 'memory:'] as const;
+const TRANSPORT_SCHEMES = ['amqp:', 'amqps:', 'kafka:', 'kafkas:', 'memory:'] as const;
 /** Topology names are built from the prefix; keep it to what every broker accepts in a name. */
 const PREFIX_PATTERN = /^[A-Za-z0-9_-][A-Za-z0-9_.-]{0,63}$/;
 
@@ -107,7 +107,7 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   }
   const scheme = transport.slice(0, transport.indexOf(':') + 1).toLowerCase();
   if (!(TRANSPORT_SCHEMES as readonly string[]).includes(scheme)) {
-    throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps://, kafka:// or memory:)`);
+    throw new UsageError(`${where('transport')}: unsupported scheme in ${JSON.stringify(redactUrl(transport))} (use amqp://, amqps://, kafka://, kafkas:// or memory:)`);
   }
 
   const partitions = parseInteger(where('partitions'), pick('partitions'), 1, RANGES.partitions.min, RANGES.partitions.max);
@@ -136,7 +136,7 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
   if (identity !== 'required' && identity !== 'off') {
     throw new UsageError(`${where('identity')}: expected required or off, got ${JSON.stringify(identity)}`);
   }
-  if (scheme === 'kafka:') {
+  if (scheme === 'kafka:' || scheme === 'kafkas:') {
     // Kafka cannot say who wrote a record: running without identity must be asked for (docs/security.md §3).
     if (identity === 'required') {
       const said = pick('identity') === undefined ? '--identity (default required)' : where('identity');
@@ -153,10 +153,10 @@ export function coordinatorSettings(flags: CoordinatorFlags, env: NodeJS.Process
     const [given, missing] = tls.cert === undefined ? (['tls-key', 'tls-cert'] as const) : (['tls-cert', 'tls-key'] as const);
     throw new UsageError(`${where(given)}: given without --${missing} (a client certificate needs its private key, and the reverse)`);
   }
-  const tlsUsed = scheme === 'amqps:' || /^rediss:\/\//.test(pick('store') ?? '');
+  const tlsUsed = scheme === 'amqps:' || scheme === 'kafkas:' || /^rediss:\/\//.test(pick('store') ?? '');
   if (!tlsUsed && (tls.ca !== undefined || tls.cert !== undefined)) {
     const flag = tls.ca !== undefined ? 'tls-ca' : 'tls-cert';
-    throw new UsageError(`${where(flag)}: no connection uses TLS (use an amqps:// --transport or a rediss:// --store)`);
+    throw new UsageError(`${where(flag)}: no connection uses TLS (use an amqps:// or kafkas:// --transport or a rediss:// --store)`);
   }
   const logLevel = pick('log-level') ?? 'info';
   if (!(LOG_LEVELS as readonly string[]).includes(logLevel)) {

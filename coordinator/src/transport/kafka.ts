@@ -8,6 +8,7 @@ import {
   KafkaTransportError,
   kafkaClientConfig,
   kafkaIntegerOption,
+  kafkaTlsHint,
   type KafkaLinkOptions,
   partitionCount,
   replyPartitionOf,
@@ -167,7 +168,9 @@ export class KafkaServerTransport implements ServerTransport {
   ensureTopics(): Promise<void> {
     this.#topics ??= this.#makeTopics().catch((err: unknown) => {
       this.#topics = null;
-      throw err instanceof KafkaTransportError ? err : new KafkaTransportError(`cannot set up the topics at ${this.#link.logUrl}`, { cause: err });
+      if (err instanceof KafkaTransportError) throw err;
+      const hint = kafkaTlsHint(this.#link.tls, err);
+      throw new KafkaTransportError(`cannot set up the topics at ${this.#link.logUrl}${hint === undefined ? '' : `: ${hint}`}`, { cause: err });
     });
     return this.#topics;
   }

@@ -1,4 +1,5 @@
 import type { Logger } from 'pino';
+import type { ResolvedTlsOptions } from '../tls.js';
 import { type KafkaLogCreator, KAFKA_DRIVER_LOG_LEVELS, kafkaLogCreator } from './log.js';
 import type { ResolvedKafkaLinkOptions } from './options.js';
 
@@ -11,6 +12,11 @@ export interface KafkaClientConfig {
   readonly retry: { readonly initialRetryTime: number; readonly maxRetryTime: number; readonly retries: number };
   readonly logLevel: number;
   readonly logCreator: KafkaLogCreator;
+  /**
+   * For `kafkas://`: kafkajs hands these to `tls.connect` for every broker connection, with the
+   * broker's host name as `servername` (the name Node checks the certificate against).
+   */
+  readonly ssl?: ResolvedTlsOptions;
 }
 
 /**
@@ -30,6 +36,7 @@ export function kafkaClientConfig(o: ResolvedKafkaLinkOptions, logger: Logger | 
     retry: { initialRetryTime: o.reconnect.initialMs, maxRetryTime: o.reconnect.maxMs, retries: DRIVER_RETRIES },
     logLevel: KAFKA_DRIVER_LOG_LEVELS[o.driverLogLevel],
     logCreator: kafkaLogCreator(logger),
+    ...(o.tls === undefined ? {} : { ssl: o.tls }),
   };
 }
 

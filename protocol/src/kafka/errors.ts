@@ -78,3 +78,43 @@ export function isRefusalError(err: unknown): boolean {
   const type = kafkaErrorType(err);
   return type !== undefined && REFUSED_TYPES.has(type);
 }
+
+/** Node's codes for a broker certificate that did not verify: not signed by a trusted CA, expired. */
+const UNTRUSTED_CODES: ReadonlySet<string> = new Set([
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'UNABLE_TO_GET_ISSUER_CERT',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'CERT_UNTRUSTED',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+]);
+
+/**
+ * What to do about a `kafkas://` connection that failed on TLS, for the message of the error that
+ * stops a transport opening; undefined when `err` is no TLS failure, or the URL is `kafka://`
+ * (`tls` undefined). kafkajs keeps Node's error code on its connection error; a broker with
+ * `ssl.client.auth=required` answers a missing or unknown client certificate with an alert, or
+ * (TLS 1.3, when the client wrote first) by closing the connection.
+ */
+export function kafkaTlsHint(tls: { readonly ca?: unknown; readonly cert?: unknown } | undefined, err: unknown): string | undefined {
+  if (tls === undefined) return undefined;
+  const codes: string[] = [];
+  for (let e = err as { code?: unknown; cause?: unknown } | undefined, depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
+    if (typeof e.code === 'string') codes.push(e.code);
+    e = e.cause as typeof e;
+  }
+  const trust = tls.ca === undefined ? 'give tls.ca (--tls-ca) the CA that signed it, or set NODE_EXTRA_CA_CERTS' : 'tls.ca (--tls-ca) must hold the CA that signed it';
+  if (codes.some((c) => UNTRUSTED_CODES.has(c))) return `the broker's certificate did not verify: ${trust}`;
+  if (codes.includes('ERR_TLS_CERT_ALTNAME_INVALID')) {
+    return "the broker's certificate does not name the host connected to (the URL's for a bootstrap broker, the advertised listener's for the others)";
+  }
+  if (codes.includes('ERR_SSL_WRONG_VERSION_NUMBER')) return 'the listener does not speak TLS: use kafka:// for a plaintext listener';
+  if (codes.some((c) => /ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED|UNKNOWN_CA|CERTIFICATE_UNKNOWN)$/.test(c) || c === 'ECONNRESET' || c === 'EPIPE')) {
+    return tls.cert === undefined
+      ? 'the broker may require a client certificate (ssl.client.auth=required): give tls.cert and tls.key (--tls-cert, --tls-key)'
+      : "the broker may not accept this client certificate: it must be signed by a CA in the broker's ssl.truststore";
+  }
+  return undefined;
+}

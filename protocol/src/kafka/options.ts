@@ -1,5 +1,6 @@
 import type { Logger } from 'pino';
 import { type RetryPolicy, resolveRetryPolicy } from '../retry.js';
+import { type ResolvedTlsOptions, resolveTlsOptions, type TlsOptions } from '../tls.js';
 import { checkInteger } from '../validate.js';
 import { type KafkaDriverLogLevel, KAFKA_DRIVER_LOG_LEVELS } from './log.js';
 
@@ -21,10 +22,19 @@ export const KAFKA_LINK_DEFAULTS = Object.freeze({
  */
 export interface KafkaLinkOptions {
   /**
-   * The bootstrap brokers: `kafka://host:9092,host2:9092?…` (port 9092 when left out). Only
-   * plaintext listeners without authentication for now: credentials in the URL are refused.
+   * The bootstrap brokers: `kafka://host:9092,host2:9092?…` for plaintext listeners,
+   * `kafkas://host:9093,…` for TLS ones (port 9092 when left out, for both: Kafka has no
+   * standard TLS port). No SASL yet: credentials in the URL are refused.
    */
   readonly url: string;
+  /**
+   * TLS for a `kafkas://` URL, as PEM contents: `ca` to verify the brokers against and this
+   * client's certificate and key for a listener with `ssl.client.auth=required`. Each broker's
+   * certificate is always verified, its host name included (the name in the URL for the
+   * bootstrap brokers, the advertised one for the rest). Refused with a `kafka://` URL.
+   * @defaultValue Node's CAs, no client certificate
+   */
+  readonly tls?: TlsOptions;
   /** The client id the broker sees in its logs and quotas. @defaultValue `'lockq-coordinator'` or `'lockq-worker'` */
   readonly clientId?: string;
   /** Bound on establishing a TCP connection to a broker. @defaultValue 10000 */
@@ -77,6 +87,8 @@ export interface ResolvedKafkaLinkOptions {
   readonly maxWaitMs: number;
   readonly reconnect: RetryPolicy;
   readonly driverLogLevel: KafkaDriverLogLevel;
+  /** The TLS socket options for `kafkas://`; undefined for `kafka://`. */
+  readonly tls: ResolvedTlsOptions | undefined;
   /** The URL's query options, for the side-specific ones (`replyPartitions`, `replicationFactor`). */
   readonly query: ReadonlyMap<string, string>;
 }
@@ -96,25 +108,25 @@ export const KAFKA_URL_OPTIONS = Object.freeze([
   'replicationFactor',
 ] as const);
 
-/** A parsed `kafka://` URL: its brokers and its query options. */
+/** A parsed `kafka://` or `kafkas://` URL: its brokers and its query options. */
 export interface KafkaUrl {
   readonly brokers: readonly string[];
   readonly query: ReadonlyMap<string, string>;
 }
 
 /**
- * Parses `kafka://host:9092,host2:9092?option=value`. Throws a RangeError naming the problem: not
- * `kafka://`, no broker, a bad port, credentials (no SASL yet), a path, or an unknown option.
- * WHATWG URL parsing cannot take a comma-separated host list, hence by hand.
+ * Parses `kafka://host:9092,host2:9092?option=value` (or `kafkas://…`, TLS). Throws a RangeError
+ * naming the problem: neither scheme, no broker, a bad port, credentials (no SASL yet), a path,
+ * or an unknown option. WHATWG URL parsing cannot take a comma-separated host list, hence by hand.
  */
 export function parseKafkaUrl(url: string): KafkaUrl {
-  const m = /^kafka:\/\/([^/?#]*)(\/?)(?:\?([^#]*))?$/i.exec(url);
+  const m = /^kafkas?:\/\/([^/?#]*)(\/?)(?:\?([^#]*))?$/i.exec(url);
   if (m === null) {
-    throw new RangeError(`url: expected kafka://host:port[,host:port…][?options], got ${JSON.stringify(redactKafkaUrl(url))}`);
+    throw new RangeError(`url: expected kafka://host:port[,host:port…][?options] (kafkas:// for TLS), got ${JSON.stringify(redactKafkaUrl(url))}`);
   }
   const [, hosts = '', , search] = m;
   if (hosts.includes('@')) {
-    throw new RangeError('url: credentials in a kafka:// URL are not supported (no SASL yet): use a plaintext listener without authentication');
+    throw new RangeError('url: credentials in a kafka:// URL are not supported (no SASL yet): use a listener without authentication (TLS client certificates are fine)');
   }
   const brokers = hosts.split(',').map((h) => brokerAddress(h.trim()));
   if (brokers.length === 0 || hosts.trim() === '') throw new RangeError('url: a kafka:// URL names at least one broker');
@@ -128,6 +140,11 @@ export function parseKafkaUrl(url: string): KafkaUrl {
   return { brokers: Object.freeze(brokers), query };
 }
 
+/** Whether `url` is `kafkas://` (TLS listeners) rather than `kafka://`. */
+export function isKafkaTlsUrl(url: string): boolean {
+  return /^kafkas:/i.test(url);
+}
+
 /** `host:port`, `[v6]:port` or a host alone (port 9092), as `host:port`. */
 function brokerAddress(text: string): string {
   const m = /^(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9_.-]+)(?::(\d{1,5}))?$/.exec(text);
@@ -137,7 +154,7 @@ function brokerAddress(text: string): string {
   return `${m[1]}:${port}`;
 }
 
-/** A kafka:// URL fit for a log line: without its query. */
+/** A kafka:// or kafkas:// URL fit for a log line: without its query. */
 export function redactKafkaUrl(url: string): string {
   return url.replace(/\/\/[^@/?#]*@/, '//***@').replace(/\?.*$/, '');
 }
@@ -164,6 +181,8 @@ export function kafkaIntegerOption(
  */
 export function resolveKafkaLinkOptions(o: KafkaLinkOptions, clientId: string): ResolvedKafkaLinkOptions {
   const { brokers, query } = parseKafkaUrl(o.url);
+  const tls = isKafkaTlsUrl(o.url);
+  if (!tls && o.tls !== undefined) throw new RangeError('tls: given for a kafka:// URL, which does not use TLS; use kafkas://');
   const d = KAFKA_LINK_DEFAULTS;
   const int = (name: keyof typeof d & keyof KafkaLinkOptions, min: number, max?: number) =>
     kafkaIntegerOption(name, o[name] as number | undefined, query, d[name] as number, min, max);
@@ -190,6 +209,7 @@ export function resolveKafkaLinkOptions(o: KafkaLinkOptions, clientId: string): 
     maxWaitMs: int('maxWaitMs', 1, 60_000),
     reconnect: resolveRetryPolicy(o.reconnect, 'reconnect'),
     driverLogLevel,
+    tls: tls ? resolveTlsOptions(o.tls) : undefined,
     query,
   });
 }

@@ -6,6 +6,7 @@ import {
   isRefusalError,
   KafkaTransportError,
   kafkaClientConfig,
+  kafkaTlsHint,
   type KafkaLinkOptions,
   ORIGIN_HEADER,
   partitionCount,
@@ -157,7 +158,9 @@ export class KafkaClientTransport implements ClientTransport {
       await this.#disconnect();
       this.#state = 'idle';
       this.#handlers = null;
-      throw err instanceof KafkaTransportError ? err : new KafkaTransportError(`cannot open a Kafka transport at ${this.#link.logUrl}`, { cause: err });
+      if (err instanceof KafkaTransportError) throw err;
+      const hint = kafkaTlsHint(this.#link.tls, err);
+      throw new KafkaTransportError(`cannot open a Kafka transport at ${this.#link.logUrl}${hint === undefined ? '' : `: ${hint}`}`, { cause: err });
     }
     this.#state = 'open';
     this.#commitTimer = setInterval(() => void this.#commit(), this.#commitIntervalMs).unref();

@@ -14,20 +14,20 @@ export async function openTransport(
   const scheme = url.slice(0, url.indexOf(':') + 1).toLowerCase();
   switch (scheme) {
     case 'memory:':
-      if (options.tls !== undefined) throw new RangeError('tls: memory: has no connection to secure; use amqps://');
+      if (options.tls !== undefined) throw new RangeError('tls: memory: has no connection to secure; use amqps:// or kafkas://');
       return new MemoryClientTransport(memoryBroker(memoryBrokerName(url)), options);
     case 'amqp:':
     case 'amqps:': {
       const { AmqpClientTransport } = await import('./amqp.js');
       return new AmqpClientTransport({ ...options, url });
     }
-    case 'kafka:': {
-      if (options.tls !== undefined) throw new RangeError('tls: the Kafka transport has no TLS yet; use a plaintext listener');
+    case 'kafka:':
+    case 'kafkas:': {
+      // tls with kafka:// is refused by the link options, as amqp:// refuses it.
       const { KafkaClientTransport } = await import('./kafka.js');
-      const { tls: _none, ...rest } = options;
-      return new KafkaClientTransport({ ...rest, url });
+      return new KafkaClientTransport({ ...options, url });
     }
     default:
-      throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory:, amqp:// or kafka://)`);
+      throw new RangeError(`url: unsupported scheme ${JSON.stringify(scheme)} (use memory:, amqp://, amqps://, kafka:// or kafkas://)`);
   }
 }
