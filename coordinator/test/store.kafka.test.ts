@@ -37,11 +37,15 @@ const stores: KafkaStore[] = [];
 const idle: BatchHandler = async () => {};
 
 /** A transport consuming `partitions` partitions (or those of `consume`), resolved once it holds them all. */
-async function holding(prefix: string, partitions: number, options: { groupId?: string; onBatch?: BatchHandler; consume?: readonly number[] } = {}): Promise<KafkaServerTransport> {
+async function holding(
+  prefix: string,
+  partitions: number,
+  options: { groupId?: string; onBatch?: BatchHandler; onLost?: () => void; consume?: readonly number[] } = {},
+): Promise<KafkaServerTransport> {
   const transport = new KafkaServerTransport({ url: URL, prefix, partitions, ...(options.groupId === undefined ? {} : { groupId: options.groupId }) });
   transports.push(transport);
   const consumed = options.consume ?? Array.from({ length: partitions }, (_, p) => p);
-  for (const p of consumed) await transport.consume(p, options.onBatch ?? idle);
+  for (const p of consumed) await transport.consume(p, options.onBatch ?? idle, options.onLost);
   await waitFor(() => consumed.every((p) => transport.holds(p)), `${prefix} to hold its partitions`, { timeoutMs: 30_000, intervalMs: 20 });
   return transport;
 }
@@ -303,6 +307,36 @@ describe.skipIf(!available)('KafkaStore on the real broker', () => {
     expect(claimed).toEqual({ epoch: epoch + 1, tokenCeiling: 12_000, snapshot: last, journal: tail });
   }, 60_000);
 
+  it('after the broker’s cleaner has compacted the changelog, a claim reads a handful of records and restores the same state', async () => {
+    // Segments roll after 100 ms and any dirt is worth cleaning; the cleaner looks every 15 s (log.cleaner.backoff.ms).
+    const topicConfig = { 'segment.ms': '100', 'min.cleanable.dirty.ratio': '0.001', 'delete.retention.ms': '100', 'min.compaction.lag.ms': '0' };
+    const s = store(shared, { wallClockMs: PRE_2025, topicConfig });
+    let epoch = (await s.claim(6)).epoch;
+    for (let round = 0; round < 10; round++) {
+      if (round % 3 === 2) epoch = (await s.claim(6)).epoch;
+      for (let i = 0; i < 10; i++) await s.append(6, epoch, entry(round * 10 + i, 2, i === 3 ? (round + 1) * 1000 : undefined));
+      await s.snapshot(6, epoch, snapshotOf(6, round + 1));
+    }
+    await s.append(6, epoch, entry(500, 1));
+    const before = await s.claim(6);
+    // Over 200 records were written; the cleaner may have run on some of them already (every 15 s).
+    const readBefore = s.claims.at(-1)!.records;
+    let after = before;
+    await waitFor(
+      async () => {
+        after = await s.claim(6); // its writes, after segment.ms, roll the active segment
+        return s.claims.at(-1)!.records < 20;
+      },
+      () => `the cleaner to compact ${s.topic} (a claim still reads ${s.claims.at(-1)?.records} records)`,
+      { timeoutMs: 90_000, intervalMs: 1000 },
+    );
+    console.info(`compaction: a claim read ${readBefore} records before the cleaner ran, ${s.claims.at(-1)!.records} after`);
+    expect(after.snapshot).toEqual(before.snapshot);
+    expect(after.tokenCeiling).toBe(10_000);
+    expect(after.journal).toEqual([entry(500, 1)]);
+    expect(after.journal).toEqual(before.journal);
+  }, 120_000);
+
   it('a batch’s writes commit with the batch: an aborted attempt leaves nothing, the committed retry is read back once', async () => {
     const prefix = prefixOf('t');
     let s!: KafkaStore;
@@ -337,7 +371,9 @@ describe.skipIf(!available)('KafkaStore on the real broker', () => {
       release = resolve;
     });
     let batchFailed: unknown;
+    let lost = 0;
     const a = await holding(prefix, 1, {
+      onLost: () => lost++,
       onBatch: async () => {
         try {
           await sA.append(0, epochA, entry(2, 1)); // in the batch's open transaction
@@ -363,6 +399,8 @@ describe.skipIf(!available)('KafkaStore on the real broker', () => {
     expect(claimed.journal).toEqual([entry(1, 1)]); // A's open batch was aborted by B's producer
 
     release();
+    // The batch's commit fails, fenced, and the transport says the partition is lost to it.
+    await waitFor(() => lost > 0, 'A to learn it was fenced', { timeoutMs: 20_000, intervalMs: 20 });
     await expect(sA.append(0, epochA, entry(3, 1))).rejects.toThrow(StaleEpochError);
     await expect(sA.snapshot(0, epochA, snapshotOf(0, 1))).rejects.toThrow(StaleEpochError);
     expect(batchFailed).toBeUndefined(); // the batch itself resolved; its commit is what failed
