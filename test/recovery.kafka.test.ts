@@ -65,8 +65,8 @@ afterAll(async () => {
 
 describe('lockq coordinator --store kafka: is refused without a kafka:// transport', () => {
   it.each([
-    [['--transport', 'memory:', '--store', 'kafka:'], '--store: kafka: needs a kafka:// --transport'],
-    [['--transport', 'amqp://127.0.0.1', '--store', 'kafka:'], '--store: kafka: needs a kafka:// --transport'],
+    [['--transport', 'memory:', '--store', 'kafka:'], '--store: kafka: needs a kafka://'],
+    [['--transport', 'amqp://127.0.0.1', '--store', 'kafka:'], '--store: kafka: needs a kafka://'],
     [['--transport', 'kafka://127.0.0.1:9092', '--identity', 'off', '--store', 'kafka://127.0.0.1:9092'], '--store: kafka: takes nothing after it'],
   ])('%j: a usage error, before anything is opened', (args, message) => {
     const run = spawnSync(process.execPath, [CLI, 'coordinator', '--admin-port', '0', ...args], { env: cleanEnv(), encoding: 'utf8', timeout: 20_000 });
