@@ -19,7 +19,7 @@ Usage:
       SIGTERM or SIGINT drains: consuming stops, the batch in progress is decided and
       answered, then it exits 0; a second signal exits 1 at once.
         --transport URL    broker: amqp://user:pass@host:5672/vhost, amqps://…,
-                           kafka://host:9092[,host2:9092][?options] (needs --identity off:
+                           kafka://host:9092[,host2:9092][?options] or kafkas://… (needs --identity off:
                            Kafka cannot vouch for senders; docs/kafka.md), or
                            memory: (in-process; only workers in this process can reach it)
                                                      env ${COORDINATOR_ENV.transport} (required)
@@ -58,8 +58,8 @@ Usage:
                            give every coordinator of a deployment the same one)
                                                      env ${COORDINATOR_ENV['secret-file']} (default: a random
                                                      key per process; see docs/security.md §6.1)
-        --tls-ca PATH      PEM CA file that verifies an amqps:// broker and a rediss://
-                           store (instead of Node's CAs; no NODE_EXTRA_CA_CERTS needed)
+        --tls-ca PATH      PEM CA file that verifies an amqps:// or kafkas:// broker and a
+                           rediss:// store (instead of Node's CAs; no NODE_EXTRA_CA_CERTS)
                                                      env ${COORDINATOR_ENV['tls-ca']} (default: Node's CAs)
         --tls-cert PATH    PEM client certificate for servers that require one;
         --tls-key PATH     and its unencrypted key (both or neither)

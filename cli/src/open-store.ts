@@ -16,8 +16,8 @@ export function storeOpener(s: CoordinatorSettings, logger: Logger): (transport:
   if (url === undefined) return async () => undefined;
   if (/^kafka:/i.test(url)) {
     if (!/^kafka:$/i.test(url)) throw new UsageError('--store: kafka: takes nothing after it; the store uses the --transport’s brokers');
-    if (!/^kafka:\/\//i.test(s.transport)) {
-      throw new UsageError('--store: kafka: needs a kafka:// --transport (it writes through the transport’s transactions); use a redis:// store with other transports');
+    if (!/^kafkas?:\/\//i.test(s.transport)) {
+      throw new UsageError('--store: kafka: needs a kafka:// or kafkas:// --transport (it writes through the transport’s transactions); use a redis:// store with other transports');
     }
     return async (transport) => {
       const { KafkaServerTransport, KafkaStore } = await import('@lockq/coordinator');

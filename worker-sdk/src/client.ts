@@ -62,8 +62,9 @@ export class LockClient implements LeaseOwner, Locking {
   }
 
   /**
-   * Connects to lockq at `url`: `memory:` (the in-process broker of an embedded coordinator) or
-   * `amqp://user:pass@host:port` (RabbitMQ).
+   * Connects to lockq at `url`: `memory:` (the in-process broker of an embedded coordinator),
+   * `amqp://user:pass@host:port` (RabbitMQ; `amqps://` with TLS) or `kafka://host:9092,…`
+   * (Apache Kafka; `kafkas://` with TLS).
    */
   static async connect(url: string, options: LockClientOptions = {}): Promise<LockClient> {
     const resolved = resolveClientOptions(options);

@@ -33,7 +33,7 @@ export interface LockClientOptions {
    */
   readonly localHandOff?: boolean;
   /**
-   * TLS for an `amqps://` URL, as PEM contents (not paths): `ca` to verify the broker against
+   * TLS for an `amqps://` or `kafkas://` URL, as PEM contents (not paths): `ca` to verify the broker against
    * (it replaces Node's CAs), `cert` and `key` when the broker asks for a client certificate.
    * The broker's certificate is always verified; refused with any other URL.
    * @defaultValue Node's CAs, no client certificate
