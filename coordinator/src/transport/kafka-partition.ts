@@ -16,6 +16,14 @@ import type { BatchHandler } from './types.js';
 /** What a partition needs from its transport. */
 export interface KafkaPartitionHost {
   readonly kafka: Kafka;
+  /**
+   * A kafkajs client for one partition's consumer alone. kafkajs keeps one cache of committed
+   * offsets per group in each client, shared by every consumer made from it, and a consumer
+   * joining with an assignment without the request topic deletes the topic's entry: another
+   * consumer of this process then crashes in its next fetch (a TypeError, not retried) and the
+   * transport gives up. Seen in test/faults/rebalance.kafka.test.ts as partitions moved.
+   */
+  readonly consumerClient: () => Kafka;
   readonly assignerProtocol: typeof AssignerProtocol;
   readonly link: ResolvedKafkaLinkOptions;
   readonly prefix: string;
@@ -140,8 +148,8 @@ export class KafkaPartition {
 
   /** Connects the consumer and starts it; it joins the group in the background. Rejects when the broker cannot be reached. */
   async start(): Promise<void> {
-    const { kafka, link, requestTopic } = this.#host;
-    const consumer = kafka.consumer({
+    const { link, requestTopic } = this.#host;
+    const consumer = this.#host.consumerClient().consumer({
       groupId: this.#host.groupId,
       partitionAssigners: [lockqPartitionAssigner(requestTopic, () => this.#claimData(), this.#host.assignerProtocol)],
       sessionTimeout: link.sessionTimeoutMs,

@@ -302,6 +302,7 @@ export class KafkaServerTransport implements ServerTransport {
       const { onReconnect, onError } = this.#options;
       const host: KafkaPartitionHost = {
         kafka,
+        consumerClient: () => new kafkajs.Kafka(kafkaClientConfig(this.#link, driverLog)),
         assignerProtocol: kafkajs.AssignerProtocol,
         link: this.#link,
         prefix: this.prefix,
