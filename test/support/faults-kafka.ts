@@ -1,10 +1,31 @@
 import kafkajs from 'kafkajs';
 import { KAFKA_BROKERS } from './brokers.js';
 import type { FaultBroker, FaultRig } from './faults-rig.js';
-import type { CoordinatorProcess, LogLine, WorkerEvent } from './faults-processes.js';
+import { CLAIMED, type CoordinatorProcess, type LogLine, type WorkerEvent } from './faults-processes.js';
 
 /** The Kafka the fault tests use, as a `kafka://` URL. */
 export const KAFKA_URL = `kafka://${KAFKA_BROKERS}`;
+
+/** A durable store a Kafka fault test runs with: the rig's own redis-server, or `--store kafka:`. */
+export type KafkaFaultStore = 'redis' | 'kafka';
+
+/**
+ * The stores each Kafka fault test runs with, in turn: `LOCKQ_KAFKA_FAULT_STORES`, comma-separated
+ * (`redis`, `kafka`). @defaultValue both
+ */
+export function kafkaFaultStores(): KafkaFaultStore[] {
+  const text = process.env.LOCKQ_KAFKA_FAULT_STORES ?? 'redis,kafka';
+  const stores = text.split(',').map((s) => s.trim());
+  for (const s of stores) {
+    if (s !== 'redis' && s !== 'kafka') throw new Error(`LOCKQ_KAFKA_FAULT_STORES: expected redis and/or kafka, got ${JSON.stringify(text)}`);
+  }
+  return stores as KafkaFaultStore[];
+}
+
+/** The rig's `store` option for `store`: undefined leaves the rig's redis-server. */
+export function storeOption(store: KafkaFaultStore): { store?: string } {
+  return store === 'kafka' ? { store: 'kafka:' } : {};
+}
 
 /**
  * The increment workers' lease in the Kafka rigs (auto-renewed). Longer than RabbitMQ's 3 s: a
@@ -14,9 +35,7 @@ export const KAFKA_URL = `kafka://${KAFKA_BROKERS}`;
  */
 export const KAFKA_LOAD_TTL_MS = 10_000;
 
-/** What the Kafka server transport logs (with the partition) when the group gives it a partition. */
-export const KAFKA_GIVEN = 'the group gave this coordinator the partition; claiming it';
-/** … when the group gave the partition to another coordinator (or its consumer crashed). */
+/** What the Kafka server transport logs (with the partition) when the group gave the partition to another coordinator (or its consumer crashed). */
 export const KAFKA_LOST = 'lost the partition';
 /** … when a batch's transaction was refused because a newer owner's producer fenced this one. */
 export const KAFKA_FENCED = 'fenced: another coordinator has taken this partition over; standing by';
@@ -64,6 +83,15 @@ export async function deleteKafkaPrefix(prefix: string): Promise<void> {
   } finally {
     await admin.disconnect();
   }
+}
+
+/**
+ * The Kafka transport's claims of a partition at or after `since`: the group gave it the
+ * partition (now, or again after its producer was fenced) and a fresh transactional producer has
+ * fenced the previous owner's. (The runner's claim, with an epoch, is `CoordinatorProcess.claims`.)
+ */
+export function transportClaims(c: CoordinatorProcess, since = 0): LogLine[] {
+  return c.logged(CLAIMED, since).filter((l) => l.component === 'kafka-server-transport');
 }
 
 /** The base URL of a coordinator process's admin listener (from its ready line). */
