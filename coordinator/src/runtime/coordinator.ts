@@ -45,7 +45,7 @@ export class Coordinator {
       const runner = new PartitionRunner(partition, o, this.stats.partition(partition), this.#log.child({ partition }));
       this.#runners.set(partition, runner);
       if (o.claimAtStart) await runner.claimNow();
-      await o.transport.consume(partition, runner.onBatch, runner.onConsumerLost);
+      await o.transport.consume(partition, runner.onBatch, runner.onConsumerLost, runner.onConsumerGained);
       this.#log.info({ partition }, 'consuming');
     }
   }

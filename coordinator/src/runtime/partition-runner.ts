@@ -121,6 +121,19 @@ export class PartitionRunner {
     }).catch(() => {});
   };
 
+  /**
+   * The broker made this consumer the partition's active one (where it says so: Kafka): claim
+   * now, so a take-over waits for the group alone, not for the next request. A failed claim is
+   * the next delivery's to repeat.
+   */
+  readonly onConsumerGained = (): void => {
+    if (this.#stopped) return;
+    this.#serial(async () => {
+      if (this.#core !== undefined || this.#stopped) return;
+      await this.#commit(await this.#claimOrFail(), undefined, [], 0);
+    }).catch((err: unknown) => this.#log.warn({ err }, 'claiming the partition when the broker gave it failed; the next delivery claims it'));
+  };
+
   /** The transport's batch handler: runs after anything already queued on this partition. */
   readonly onBatch: BatchHandler = (batch, principals) => {
     this.#unansweredSince ??= this.#opts.clock();
@@ -470,7 +483,7 @@ export class PartitionRunner {
       try {
         await transport.stopConsuming(this.partition);
         await new Promise((resolve) => setTimeout(resolve, this.#opts.standbyPauseMs));
-        if (!this.#stopped) await transport.consume(this.partition, this.onBatch, this.onConsumerLost);
+        if (!this.#stopped) await transport.consume(this.partition, this.onBatch, this.onConsumerLost, this.onConsumerGained);
       } catch (err) {
         this.#log.error({ err }, 'could not rejoin as standby');
       }

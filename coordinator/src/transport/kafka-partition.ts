@@ -104,6 +104,8 @@ export class KafkaPartition {
   readonly #host: KafkaPartitionHost;
   readonly #onBatch: BatchHandler;
   readonly #onLost: (() => void) | undefined;
+  /** Told once a claim is done: the coordinator takes the partition's state over then. */
+  readonly #onGained: (() => void) | undefined;
   readonly #startedAt = Date.now();
   readonly #log: Logger | undefined;
   #consumer: Consumer | null = null;
@@ -133,11 +135,12 @@ export class KafkaPartition {
   #failures = 0;
   #wake: (() => void) | null = null;
 
-  constructor(host: KafkaPartitionHost, partition: number, onBatch: BatchHandler, onLost: (() => void) | undefined) {
+  constructor(host: KafkaPartitionHost, partition: number, onBatch: BatchHandler, onLost: (() => void) | undefined, onGained?: () => void) {
     this.#host = host;
     this.partition = partition;
     this.#onBatch = onBatch;
     this.#onLost = onLost;
+    this.#onGained = onGained;
     this.#log = host.log?.child({ partition });
   }
 
@@ -304,6 +307,7 @@ export class KafkaPartition {
     this.#position = offset;
     this.#seek(offset);
     this.#log?.info({ offset }, 'partition claimed');
+    this.#onGained?.();
   }
 
   /** The group's committed offset of this partition; the partition's start when there is none. */
@@ -386,6 +390,10 @@ export class KafkaPartition {
       let committing = false;
       try {
         await this.#onBatch(bodies);
+        // Closed to later writes from here: a write after the handler resolved (the runner's
+        // snapshot, a tick) must not join a transaction that is committing; it waits for one of
+        // its own, after this one (#exclusive).
+        this.#batch = null;
         committing = true;
         const txn = await this.#transactionOf(open);
         await open.sends;

@@ -175,7 +175,7 @@ export class KafkaServerTransport implements ServerTransport {
     return this.#topics;
   }
 
-  async consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void> {
+  async consume(partition: number, onBatch: BatchHandler, onLost?: () => void, onGained?: () => void): Promise<void> {
     checkInteger('partition', partition, 0);
     if (partition >= this.partitions) {
       throw new RangeError(`partition: ${partition}, but this transport has ${this.partitions} (its partitions option must equal the coordinator's)`);
@@ -183,7 +183,7 @@ export class KafkaServerTransport implements ServerTransport {
     if (this.#closing) throw new KafkaTransportError('transport is closed');
     if (this.#parts.has(partition)) throw new Error(`partition ${partition} is already being consumed`);
     const { host } = await this.#clientOf();
-    const part = new KafkaPartition(host, partition, onBatch, onLost);
+    const part = new KafkaPartition(host, partition, onBatch, onLost, onGained);
     this.#parts.set(partition, part);
     try {
       await this.ensureTopics();

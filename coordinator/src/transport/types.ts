@@ -38,10 +38,15 @@ export interface ServerTransport {
    * the broker may serve another consumer meanwhile, so whatever the caller built from earlier
    * batches may be stale by the time deliveries resume here.
    *
+   * `onGained` is called when the broker says this consumer has become the partition's active one
+   * (Kafka: the group assigned it the partition and its transactional producer is claimed), so
+   * the caller can take the partition's state over at once rather than at the next request. A
+   * broker that does not say (RabbitMQ's single active consumer) never calls it.
+   *
    * Rejects when the broker cannot be reached, or when this transport already consumes
    * `partition`.
    */
-  consume(partition: number, onBatch: BatchHandler, onLost?: () => void): Promise<void>;
+  consume(partition: number, onBatch: BatchHandler, onLost?: () => void, onGained?: () => void): Promise<void>;
   /**
    * Publishes replies, in order, and resolves once the broker has accepted every one of them.
    * A reply to an address nobody consumes any more is accepted and dropped.
