@@ -190,9 +190,11 @@ describe('what the documents say about themselves', () => {
     expect(PROTOCOL).toContain(`\`replyTo\` must be ${RANGES.replyTo.min}–${RANGES.replyTo.max} printable ASCII characters`);
   });
 
-  it('the README keeps the two set-up commands and stays about half its old 460 lines', () => {
+  it('the README keeps the two set-up commands and stays well under its old 460 lines', () => {
     expect(README).toContain('npm install && npm start');
     expect(README).toMatch(/^npm test\b/m);
-    expect(README.split('\n').length).toBeLessThanOrEqual(280);
+    // 280 until the Kafka section (issue 10 asks for set-up, topology, versions, guarantees,
+    // take-over and figures in the README itself); the detail stays in docs/kafka.md.
+    expect(README.split('\n').length).toBeLessThanOrEqual(320);
   });
 });
