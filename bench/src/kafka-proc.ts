@@ -16,6 +16,8 @@ export interface ProcessSample {
   readonly rssBytes: number;
   /** User + system CPU time since the process started, seconds. */
   readonly cpuSeconds: number;
+  /** Open file descriptors (files and sockets); NaN when /proc/<pid>/fd cannot be listed (another user's process). */
+  readonly fds: number;
   /** When it was read (performance.now()). */
   readonly at: number;
 }
@@ -36,6 +38,14 @@ function cmdline(pid: number): string | null {
   }
 }
 
+function openFiles(pid: number): number {
+  try {
+    return readdirSync(`/proc/${pid}/fd`).length;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Reads `pid` from /proc, or null when it is gone. */
 export function sampleProcess(pid: number): ProcessSample | null {
   try {
@@ -45,7 +55,7 @@ export function sampleProcess(pid: number): ProcessSample | null {
     const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
     const ticks = Number(fields[11]) + Number(fields[12]);
     const rss = /^VmRSS:\s+(\d+) kB$/m.exec(readFileSync(`/proc/${pid}/status`, 'utf8'));
-    return { rssBytes: Number(rss?.[1] ?? Number.NaN) * 1024, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND, at: performance.now() };
+    return { rssBytes: Number(rss?.[1] ?? Number.NaN) * 1024, cpuSeconds: ticks / CLOCK_TICKS_PER_SECOND, fds: openFiles(pid), at: performance.now() };
   } catch {
     return null;
   }

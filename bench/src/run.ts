@@ -2,6 +2,7 @@ import { abuseSuite } from './abuse.js';
 import { amqpSuite } from './amqp.js';
 import { distinctLocks, hotLock } from './core.js';
 import { kafkaSuite } from './kafka.js';
+import { kafkaRepliesSuite } from './kafka-replies.js';
 import { codecCycles, memoryCycles } from './memory.js';
 import { fmt, median } from './stats.js';
 import { storeSuite } from './store.js';
@@ -12,12 +13,13 @@ import { interruption } from './workload.js';
  * process so ratios are measured side by side. Suites: core, memory (the default: both, no
  * broker needed), and amqp and store, which need RabbitMQ and Redis (and etcd, for store) and
  * run only when named; abuse (floods beside a well-behaved worker, memory and RabbitMQ) too; kafka
- * (lockq over Kafka beside RabbitMQ, and the Kafka store against Redis's) needs Kafka as well. LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size
+ * (lockq over Kafka beside RabbitMQ, and the Kafka store against Redis's) needs Kafka as well, and
+ * kafka-replies (the reply layout on Kafka, raw kafkajs) Kafka alone. LOCKQ_BENCH_RUNS (default 5) and LOCKQ_BENCH_SECONDS (default 2) size
  * the runs.
  */
 const runs = Number(process.env.LOCKQ_BENCH_RUNS ?? 5);
 const seconds = Number(process.env.LOCKQ_BENCH_SECONDS ?? 2);
-const SUITES = ['core', 'memory', 'amqp', 'store', 'abuse', 'kafka'];
+const SUITES = ['core', 'memory', 'amqp', 'store', 'abuse', 'kafka', 'kafka-replies'];
 const BY_DEFAULT = ['core', 'memory'];
 const suites = process.argv.slice(2).filter((a) => !a.startsWith('-'));
 for (const s of suites) {
@@ -48,7 +50,7 @@ if (wanted('core')) {
   await measure('core: 10,000 distinct locks', 'decisions/s', 1_000_000, () => distinctLocks(seconds));
 }
 // The broker suites clean up their queues, keys and etcd after an interrupt; a second one exits at once.
-for (const signal of wanted('amqp') || wanted('store') || wanted('kafka') ? (['SIGINT', 'SIGTERM'] as const) : []) {
+for (const signal of wanted('amqp') || wanted('store') || wanted('kafka') || wanted('kafka-replies') ? (['SIGINT', 'SIGTERM'] as const) : []) {
   process.once(signal, () => {
     console.error(`\n${signal}: stopping after the current step, then cleaning up (again to exit at once)`);
     interruption.abort();
@@ -67,6 +69,10 @@ if (wanted('store') && !interruption.signal.aborted) {
 if (wanted('kafka') && !interruption.signal.aborted) {
   console.log('');
   await kafkaSuite(runs, seconds);
+}
+if (wanted('kafka-replies') && !interruption.signal.aborted) {
+  console.log('');
+  await kafkaRepliesSuite(runs, seconds);
 }
 if (wanted('abuse')) {
   console.log('');
