@@ -8,8 +8,10 @@ import {
   replyPartitionOf,
   resolveKafkaLinkOptions,
   type ResolvedKafkaLinkOptions,
+  fixedPartitionAssigner,
+  kafkaConsumerSettings,
 } from '@lockq/protocol/kafka';
-import type { AssignerProtocol, Consumer, EachBatchPayload, Kafka, PartitionAssigner, Producer } from 'kafkajs';
+import type { AssignerProtocol, Consumer, EachBatchPayload, Kafka, Producer } from 'kafkajs';
 import type { Floor } from './floor.js';
 import { deleteKafkaPrefix, KAFKA_URL, kafkaAdmin } from './kafka-lockq.js';
 import { inBatches, uniquePrefix } from './lockq-amqp.js';
@@ -42,35 +44,7 @@ const REPLY_TO = 'reply-to';
 /** As lockq's coordinator: back-to-back transactions of one id retry quickly (CONCURRENT_TRANSACTIONS). */
 const TRANSACTION_RETRY = { initialRetryTime: 5, maxRetryTime: 1000, retries: 12 };
 
-/** A consumer group's assigner giving its one member `partition` of `topic` (kafkajs has no assign()). */
-export function onePartitionAssigner(topic: string, partition: number, protocol: typeof AssignerProtocol): PartitionAssigner {
-  const name = 'LockqBenchOnePartition';
-  return () => ({
-    name,
-    version: 0,
-    async assign({ members }) {
-      const ids = members.map((m) => m.memberId).sort();
-      return ids.map((memberId, i) => ({
-        memberId,
-        memberAssignment: protocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? { [topic]: [partition] } : {}, userData: Buffer.alloc(0) }),
-      }));
-    },
-    protocol({ topics }) {
-      return { name, metadata: protocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
-    },
-  });
-}
 
-/** A consumer's settings from lockq's link defaults (session, heartbeat, rebalance, fetch wait). */
-export function consumerSettings(link: ResolvedKafkaLinkOptions) {
-  return {
-    sessionTimeout: link.sessionTimeoutMs,
-    heartbeatInterval: link.heartbeatIntervalMs,
-    rebalanceTimeout: link.rebalanceTimeoutMs,
-    maxWaitTimeInMs: link.maxWaitMs,
-    allowAutoTopicCreation: false,
-  };
-}
 
 /**
  * Reads partition `partition` of `topic` from its current end, through a consumer group of its
@@ -84,7 +58,7 @@ export async function readOnePartition(
   o: { readonly topic: string; readonly partition: number; readonly groupId: string; readonly from: string },
   onRecords: (payload: EachBatchPayload) => void,
 ): Promise<Consumer> {
-  const consumer = kafka.consumer({ groupId: o.groupId, partitionAssigners: [onePartitionAssigner(o.topic, o.partition, protocol)], ...consumerSettings(link) });
+  const consumer = kafka.consumer({ groupId: o.groupId, partitionAssigners: [fixedPartitionAssigner('LockqBenchOnePartition', o.topic, [o.partition], protocol)], ...kafkaConsumerSettings(link) });
   let joined = false;
   consumer.on(consumer.events.GROUP_JOIN, () => {
     joined = true;
@@ -145,7 +119,7 @@ export async function openKafkaFloor(requesters: number): Promise<Floor> {
     });
     parts.push(producer);
     await producer.connect();
-    const responder = server.consumer({ groupId: coordinatorGroup(prefix), ...consumerSettings(link) });
+    const responder = server.consumer({ groupId: coordinatorGroup(prefix), ...kafkaConsumerSettings(link) });
     parts.push(responder);
     await responder.connect();
     await responder.subscribe({ topic: requests, fromBeginning: true });

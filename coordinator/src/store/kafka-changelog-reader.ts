@@ -1,7 +1,7 @@
 import { Buffer } from 'node:buffer';
 import { randomUUID } from 'node:crypto';
-import type { ResolvedKafkaLinkOptions } from '@lockq/protocol/kafka';
-import type { AssignerProtocol, Consumer, EachBatchPayload, Kafka, PartitionAssigner } from 'kafkajs';
+import { fixedPartitionAssigner, kafkaConsumerSettings, type ResolvedKafkaLinkOptions } from '@lockq/protocol/kafka';
+import type { AssignerProtocol, Consumer, EachBatchPayload, Kafka } from 'kafkajs';
 import type { Logger } from 'pino';
 import type { ChangelogRecord } from './kafka-changelog.js';
 
@@ -157,13 +157,10 @@ export class ChangelogReader {
     const o = this.#o;
     const consumer = o.kafka.consumer({
       groupId: this.#groupId,
-      partitionAssigners: [everyPartitionAssigner(o.topic, o.partitions, o.assignerProtocol)],
-      sessionTimeout: o.link.sessionTimeoutMs,
-      heartbeatInterval: o.link.heartbeatIntervalMs,
-      rebalanceTimeout: o.link.rebalanceTimeoutMs,
+      partitionAssigners: [fixedPartitionAssigner('LockqChangelogReader', o.topic, Array.from({ length: o.partitions }, (_, p) => p), o.assignerProtocol)],
+      ...kafkaConsumerSettings(o.link),
       maxWaitTimeInMs: o.maxWaitMs,
       maxBytesPerPartition: o.maxBytesPerPartition,
-      allowAutoTopicCreation: false,
       readUncommitted: false,
       retry: { restartOnFailure: async () => ++this.#crashes < o.link.reconnect.attempts },
     });
@@ -236,25 +233,3 @@ export class ChangelogReader {
   }
 }
 
-/**
- * The assigner of a reader's private group: its one member gets every partition of `topic`
- * (a second member, which should not exist, gets nothing).
- */
-function everyPartitionAssigner(topic: string, partitions: number, protocol: typeof AssignerProtocol): PartitionAssigner {
-  const name = 'LockqChangelogReader';
-  const all = Array.from({ length: partitions }, (_, p) => p);
-  return () => ({
-    name,
-    version: 0,
-    async assign({ members }) {
-      const ids = members.map((m) => m.memberId).sort();
-      return ids.map((memberId, i) => ({
-        memberId,
-        memberAssignment: protocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? { [topic]: all } : {}, userData: Buffer.alloc(0) }),
-      }));
-    },
-    protocol({ topics }) {
-      return { name, metadata: protocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
-    },
-  });
-}

@@ -7,6 +7,7 @@ import {
   kafkaErrorType,
   KafkaTransportError,
   type ResolvedKafkaLinkOptions,
+  kafkaConsumerSettings,
 } from '@lockq/protocol/kafka';
 import type { Admin, AssignerProtocol, Consumer, EachBatchPayload, Kafka, Producer, TopicMessages, Transaction } from 'kafkajs';
 import type { Logger } from 'pino';
@@ -155,11 +156,7 @@ export class KafkaPartition {
     const consumer = this.#host.consumerClient().consumer({
       groupId: this.#host.groupId,
       partitionAssigners: [lockqPartitionAssigner(requestTopic, () => this.#claimData(), this.#host.assignerProtocol)],
-      sessionTimeout: link.sessionTimeoutMs,
-      heartbeatInterval: link.heartbeatIntervalMs,
-      rebalanceTimeout: link.rebalanceTimeoutMs,
-      maxWaitTimeInMs: link.maxWaitMs,
-      allowAutoTopicCreation: false,
+      ...kafkaConsumerSettings(link),
       retry: { restartOnFailure: async () => ++this.#crashes < link.reconnect.attempts },
     });
     this.#consumer = consumer;

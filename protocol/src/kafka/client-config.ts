@@ -56,3 +56,43 @@ export const explicitPartitioner =
   () =>
   ({ message }: { readonly message: { readonly partition?: number } }): number =>
     message.partition ?? 0;
+
+/** The settings lockq gives every kafkajs consumer, from the link options. */
+export function kafkaConsumerSettings(o: ResolvedKafkaLinkOptions) {
+  return {
+    sessionTimeout: o.sessionTimeoutMs,
+    heartbeatInterval: o.heartbeatIntervalMs,
+    rebalanceTimeout: o.rebalanceTimeoutMs,
+    maxWaitTimeInMs: o.maxWaitMs,
+    allowAutoTopicCreation: false,
+  } as const;
+}
+
+/** The part of kafkajs's `AssignerProtocol` an assigner uses (structurally, as above). */
+export interface KafkaAssignerProtocol {
+  readonly MemberAssignment: { encode(a: { version: number; assignment: Record<string, number[]>; userData: Buffer }): Buffer };
+  readonly MemberMetadata: { encode(m: { version: number; topics: string[]; userData: Buffer }): Buffer };
+}
+
+/**
+ * A group assigner that gives the group's first member (by id) `partitions` of `topic` and any
+ * other member nothing. kafkajs has no `assign()`: a consumer that must read given partitions
+ * joins a group of its own with this (a worker its reply partition, a store its changelog).
+ */
+export function fixedPartitionAssigner(name: string, topic: string, partitions: readonly number[], protocol: KafkaAssignerProtocol) {
+  const assignment = { [topic]: [...partitions] };
+  return () => ({
+    name,
+    version: 0,
+    async assign({ members }: { members: readonly { memberId: string }[] }) {
+      const ids = members.map((m) => m.memberId).sort();
+      return ids.map((memberId, i) => ({
+        memberId,
+        memberAssignment: protocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? assignment : {}, userData: Buffer.alloc(0) }),
+      }));
+    },
+    protocol({ topics }: { topics: string[] }) {
+      return { name, metadata: protocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
+    },
+  });
+}

@@ -14,8 +14,10 @@ import {
   requestKey,
   type ResolvedKafkaLinkOptions,
   resolveKafkaLinkOptions,
+  fixedPartitionAssigner,
+  kafkaConsumerSettings,
 } from '@lockq/protocol/kafka';
-import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka, Message, PartitionAssigner, Producer } from 'kafkajs';
+import type { Admin, Consumer, EachBatchPayload, IHeaders, Kafka, Message, Producer } from 'kafkajs';
 import type { Logger } from 'pino';
 import { resolveClientIdentity } from './identity.js';
 import type { ClientTransport, ClientTransportHandlers, ClientTransportOptions, ReplyOrigin } from './types.js';
@@ -255,12 +257,8 @@ export class KafkaClientTransport implements ClientTransport {
     const link = this.#link;
     const consumer = kafka.consumer({
       groupId: this.replyAddress,
-      partitionAssigners: [onePartitionAssigner(this.#replyTopic, this.#replyPartition, protocol)],
-      sessionTimeout: link.sessionTimeoutMs,
-      heartbeatInterval: link.heartbeatIntervalMs,
-      rebalanceTimeout: link.rebalanceTimeoutMs,
-      maxWaitTimeInMs: link.maxWaitMs,
-      allowAutoTopicCreation: false,
+      partitionAssigners: [fixedPartitionAssigner('LockqReplyPartition', this.#replyTopic, [this.#replyPartition], protocol)],
+      ...kafkaConsumerSettings(link),
       retry: { restartOnFailure: async () => ++this.#crashes < link.reconnect.attempts },
     });
     this.#consumer = consumer;
@@ -399,24 +397,3 @@ function originOf(headers: IHeaders | undefined): ReplyOrigin | null {
   return text === FORWARD_ORIGIN ? 'forward' : null;
 }
 
-/**
- * The assigner of a reply group: its one member gets `partition` of `topic`, nothing else (a
- * second member with the same identity, which should not exist, gets nothing).
- */
-function onePartitionAssigner(topic: string, partition: number, protocol: typeof import('kafkajs').AssignerProtocol): PartitionAssigner {
-  const name = 'LockqReplyPartition';
-  return () => ({
-    name,
-    version: 0,
-    async assign({ members }) {
-      const ids = members.map((m) => m.memberId).sort();
-      return ids.map((memberId, i) => ({
-        memberId,
-        memberAssignment: protocol.MemberAssignment.encode({ version: 0, assignment: i === 0 ? { [topic]: [partition] } : {}, userData: Buffer.alloc(0) }),
-      }));
-    },
-    protocol({ topics }) {
-      return { name, metadata: protocol.MemberMetadata.encode({ version: 0, topics, userData: Buffer.alloc(0) }) };
-    },
-  });
-}
