@@ -33,7 +33,14 @@ class WorkerProcess {
   #gone: Error | null = null;
 
   constructor(config: ProcessConfig) {
-    this.child = fork(PROCESS, [JSON.stringify(config)], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'json', env: idleFixEnvironment() });
+    this.child = fork(PROCESS, [JSON.stringify(config)], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'json',
+      env: idleFixEnvironment(),
+      // A process group of its own: a Ctrl-C (or timeout's signal) stops the bench, which closes
+      // this process after its clean-up; the process also exits when the bench's channel closes.
+      detached: true,
+    });
     this.child.on('message', (raw) => this.#received(raw as Report));
     this.child.on('exit', (code, signal) => this.#ended(new Error(`worker process ${config.workerId} exited (${signal ?? code})`)));
     this.child.on('error', (err) => this.#ended(err));
@@ -97,8 +104,6 @@ class WorkerProcess {
 }
 
 export interface WorkerProcesses {
-  /** Reply addresses of every process's client of each system (for the parent's clean-up). */
-  readonly addresses: ReadonlyMap<string, readonly string[]>;
   /**
    * The processes' clients of system `key` as a lock system; its message count adds
    * `otherMessages` (the coordinator's replies) to what the clients published.
@@ -111,20 +116,20 @@ export interface WorkerProcesses {
 /**
  * Starts `count` worker processes, each with a client of every system in `systems` (workers
  * `bench-p<i>`), and waits until all are connected and have opened a session (one acquire and
- * release on each system).
+ * release on each system). `addresses` collects each system's reply addresses as the clients
+ * connect, so the caller can delete them (RabbitMQ reply queues) even when starting fails.
  */
-export async function startWorkerProcesses(count: number, systems: readonly WorkerSpec[]): Promise<WorkerProcesses> {
+export async function startWorkerProcesses(count: number, systems: readonly WorkerSpec[], addresses: Map<string, string[]>): Promise<WorkerProcesses> {
   const started: WorkerProcess[] = [];
   const close = async () => {
     await Promise.all(started.map((p) => p.close()));
   };
-  const addresses = new Map<string, string[]>(systems.map((s) => [s.key, []]));
   try {
     await inBatches(count, STARTING_AT_ONCE, async (i) => {
       const p = new WorkerProcess({ workerId: `bench-p${i}`, systems });
       started.push(p);
       const mine = await p.ready();
-      for (const [key, address] of Object.entries(mine)) addresses.get(key)?.push(address);
+      for (const [key, address] of Object.entries(mine)) addresses.set(key, [...(addresses.get(key) ?? []), address]);
     });
   } catch (err) {
     await close();
@@ -144,7 +149,6 @@ export async function startWorkerProcesses(count: number, systems: readonly Work
     await Promise.all(started.map(async (p, i) => (await contender(p, s.key).acquire(`warm-up:p${i}`))?.()));
   }
   return {
-    addresses,
     system(key, label, otherMessages) {
       return {
         label,

@@ -7,7 +7,7 @@ import type { Admin, Producer } from 'kafkajs';
 import { applyKafkajsIdleFix, idleFixEnvironment, KAFKAJS_IDLE_FIX_ENV } from './kafka-idle-fix.js';
 import { deleteKafkaPrefix, KAFKA_URL, kafkaAdmin } from './kafka-lockq.js';
 import { type BrokerProcess, cpuShare, kafkaBroker, type ProcessSample, watchProcess } from './kafka-proc.js';
-import { clock, type ReaderSpec, type RepliesCommand, type RepliesReport } from './kafka-replies-worker.js';
+import { clock, type ReaderSpec, type RepliesCommand, type RepliesReport } from './kafka-replies-ipc.js';
 import { uniquePrefix } from './lockq-amqp.js';
 import { cell, ms, printTable, progress } from './report.js';
 import { fmt, median, percentile } from './stats.js';
@@ -91,7 +91,12 @@ class ReaderProcess {
   #gone: Error | null = null;
 
   constructor() {
-    this.child = fork(WORKER, [], { stdio: ['ignore', 'inherit', 'inherit', 'ipc'], serialization: 'advanced', env: idleFixEnvironment() });
+    this.child = fork(WORKER, [], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      serialization: 'advanced',
+      env: idleFixEnvironment(),
+      detached: true, // out of the bench's process group: a Ctrl-C reaches the bench, which closes this process
+    });
     this.child.on('message', (r) => this.#waiting.shift()?.resolve(r as RepliesReport));
     const gone = (err: Error) => {
       this.#gone ??= err;

@@ -132,6 +132,7 @@ async function lockqOnBothBrokers(runs: number, seconds: number, kafkaProc: Brok
   let rabbitLockq: LockqAmqpSystem | undefined;
   let kafkaLockq: LockqKafkaSystem | undefined;
   let processes: WorkerProcesses | undefined;
+  const processAddresses = new Map<string, string[]>();
   try {
     progress(`connecting ${WORKERS} floor requesters and ${WORKERS} lockq clients on each broker`);
     rabbitFloor = await open('raw RabbitMQ floor', AMQP_URL, () => openFloor(WORKERS));
@@ -144,7 +145,7 @@ async function lockqOnBothBrokers(runs: number, seconds: number, kafkaProc: Brok
     ];
     if (systems.length > 0) {
       progress(`starting ${WORKERS} worker processes, each with a client of ${systems.map((s) => s.key).join(' and ')}`);
-      processes = await open('worker processes', KAFKA_URL, () => startWorkerProcesses(WORKERS, systems));
+      processes = await open('worker processes', KAFKA_URL, () => startWorkerProcesses(WORKERS, systems, processAddresses));
     }
 
     const configs: Config[] = [];
@@ -249,7 +250,7 @@ async function lockqOnBothBrokers(runs: number, seconds: number, kafkaProc: Brok
     await processes?.close().catch(report('the worker processes'));
     await kafkaLockq?.close().catch(report('lockq over Kafka'));
     await rabbitLockq?.close().catch(report('lockq over RabbitMQ'));
-    const processQueues = processes?.addresses.get('RabbitMQ') ?? [];
+    const processQueues = processAddresses.get('RabbitMQ') ?? [];
     if (processQueues.length > 0) await deleteTopology(processQueues, []).catch(report("the worker processes' reply queues"));
     await kafkaFloor?.close().catch(report('the Kafka floor'));
     await rabbitFloor?.close().catch(report('the RabbitMQ floor'));
