@@ -376,16 +376,24 @@ export function defineTransportContract(
     it('keeps partitions independent', async () => {
       const s = server();
       const hold = gate();
+      let gated = false;
       const p0: string[] = [];
       const p1: string[] = [];
       await s.consume(0, async (batch) => {
-        await hold.promise;
+        if (gated) await hold.promise;
         p0.push(...batch.map(dec));
       });
       await s.consume(1, async (batch) => {
         p1.push(...batch.map(dec));
       });
       const c = await opened('w1');
+      // Both consumers settled first: on Kafka a member joining the group rebalances it, and a
+      // rebalance waits for every batch in progress (docs/kafka.md, Limits), the held one too.
+      await Promise.all([c.send(0, enc('warm')), c.send(1, enc('warm'))]);
+      await waitFor(() => p0.length === 1 && p1.length === 1, 'both partitions to flow');
+      p0.length = 0;
+      p1.length = 0;
+      gated = true;
       const sends: Promise<void>[] = [];
       for (let i = 0; i < 10; i++) sends.push(c.send(0, enc(`p0:${i}`)), c.send(1, enc(`p1:${i}`)));
       await Promise.all(sends);
