@@ -28,6 +28,7 @@ import { requireKafka } from '../support/brokers.js';
 import { between, envInt, faultSeed, percentile, summarize } from '../support/faults-history.js';
 import {
   KAFKA_LOAD_TTL_MS,
+  PROGRESS_MS,
   kafkaFaultBroker,
   kafkaFaultStores,
   ownershipProblems,
@@ -54,7 +55,7 @@ for (const store of kafkaFaultStores()) {
   describe.skipIf(!ready)(`fault (Kafka, ${store} store): SIGKILL of a coordinator, restarted at once`, () => {
     it(
       `moves partitions ${KILLS} times with no double grant, no lost waiter, FIFO and tokens intact`,
-      async () => {
+      async ({ onTestFailed }) => {
         const seed = faultSeed();
         console.log(`[coordinator-kill.kafka] ${store} store, LOCKQ_FAULT_SEED=${seed} LOCKQ_KAFKA_FAULT_KILLS=${KILLS} LOCKQ_KAFKA_SESSION_MS=${SESSION_MS}`);
         const r = await FaultRig.start({
@@ -68,6 +69,8 @@ for (const store of kafkaFaultStores()) {
           requestTimeoutMs: 60_000,
         });
         rig = r;
+        // Any failure, a timeout included, leaves the whole run on disk.
+        onTestFailed(() => console.log(`the whole run: ${r.dump()}`));
         const began = Date.now();
         const all = Array.from({ length: PARTITIONS }, (_, p) => p);
         await r.startCoordinator();
@@ -85,7 +88,7 @@ for (const store of kafkaFaultStores()) {
             { timeoutMs: 60_000, intervalMs: 200 },
           );
         await settled();
-        await r.progress(20, 30_000);
+        await r.progress(20, PROGRESS_MS);
 
         const fifoPartition = r.partitionOf(r.fifoLock);
         const moves: PartitionMove[] = [];
@@ -115,7 +118,7 @@ for (const store of kafkaFaultStores()) {
           if (fifo) await r.fifoRound(kill);
           else await kill();
           await settled();
-          await r.progress(20, 30_000);
+          await r.progress(20, PROGRESS_MS);
         }
 
         const hung = await r.stopWorkers();
@@ -128,7 +131,7 @@ for (const store of kafkaFaultStores()) {
             `${r.rounds.length} FIFO rounds; ${summarize(report)}; ${((Date.now() - began) / 1000).toFixed(1)} s`,
         );
         if (report.problems.length > 0 || hung.length > 0) console.log(r.diagnostics());
-        if (report.problems.length > 0 || hung.length > 0 || process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
+        if (process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
         expect(hung).toEqual([]);
         expect(report.problems).toEqual([]);
         expect(r.rounds.length).toBeGreaterThan(0);

@@ -31,7 +31,7 @@
 import { afterEach, describe, expect, it } from 'vitest';
 import { requireKafka } from '../support/brokers.js';
 import { between, envInt, faultSeed, percentile, summarize } from '../support/faults-history.js';
-import { KAFKA_LOAD_TTL_MS, kafkaFaultBroker, kafkaFaultStores, ownershipProblems, type PartitionMove, partitionMoves, storeOption } from '../support/faults-kafka.js';
+import { KAFKA_LOAD_TTL_MS, PROGRESS_MS, kafkaFaultBroker, kafkaFaultStores, ownershipProblems, type PartitionMove, partitionMoves, storeOption } from '../support/faults-kafka.js';
 import { FaultRig } from '../support/faults-rig.js';
 import { requireRedisServer } from '../support/faults-redis.js';
 import { elapse, waitFor } from '../support/wait-for.js';
@@ -56,7 +56,7 @@ for (const store of kafkaFaultStores()) {
   describe.skipIf(!ready)(`fault (Kafka, ${store} store): SIGKILL of a coordinator and a new one joining, 8 partitions over 3 coordinators`, () => {
     it(
       `${MOVES} kills and joins move partitions with no double grant, no lost waiter, FIFO and tokens intact`,
-      async () => {
+      async ({ onTestFailed }) => {
         const seed = faultSeed();
         console.log(`[rebalance.kafka] ${store} store, LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_MOVES=${MOVES} LOCKQ_KAFKA_SESSION_MS=${SESSION_MS}`);
         const r = await FaultRig.start({
@@ -72,6 +72,8 @@ for (const store of kafkaFaultStores()) {
           requestTimeoutMs: 60_000,
         });
         rig = r;
+        // Any failure, a timeout included, leaves the whole run on disk.
+        onTestFailed(() => console.log(`the whole run: ${r.dump()}`));
         const began = Date.now();
         const all = Array.from({ length: PARTITIONS }, (_, p) => p);
         for (let i = 0; i < 3; i++) await r.startCoordinator();
@@ -82,7 +84,7 @@ for (const store of kafkaFaultStores()) {
           timeoutMs: 60_000,
           intervalMs: 200,
         });
-        await r.progress(30, 30_000);
+        await r.progress(30, PROGRESS_MS);
         console.log(`[rebalance.kafka] spread: ${r.live.map((c) => `${c.name} ${r.ownedBy(c).join(',')}`).join('; ')} after ${Date.now() - began} ms`);
 
         const killMoves: PartitionMove[] = [];
@@ -140,7 +142,7 @@ for (const store of kafkaFaultStores()) {
               moves.map((v) => `p${v.partition} claimed ${v.claimMs} ms, granted ${v.grantMs} ms`).join('; ') +
               `; now ${r.live.map((c) => `${c.name} ${r.ownedBy(c).join(',')}`).join('; ')}`,
           );
-          await r.progress(30, 30_000);
+          await r.progress(30, PROGRESS_MS);
         }
 
         const hung = await r.stopWorkers();
@@ -152,7 +154,7 @@ for (const store of kafkaFaultStores()) {
             `join -> first grant ${spread(joinMoves.map((v) => v.grantMs))}; ${r.rounds.length} FIFO rounds; ${summarize(report)}; ${((Date.now() - began) / 1000).toFixed(1)} s`,
         );
         if (report.problems.length > 0 || hung.length > 0) console.log(r.diagnostics());
-        if (report.problems.length > 0 || hung.length > 0 || process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
+        if (process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
         expect(hung).toEqual([]);
         expect(report.problems).toEqual([]);
         expect(r.rounds.length).toBeGreaterThan(0);

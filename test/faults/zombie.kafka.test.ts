@@ -47,6 +47,7 @@ import { between, envInt, faultSeed, percentile, summarize } from '../support/fa
 import {
   KAFKA_FENCED,
   KAFKA_LOAD_TTL_MS,
+  PROGRESS_MS,
   KAFKA_LOST,
   KAFKA_URL,
   kafkaFaultBroker,
@@ -100,7 +101,7 @@ for (const store of kafkaFaultStores()) {
   describe.skipIf(!ready)(`fault (Kafka, ${store} store): a zombie coordinator, SIGSTOPped past its session timeout, then SIGCONTed`, () => {
     it(
       `${STOPS} woken coordinators are fenced and nothing they decided reaches a worker`,
-      async () => {
+      async ({ onTestFailed }) => {
         const seed = faultSeed();
         console.log(`[zombie.kafka] ${store} store, LOCKQ_FAULT_SEED=${seed} LOCKQ_FAULT_STOPS=${STOPS} LOCKQ_KAFKA_SESSION_MS=${SESSION_MS}`);
         const r = await FaultRig.start({
@@ -116,6 +117,8 @@ for (const store of kafkaFaultStores()) {
           trace: true,
         });
         rig = r;
+        // Any failure, a timeout included, leaves the whole run on disk.
+        onTestFailed(() => console.log(`the whole run: ${r.dump()}`));
         const began = Date.now();
         const all = Array.from({ length: PARTITIONS }, (_, p) => p);
         await r.startCoordinator();
@@ -126,7 +129,7 @@ for (const store of kafkaFaultStores()) {
           timeoutMs: 60_000,
           intervalMs: 200,
         });
-        await r.progress(20, 30_000);
+        await r.progress(20, PROGRESS_MS);
 
         const replies: ProbeReply[] = [];
         probe = new KafkaClientTransport({ url: KAFKA_URL, workerId: 'zombie-probe', instance: randomUUID().slice(0, 8), prefix: r.prefix });
@@ -166,7 +169,7 @@ for (const store of kafkaFaultStores()) {
               { timeoutMs: 60_000 + 2 * SESSION_MS, intervalMs: 25 },
             );
             await waitFor(() => probed.every(({ id }) => replies.some((x) => x.re === id)), 'the inspects answered', { timeoutMs: 30_000 });
-            await r.progress(20, 30_000); // the new owner serves
+            await r.progress(20, PROGRESS_MS); // the new owner serves
             // Paused well past the session timeout (the broker counts it from the last heartbeat).
             await elapse(Math.max(0, SESSION_MS + 1000 - (Date.now() - stoppedAt)));
           }); // the gate is released and the waiters granted while the victim is still paused
@@ -226,7 +229,7 @@ for (const store of kafkaFaultStores()) {
             () => `one active owner per partition: ${problems.join('; ')}`,
             { timeoutMs: 30_000, intervalMs: 200 },
           );
-          await r.progress(20, 30_000);
+          await r.progress(20, PROGRESS_MS);
           // It claimed (epoch bump, restore) only what the group gave it after it woke, never on a
           // stray delivery: its transport took each such partition's transactional id first.
           for (const claim of victim.claims(resumedAt)) {
@@ -267,7 +270,7 @@ for (const store of kafkaFaultStores()) {
         );
         const failed = report.problems.length > 0 || hung.length > 0 || stale.length > 0 || broken.length > 0;
         if (failed) console.log(r.diagnostics());
-        if (failed || process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
+        if (process.env.LOCKQ_FAULT_DUMP === '1') console.log(`the whole run: ${r.dump()}`);
         expect(broken).toEqual([]);
         expect(hung).toEqual([]);
         expect(report.problems).toEqual([]);

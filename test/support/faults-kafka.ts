@@ -35,6 +35,13 @@ export function storeOption(store: KafkaFaultStore): { store?: string } {
  */
 export const KAFKA_LOAD_TTL_MS = 10_000;
 
+/**
+ * How long a Kafka fault test waits for the load to make progress after a fault. Generous: with
+ * a 3 s session, a starved 2-core machine (other suites or benchmarks beside it) has members
+ * miss heartbeats and partitions move back and forth for a while; the load slows but must go on.
+ */
+export const PROGRESS_MS = 60_000;
+
 /** What the Kafka server transport logs (with the partition) when the group gave the partition to another coordinator (or its consumer crashed). */
 export const KAFKA_LOST = 'lost the partition';
 /** … when a batch's transaction was refused because a newer owner's producer fenced this one. */
